@@ -1,0 +1,75 @@
+// One knex database per service: an embedded SQLite file by default, or
+// PostgreSQL when a postgres:// URL is given. SQL stays portable.
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import knexFactory, { type Knex } from 'knex';
+
+export type Db = Knex;
+
+export interface Migration {
+  name: string;
+  up(db: Knex): Promise<void>;
+  down?(db: Knex): Promise<void>;
+}
+
+export interface DatabaseOptions {
+  /** postgres://... or a SQLite file path (":memory:" for tests that need no file). */
+  url: string;
+  migrations: Migration[];
+  /** Separate migration bookkeeping per service when several share one PostgreSQL database. */
+  migrationsTable: string;
+}
+
+function migrationSource(migrations: Migration[]): Knex.MigrationSource<Migration> {
+  return {
+    getMigrations: async () => migrations,
+    getMigrationName: (m) => m.name,
+    getMigration: async (m) => ({ up: m.up, down: m.down ?? (async () => {}) }),
+  };
+}
+
+export const isPostgresUrl = (url: string) => /^postgres(ql)?:\/\//.test(url);
+
+export async function openDatabase(opts: DatabaseOptions): Promise<Knex> {
+  let config: Knex.Config;
+  if (isPostgresUrl(opts.url)) {
+    config = { client: 'pg', connection: opts.url, pool: { min: 1, max: 10 } };
+  } else {
+    if (opts.url !== ':memory:') mkdirSync(dirname(opts.url), { recursive: true });
+    config = {
+      client: 'sqlite3',
+      connection: { filename: opts.url },
+      useNullAsDefault: true,
+      // One connection: SQLite has one writer anyway, and a single connection
+      // serializes transactions instead of failing them with SQLITE_BUSY.
+      pool: {
+        min: 1,
+        max: 1,
+        afterCreate: (conn: any, done: (err: Error | null, conn: any) => void) => {
+          // WAL with synchronous=FULL: a committed transaction survives a power
+          // loss, which a fare system owes to every accepted tap and every debit.
+          conn.exec(
+            'PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;',
+            (err: Error | null) => done(err, conn),
+          );
+        },
+      },
+    };
+  }
+  const db = knexFactory(config);
+  await db.migrate.latest({ migrationSource: migrationSource(opts.migrations), tableName: opts.migrationsTable });
+  return db;
+}
+
+/** Selects a column as text, so int64 values are never read back as lossy JS numbers. */
+export const asText = (db: Knex, column: string, alias = column.split('.').pop()!) =>
+  db.raw('CAST(?? AS TEXT) AS ??', [column, alias]);
+
+/** Reads a count or id from either driver (pg returns bigint aggregates as strings). */
+export const toNumber = (value: unknown): number => Number(value ?? 0);
+
+/** Returns true when err is a unique-constraint violation on either driver. */
+export function isUniqueViolation(err: unknown): boolean {
+  const e = err as { code?: string; errno?: number };
+  return e?.code === '23505' || e?.code === 'SQLITE_CONSTRAINT' || (e?.code ?? '').startsWith('SQLITE_CONSTRAINT');
+}
