@@ -1,9 +1,20 @@
 // Configuration from command-line flags (--name value) with environment
 // variables as fallback and local defaults last.
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 
-const { values: flags } = parseArgs({ strict: false, allowPositionals: true });
+/** Flags given as `--name value` or `--name=value`. */
+function parseFlags(argv: string[]): Record<string, string> {
+  const flags: Record<string, string> = {};
+  for (let i = 0; i < argv.length; i++) {
+    const m = /^--([a-z0-9-]+)(?:=(.*))?$/.exec(argv[i]);
+    if (!m) continue;
+    if (m[2] !== undefined) flags[m[1]] = m[2];
+    else if (i + 1 < argv.length && !argv[i + 1].startsWith('--')) flags[m[1]] = argv[++i];
+  }
+  return flags;
+}
+
+const flags = parseFlags(process.argv.slice(2));
 
 /** Reads --flag, then the environment variable, then the default. */
 export function setting(flag: string, envName: string, def: string): string {

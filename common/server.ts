@@ -11,17 +11,19 @@ import {
   type handleUnaryCall,
   type sendUnaryData,
 } from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
+import { BinaryReader, WireType } from '@bufbuild/protobuf/wire';
+import type { PackageDefinition } from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
-import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
+import { HealthImplementation } from 'grpc-health-check';
 import { toServiceError } from './errors.js';
 import type { Logger } from './log.js';
 
-const DESCRIPTOR_SET = new URL('../gen/descriptor.binpb', import.meta.url);
+// Built by `npm run generate` with buf: ours, and grpc.health.v1 from grpc-health-check's proto.
+const DESCRIPTOR_SETS = ['../gen/descriptor.binpb', '../gen/health.binpb'].map((f) => new URL(f, import.meta.url));
 
 /** The async form of a ts-proto service interface: each method takes the request and resolves the response. */
 export type AsyncHandlers<S> = {
-  [K in keyof S]: S[K] extends handleUnaryCall<infer Req, infer Res>
+  [K in keyof S as string extends K ? never : K]: S[K] extends handleUnaryCall<infer Req, infer Res>
     ? (request: Req, call: ServerUnaryCall<Req, Res>) => Promise<Res>
     : never;
 };
@@ -70,10 +72,26 @@ export interface RunningServer {
   close(graceMs?: number): Promise<void>;
 }
 
-function reflectionPackage(): protoLoader.PackageDefinition {
-  const ours = protoLoader.loadFileDescriptorSetFromBuffer(readFileSync(DESCRIPTOR_SET));
-  const health = protoLoader.loadSync(healthProtoPath);
-  return { ...ours, ...health };
+/** Splits a FileDescriptorSet into its serialized FileDescriptorProtos, untouched. */
+function fileDescriptorProtos(set: Uint8Array): Uint8Array[] {
+  const reader = new BinaryReader(set);
+  const files: Uint8Array[] = [];
+  while (reader.pos < reader.len) {
+    const [field, wireType] = reader.tag();
+    if (field === 1 && wireType === WireType.LengthDelimited) files.push(reader.bytes());
+    else reader.skip(wireType);
+  }
+  return files;
+}
+
+/**
+ * Reflection is fed buf's descriptor sets as they are: proto-loader's
+ * re-encoded descriptors drop import lists and use relative type names,
+ * which breaks grpcurl and buf curl (grpcurl issue #459).
+ */
+function reflectionPackage(): PackageDefinition {
+  const files = DESCRIPTOR_SETS.flatMap((url) => fileDescriptorProtos(readFileSync(url)));
+  return { 'tapcredit.descriptor_sets': { fileDescriptorProtos: files } } as unknown as PackageDefinition;
 }
 
 export async function startServer(opts: {

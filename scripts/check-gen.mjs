@@ -21,6 +21,7 @@ try {
   const buf = join(root, 'node_modules/.bin/buf');
   execFileSync(buf, ['generate', '--template', join(scratch, 'buf.gen.yaml')], { cwd: root, stdio: 'inherit' });
   execFileSync(buf, ['build', '-o', join(scratch, 'gen/descriptor.binpb')], { cwd: root, stdio: 'inherit' });
+  execFileSync(buf, ['build', 'node_modules/grpc-health-check/proto', '-o', join(scratch, 'gen/health.binpb')], { cwd: root, stdio: 'inherit' });
 
   const committed = new Set(listFiles(join(root, 'gen')).map((f) => relative(join(root, 'gen'), f)));
   const fresh = new Set(listFiles(join(scratch, 'gen')).map((f) => relative(join(scratch, 'gen'), f)));

@@ -1,0 +1,69 @@
+// Drains the terminal's accepted taps to the issuer: oldest first, in
+// batches, through IssuerService.TapReport, until each is acknowledged.
+import type { Logger } from '../common/log.js';
+import { callUnary } from '../common/rpc.js';
+import { Worker } from '../common/worker.js';
+import { IssuerServiceClient, TapReportStatus, tapReportStatusToJSON } from '../gen/tapcredit/issuer/v1/issuer.js';
+import type { TerminalStore } from './store.js';
+
+export const DEFAULT_FORWARD_BATCH_SIZE = 500;
+export const DEFAULT_FORWARD_INTERVAL_MS = 200;
+export const FORWARD_DEADLINE_MS = 10_000;
+
+/** Results after which the issuer holds the tap for good, so it is not sent again. */
+const HELD_BY_ISSUER = new Set([
+  TapReportStatus.TAP_REPORT_STATUS_STORED,
+  TapReportStatus.TAP_REPORT_STATUS_DUPLICATE,
+  TapReportStatus.TAP_REPORT_STATUS_REJECTED,
+]);
+
+export interface ForwarderOptions {
+  store: TerminalStore;
+  client: IssuerServiceClient;
+  terminalId: string;
+  batchSize?: number;
+  intervalMs?: number;
+  log: Logger;
+}
+
+/** Sends one batch; resolves to true when more unsent taps may be waiting. */
+export async function forwardBatch(opts: ForwarderOptions): Promise<boolean> {
+  const batchSize = opts.batchSize ?? DEFAULT_FORWARD_BATCH_SIZE;
+  const taps = await opts.store.unsentTaps(batchSize);
+  if (taps.length === 0) return false;
+
+  const response = await callUnary(opts.client, opts.client.tapReport, { terminalId: opts.terminalId, taps }, FORWARD_DEADLINE_MS);
+  const sent = new Set(taps.map((t) => t.tapId));
+  const acked: string[] = [];
+  for (const result of response.results) {
+    if (!sent.has(result.tapId)) {
+      opts.log.error({ tapId: result.tapId }, 'issuer answered for a tap that was not sent');
+    } else if (HELD_BY_ISSUER.has(result.status)) {
+      acked.push(result.tapId);
+      if (result.status === TapReportStatus.TAP_REPORT_STATUS_REJECTED) {
+        opts.log.warn({ tapId: result.tapId, reason: result.reason }, 'issuer rejected a tap');
+      }
+    } else {
+      // TAP_ID_CONFLICT means another tap already holds this id at the issuer
+      // (e.g. two terminals configured with one id). The tap stays unsent so
+      // it is not lost, and an operator must look.
+      opts.log.error(
+        { tapId: result.tapId, status: tapReportStatusToJSON(result.status), reason: result.reason },
+        'issuer did not take a tap; it stays unsent',
+      );
+    }
+  }
+  await opts.store.markAcked(acked, new Date());
+  opts.log.debug({ sent: taps.length, acked: acked.length }, 'taps forwarded');
+  // A full batch with progress means more may be waiting; taps the issuer
+  // refuses to hold must not turn the loop into a busy spin.
+  return taps.length === batchSize && acked.length > 0;
+}
+
+export function createForwarder(opts: ForwarderOptions): Worker {
+  return new Worker(() => forwardBatch(opts), {
+    name: 'tap-forwarder',
+    intervalMs: opts.intervalMs ?? DEFAULT_FORWARD_INTERVAL_MS,
+    log: opts.log,
+  });
+}

@@ -1,0 +1,106 @@
+// The terminal's durable store: accepted taps (the outbox the forwarder
+// drains), the deny list the terminal holds, and the terminal sequence.
+import { asText, toNumber, type Db } from '../common/db.js';
+import { Tap } from '../gen/tapcredit/type/v1/tap.js';
+
+export interface TerminalCounts {
+  acceptedTapCount: number;
+  unsentTapCount: number;
+  lastForwardedAt: Date | undefined;
+  denyListVersion: string;
+  denyListSize: number;
+}
+
+export class TerminalStore {
+  private constructor(
+    readonly db: Db,
+    private next: bigint,
+  ) {}
+
+  /** Opens the store; the next sequence continues after the highest one stored. */
+  static async open(db: Db): Promise<TerminalStore> {
+    const [row] = await db('taps').select(db.raw('CAST(MAX(sequence) AS TEXT) AS max_sequence'));
+    const max = row?.max_sequence == null ? 0n : BigInt(row.max_sequence);
+    return new TerminalStore(db, max + 1n);
+  }
+
+  /** The sequence the next accepted tap will carry. */
+  peekSequence(): bigint {
+    return this.next;
+  }
+
+  /**
+   * Claims the sequence for an accepted tap. Synchronous, so two concurrent
+   * PresentCard calls can never claim the same one; only accepted taps claim
+   * one, so a terminal's accepted taps carry consecutive sequences.
+   */
+  claimSequence(sequence: bigint): void {
+    if (sequence !== this.next) throw new Error(`sequence ${sequence} is not the next one (${this.next})`);
+    this.next += 1n;
+  }
+
+  /** Stores an accepted tap durably; resolves once it is committed. */
+  async recordTap(tap: Tap): Promise<void> {
+    await this.db('taps').insert({
+      tap_id: tap.tapId,
+      sequence: tap.terminalSequence,
+      card_id: tap.cardId,
+      fare_minor_units: tap.fare!.minorUnits,
+      fare_currency: tap.fare!.currencyCode,
+      tapped_at: String(tap.tappedAt!.getTime()),
+      tap: Buffer.from(Tap.encode(tap).finish()),
+      acked_at: null,
+    });
+  }
+
+  /** Taps the issuer has not acknowledged yet, oldest first. */
+  async unsentTaps(limit: number): Promise<Tap[]> {
+    const rows = await this.db('taps').whereNull('acked_at').orderBy('sequence', 'asc').limit(limit).select('tap');
+    return rows.map((r: { tap: Buffer }) => Tap.decode(r.tap));
+  }
+
+  /** Marks taps as held by the issuer; they are never sent again. */
+  async markAcked(tapIds: string[], at: Date): Promise<void> {
+    if (tapIds.length === 0) return;
+    await this.db.transaction(async (trx) => {
+      await trx('taps').whereIn('tap_id', tapIds).whereNull('acked_at').update({ acked_at: String(at.getTime()) });
+      await trx('terminal_meta').where({ id: 1 }).update({ last_forwarded_at: String(at.getTime()) });
+    });
+  }
+
+  async isDenyListed(cardId: string): Promise<boolean> {
+    return (await this.db('deny_list').where({ card_id: cardId }).first('card_id')) !== undefined;
+  }
+
+  async counts(): Promise<TerminalCounts> {
+    const db = this.db;
+    const [accepted] = await db('taps').count({ n: '*' });
+    const [unsent] = await db('taps').whereNull('acked_at').count({ n: '*' });
+    const [denied] = await db('deny_list').count({ n: '*' });
+    const meta = await db('terminal_meta')
+      .where({ id: 1 })
+      .first(asText(db, 'deny_list_version'), asText(db, 'last_forwarded_at'));
+    return {
+      acceptedTapCount: toNumber(accepted.n),
+      unsentTapCount: toNumber(unsent.n),
+      lastForwardedAt: meta?.last_forwarded_at == null ? undefined : new Date(Number(meta.last_forwarded_at)),
+      denyListVersion: meta?.deny_list_version ?? '0',
+      denyListSize: toNumber(denied.n),
+    };
+  }
+}
+
+/**
+ * Puts a card on the deny list the terminal holds and bumps the list's
+ * version; returns the new version. Listing a card already listed updates
+ * its reason.
+ */
+export async function denyCard(db: Db, cardId: string, reason: string): Promise<string> {
+  return db.transaction(async (trx) => {
+    const meta = await trx('terminal_meta').where({ id: 1 }).first(asText(trx, 'deny_list_version'));
+    const version = (BigInt(meta?.deny_list_version ?? '0') + 1n).toString();
+    await trx('terminal_meta').where({ id: 1 }).update({ deny_list_version: version });
+    await trx('deny_list').insert({ card_id: cardId, reason, version }).onConflict('card_id').merge(['reason', 'version']);
+    return version;
+  });
+}

@@ -1,0 +1,111 @@
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { expect } from 'chai';
+import { issueCard, signCreditFlag, verifyCardProof, writeCreditFlag } from '../../common/card.js';
+import type { CardImage } from '../../gen/tapcredit/type/v1/card.js';
+import { DeclineReason } from '../../gen/tapcredit/terminal/v1/terminal.js';
+import { decide, utcDay, type DecisionInput } from '../../terminal/decision.js';
+
+describe('terminal offline decision', () => {
+  const masterKey = randomBytes(32);
+  const issuer = generateKeyPairSync('ed25519');
+  const forger = generateKeyPairSync('ed25519');
+  const today = '2026-03-15';
+
+  const flagFor = (cardId: string, signer = issuer.privateKey) =>
+    signCreditFlag(signer, { cardId, agreementId: `agr_${cardId}`, version: 1, issuedAt: new Date('2026-01-01T00:00:00Z') });
+  const enrolledCard = (cardId = 'C1', expiresOn = '2030-12-31'): CardImage =>
+    writeCreditFlag(issueCard(masterKey, { cardId, issuerCode: 'CITY1', expiresOn }), flagFor(cardId));
+
+  const input = (card: CardImage, over: Partial<DecisionInput> = {}): DecisionInput => ({
+    card,
+    terminalId: 'T1',
+    issuerCode: 'CITY1',
+    masterKey,
+    issuerPublicKey: issuer.publicKey,
+    isDenyListed: () => false,
+    today,
+    terminalSequence: 42n,
+    terminalRandom: randomBytes(8),
+    ...over,
+  });
+
+  const expectDecline = (inp: DecisionInput, reason: DeclineReason) => {
+    const outcome = decide(inp);
+    expect(outcome.decision).to.equal('DECLINE');
+    if (outcome.decision === 'DECLINE') expect(outcome.reason).to.equal(reason);
+    return outcome;
+  };
+
+  it('accepts an enrolled, genuine, valid card: the proof verifies and the counter advances', () => {
+    const card = enrolledCard();
+    const outcome = decide(input(card));
+    expect(outcome.decision).to.equal('ACCEPT');
+    if (outcome.decision !== 'ACCEPT') return;
+    expect(outcome.agreementId).to.equal('agr_C1');
+    expect(outcome.card.counter).to.equal('1');
+    expect(outcome.proof).to.include({ cardId: 'C1', counter: '1', terminalId: 'T1', terminalSequence: '42' });
+    expect(verifyCardProof(masterKey, outcome.proof)).to.equal(true);
+  });
+
+  it('accepts a card on its expiry day', () => {
+    expect(decide(input(enrolledCard('C1', today))).decision).to.equal('ACCEPT');
+  });
+
+  it('declines a card of another issuer with WRONG_ISSUER', () => {
+    expectDecline(input({ ...enrolledCard(), issuerCode: 'CITY2' }), DeclineReason.DECLINE_REASON_WRONG_ISSUER);
+  });
+
+  it('declines a card without a credit flag with NO_CREDIT_FLAG, leaving the card untouched', () => {
+    const card = issueCard(masterKey, { cardId: 'C1', issuerCode: 'CITY1', expiresOn: '2030-12-31' });
+    const outcome = expectDecline(input(card), DeclineReason.DECLINE_REASON_NO_CREDIT_FLAG);
+    expect(outcome.card.counter).to.equal('0');
+  });
+
+  it('declines a flag signed by anyone but the issuer with FLAG_SIGNATURE_INVALID', () => {
+    const card = writeCreditFlag(enrolledCard(), flagFor('C1', forger.privateKey));
+    expectDecline(input(card), DeclineReason.DECLINE_REASON_FLAG_SIGNATURE_INVALID);
+  });
+
+  it('declines a flag whose fields were altered after signing with FLAG_SIGNATURE_INVALID', () => {
+    const card = enrolledCard();
+    expectDecline(input({ ...card, creditFlag: { ...card.creditFlag!, agreementId: 'agr_other' } }), DeclineReason.DECLINE_REASON_FLAG_SIGNATURE_INVALID);
+  });
+
+  it('declines a genuine flag copied from another card with FLAG_CARD_MISMATCH', () => {
+    const card = writeCreditFlag(enrolledCard('C1'), flagFor('C2'));
+    expectDecline(input(card), DeclineReason.DECLINE_REASON_FLAG_CARD_MISMATCH);
+  });
+
+  it('declines a card past its expiry day with CARD_EXPIRED', () => {
+    expectDecline(input(enrolledCard('C1', '2026-03-14')), DeclineReason.DECLINE_REASON_CARD_EXPIRED);
+  });
+
+  it('declines a card on the deny list with DENY_LISTED, before talking to the card', () => {
+    const outcome = expectDecline(input(enrolledCard(), { isDenyListed: (id) => id === 'C1' }), DeclineReason.DECLINE_REASON_DENY_LISTED);
+    expect(outcome.card.counter).to.equal('0');
+  });
+
+  it('declines a card whose key is not the genuine one with CARD_AUTHENTICATION_FAILED, counter advanced', () => {
+    const copy = { ...enrolledCard(), cardKey: randomBytes(16) };
+    const outcome = expectDecline(input(copy), DeclineReason.DECLINE_REASON_CARD_AUTHENTICATION_FAILED);
+    expect(outcome.card.counter).to.equal('1');
+  });
+
+  it('declines a card personalized under another master key with CARD_AUTHENTICATION_FAILED', () => {
+    const card = writeCreditFlag(issueCard(randomBytes(32), { cardId: 'C1', issuerCode: 'CITY1', expiresOn: '2030-12-31' }), flagFor('C1'));
+    expectDecline(input(card), DeclineReason.DECLINE_REASON_CARD_AUTHENTICATION_FAILED);
+  });
+
+  it('checks in gate order: wrong issuer before missing flag, signature before card match, expiry before deny list', () => {
+    const unflagged = issueCard(masterKey, { cardId: 'C1', issuerCode: 'CITY2', expiresOn: '2020-01-01' });
+    expectDecline(input(unflagged), DeclineReason.DECLINE_REASON_WRONG_ISSUER);
+    const forgedCopy = writeCreditFlag(enrolledCard('C1'), flagFor('C2', forger.privateKey));
+    expectDecline(input(forgedCopy), DeclineReason.DECLINE_REASON_FLAG_SIGNATURE_INVALID);
+    expectDecline(input(enrolledCard('C1', '2020-01-01'), { isDenyListed: () => true }), DeclineReason.DECLINE_REASON_CARD_EXPIRED);
+    expectDecline(input({ ...enrolledCard(), cardKey: randomBytes(16) }, { isDenyListed: () => true }), DeclineReason.DECLINE_REASON_DENY_LISTED);
+  });
+
+  it('takes the service day in UTC', () => {
+    expect(utcDay(new Date('2026-03-15T23:30:00-05:00'))).to.equal('2026-03-16');
+  });
+});

@@ -1,0 +1,218 @@
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { credentials, status } from '@grpc/grpc-js';
+import { expect } from 'chai';
+import { signCreditFlag, writeCreditFlag } from '../../common/card.js';
+import { decodeErrorDetails } from '../../common/errors.js';
+import { callUnary } from '../../common/rpc.js';
+import { TapReportStatus } from '../../gen/tapcredit/issuer/v1/issuer.js';
+import { Decision, DeclineReason, TerminalServiceClient } from '../../gen/tapcredit/terminal/v1/terminal.js';
+import type { CardImage } from '../../gen/tapcredit/type/v1/card.js';
+import { Tap } from '../../gen/tapcredit/type/v1/tap.js';
+import type { TerminalHandle } from '../../terminal/service.js';
+import { denyCard } from '../../terminal/store.js';
+import {
+  blankCard,
+  enrolledCard,
+  expectGrpcError,
+  FakeIssuer,
+  removeDir,
+  sleep,
+  startTestTerminal,
+  tempDir,
+  waitFor,
+} from './fixtures.js';
+
+describe('terminal server', () => {
+  let dir: string;
+  let issuer: FakeIssuer;
+  let terminal: TerminalHandle | undefined;
+  let client: TerminalServiceClient | undefined;
+
+  async function start(over: Parameters<typeof startTestTerminal>[2] = {}) {
+    terminal = await startTestTerminal(dir, issuer.address, over);
+    client = new TerminalServiceClient(terminal.address, credentials.createInsecure());
+  }
+  async function stop() {
+    client?.close();
+    await terminal?.close();
+    client = undefined;
+    terminal = undefined;
+  }
+  const present = (card: CardImage | undefined) => callUnary(client!, client!.presentCard, { card });
+  const terminalStatus = (unsentTapsLimit = 0) => callUnary(client!, client!.getTerminalStatus, { unsentTapsLimit });
+  const storedTaps = async () => (await terminal!.db('taps').orderBy('sequence').select('tap')).map((r: { tap: Buffer }) => Tap.decode(r.tap));
+
+  beforeEach(async () => {
+    dir = tempDir();
+    issuer = await new FakeIssuer().start();
+  });
+  afterEach(async () => {
+    await stop();
+    issuer.stop();
+    removeDir(dir);
+  });
+
+  it('accepts an enrolled card: the tap is stored before the answer and then forwarded to the issuer', async () => {
+    await start();
+    const card = enrolledCard('C1');
+    const response = await present(card);
+
+    expect(response.decision).to.equal(Decision.DECISION_ACCEPT);
+    expect(response.declineReason).to.equal(DeclineReason.DECLINE_REASON_UNSPECIFIED);
+    expect(response.tap).to.deep.include({ tapId: 'T1:1', terminalId: 'T1', terminalSequence: '1', cardId: 'C1', agreementId: 'agr_C1' });
+    expect(response.tap!.fare).to.deep.equal({ currencyCode: 'CNY', minorUnits: '200' });
+    expect(response.card!.counter).to.equal('1');
+    expect(response.card!.creditFlag).to.deep.equal(card.creditFlag);
+    // Already in the store when the gate opened.
+    expect(await storedTaps()).to.deep.equal([response.tap]);
+
+    await waitFor(() => issuer.stored.has('T1:1'));
+    expect(issuer.stored.get('T1:1')).to.deep.equal(response.tap);
+    expect(issuer.reports[0].terminalId).to.equal('T1');
+    await waitFor(async () => (await terminalStatus()).unsentTapCount === '0');
+  });
+
+  it('declines each bad card with its own reason and neither stores nor forwards it', async () => {
+    await start();
+    const other = generateKeyPairSync('ed25519');
+    const forged = writeCreditFlag(blankCard('C2'), signCreditFlag(other.privateKey, { cardId: 'C2', agreementId: 'agr_x', version: 1, issuedAt: new Date() }));
+    await denyCard(terminal!.db, 'C6', 'LOST');
+    const cases: [CardImage, DeclineReason][] = [
+      [blankCard('C1'), DeclineReason.DECLINE_REASON_NO_CREDIT_FLAG],
+      [forged, DeclineReason.DECLINE_REASON_FLAG_SIGNATURE_INVALID],
+      [{ ...enrolledCard('C3'), creditFlag: enrolledCard('C9').creditFlag }, DeclineReason.DECLINE_REASON_FLAG_CARD_MISMATCH],
+      [enrolledCard('C4', '2020-01-01'), DeclineReason.DECLINE_REASON_CARD_EXPIRED],
+      [{ ...enrolledCard('C5'), cardKey: randomBytes(16) }, DeclineReason.DECLINE_REASON_CARD_AUTHENTICATION_FAILED],
+      [enrolledCard('C6'), DeclineReason.DECLINE_REASON_DENY_LISTED],
+      [{ ...enrolledCard('C7'), issuerCode: 'CITY2' }, DeclineReason.DECLINE_REASON_WRONG_ISSUER],
+    ];
+    for (const [card, reason] of cases) {
+      const response = await present(card);
+      expect(response.decision, card.cardId).to.equal(Decision.DECISION_DECLINE);
+      expect(response.declineReason, card.cardId).to.equal(reason);
+      expect(response.tap).to.equal(undefined);
+    }
+    // The fake card answered the zero-amount debit, so its counter moved.
+    expect((await present({ ...enrolledCard('C5'), cardKey: randomBytes(16) })).card!.counter).to.equal('1');
+
+    // A genuine tap afterwards is the only one stored and sent, and carries sequence 1.
+    const accepted = await present(enrolledCard('C8'));
+    expect(accepted.tap!.tapId).to.equal('T1:1');
+    await waitFor(() => issuer.stored.has('T1:1'));
+    await sleep(100);
+    expect(issuer.sentTapIds()).to.deep.equal(['T1:1']);
+    expect((await storedTaps()).map((t) => t.tapId)).to.deep.equal(['T1:1']);
+  });
+
+  it('retries while the issuer is unavailable and stops sending once the taps are acknowledged', async () => {
+    issuer.unavailableCalls = 3;
+    await start();
+    await present(enrolledCard('C1'));
+    await present(enrolledCard('C2'));
+
+    await waitFor(() => issuer.stored.size === 2);
+    expect(issuer.reports.length).to.be.greaterThanOrEqual(4);
+    const reported = await waitFor(async () => {
+      const s = await terminalStatus();
+      return s.unsentTapCount === '0' && s;
+    });
+    expect(reported.lastForwardedAt).to.be.instanceOf(Date);
+
+    const reportsWhenAcked = issuer.reports.length;
+    await sleep(150);
+    expect(issuer.reports.length).to.equal(reportsWhenAcked);
+    expect(new Set(issuer.sentTapIds())).to.deep.equal(new Set(['T1:1', 'T1:2']));
+  });
+
+  it('keeps a tap the issuer answers TAP_ID_CONFLICT for unsent, and acknowledges the others', async () => {
+    issuer.overrides.set('T1:1', TapReportStatus.TAP_REPORT_STATUS_TAP_ID_CONFLICT);
+    issuer.overrides.set('T1:2', TapReportStatus.TAP_REPORT_STATUS_REJECTED);
+    await start();
+    for (const id of ['C1', 'C2', 'C3']) await present(enrolledCard(id));
+    await waitFor(() => issuer.stored.has('T1:3'));
+    const reported = await waitFor(async () => {
+      const s = await terminalStatus();
+      return s.unsentTapCount === '1' && s;
+    });
+    expect(reported.unsentTaps.map((t) => t.tapId)).to.deep.equal(['T1:1']);
+  });
+
+  it('keeps accepted taps across a restart, forwards them after it, and continues the sequence', async () => {
+    issuer.unavailableCalls = Number.POSITIVE_INFINITY;
+    await start({ forwardBatchSize: 2 });
+    for (const id of ['C1', 'C2', 'C3']) await present(enrolledCard(id));
+    expect((await terminalStatus()).unsentTapCount).to.equal('3');
+    await stop();
+
+    issuer.unavailableCalls = 0;
+    await start({ forwardBatchSize: 2 });
+    await waitFor(() => issuer.stored.size === 3);
+    expect([...issuer.stored.keys()]).to.deep.equal(['T1:1', 'T1:2', 'T1:3']);
+    expect(Math.max(...issuer.reports.map((r) => r.taps.length))).to.equal(2);
+
+    const next = await present(enrolledCard('C4'));
+    expect(next.tap!.tapId).to.equal('T1:4');
+    await waitFor(() => issuer.stored.has('T1:4'));
+    const reported = await terminalStatus();
+    expect(reported).to.deep.include({ acceptedTapCount: '4', unsentTapCount: '0' });
+  });
+
+  it('gives concurrent taps distinct, consecutive sequences', async () => {
+    issuer.unavailableCalls = Number.POSITIVE_INFINITY;
+    await start();
+    const responses = await Promise.all(Array.from({ length: 20 }, (_, i) => present(enrolledCard(`C${i}`))));
+    const sequences = responses.map((r) => Number(r.tap!.terminalSequence)).sort((a, b) => a - b);
+    expect(sequences).to.deep.equal(Array.from({ length: 20 }, (_, i) => i + 1));
+    expect((await storedTaps()).length).to.equal(20);
+  });
+
+  it('refuses a malformed card with INVALID_ARGUMENT naming every bad field, and stores nothing', async () => {
+    await start();
+    await expectGrpcError(present(undefined), status.INVALID_ARGUMENT, 'INVALID_ARGUMENT');
+    const bad: CardImage = { cardId: '', issuerCode: '', expiresOn: 'soon', counter: '0', cardKey: Buffer.alloc(0), creditFlag: undefined };
+    const error = await expectGrpcError(present(bad), status.INVALID_ARGUMENT);
+    expect(decodeErrorDetails(error).badRequest!.fieldViolations.map((v) => v.field)).to.have.members([
+      'card.card_id',
+      'card.issuer_code',
+      'card.expires_on',
+      'card.card_key',
+    ]);
+    expect((await storedTaps()).length).to.equal(0);
+    await sleep(60);
+    expect(issuer.reports.length).to.equal(0);
+  });
+
+  it('reports its status: fare, counts, oldest unsent taps up to the limit, deny list', async () => {
+    issuer.unavailableCalls = Number.POSITIVE_INFINITY;
+    await start();
+    for (const id of ['C1', 'C2', 'C3']) await present(enrolledCard(id));
+    await denyCard(terminal!.db, 'C9', 'DEBT');
+
+    const reported = await terminalStatus(2);
+    expect(reported).to.deep.include({
+      terminalId: 'T1',
+      acceptedTapCount: '3',
+      unsentTapCount: '3',
+      lastForwardedAt: undefined,
+      denyListVersion: '1',
+      denyListSize: '1',
+    });
+    expect(reported.fare).to.deep.equal({ currencyCode: 'CNY', minorUnits: '200' });
+    expect(reported.unsentTaps.map((t) => t.tapId)).to.deep.equal(['T1:1', 'T1:2']);
+    expect((await terminalStatus(0)).unsentTaps.length).to.equal(3);
+
+    const error = await expectGrpcError(terminalStatus(-1), status.INVALID_ARGUMENT);
+    expect(decodeErrorDetails(error).badRequest!.fieldViolations[0].field).to.equal('unsent_taps_limit');
+  });
+
+  it('refuses to start with a terminal id containing ":"', async () => {
+    let error: Error | undefined;
+    await startTestTerminal(dir, issuer.address, { terminalId: 'T:1' }).catch((err) => (error = err));
+    expect(error?.message).to.match(/terminalId must not contain ':'/);
+  });
+
+  it('verifies flags against the configured issuer key only', async () => {
+    await start({ issuerPublicKey: generateKeyPairSync('ed25519').publicKey });
+    expect((await present(enrolledCard('C1'))).declineReason).to.equal(DeclineReason.DECLINE_REASON_FLAG_SIGNATURE_INVALID);
+  });
+});

@@ -1,0 +1,90 @@
+import { join } from 'node:path';
+import { expect } from 'chai';
+import { openDatabase, type Db } from '../../common/db.js';
+import type { Tap } from '../../gen/tapcredit/type/v1/tap.js';
+import { terminalMigrations } from '../../terminal/migrations.js';
+import { denyCard, TerminalStore } from '../../terminal/store.js';
+import { FARE, removeDir, tempDir } from './fixtures.js';
+
+const tapAt = (sequence: bigint, cardId = 'C1'): Tap => ({
+  tapId: `T1:${sequence}`,
+  terminalId: 'T1',
+  terminalSequence: sequence.toString(),
+  cardId,
+  agreementId: `agr_${cardId}`,
+  fare: FARE,
+  tappedAt: new Date(1_770_000_000_000 + Number(sequence % 1_000_000n)),
+  proof: { cardId, counter: '1', terminalId: 'T1', terminalSequence: sequence.toString(), terminalRandom: Buffer.alloc(8, 1), mac: Buffer.alloc(8, 2) },
+});
+
+describe('terminal store', () => {
+  let dir: string;
+  let db: Db;
+  const open = () => openDatabase({ url: join(dir, 'terminal.sqlite'), migrations: terminalMigrations, migrationsTable: 'terminal_migrations' });
+
+  beforeEach(async () => {
+    dir = tempDir();
+    db = await open();
+  });
+  afterEach(async () => {
+    await db.destroy();
+    removeDir(dir);
+  });
+
+  it('starts a fresh terminal at sequence 1', async () => {
+    const store = await TerminalStore.open(db);
+    expect(store.peekSequence()).to.equal(1n);
+  });
+
+  it('hands out each sequence once: a claimed sequence cannot be claimed again', async () => {
+    const store = await TerminalStore.open(db);
+    store.claimSequence(1n);
+    expect(store.peekSequence()).to.equal(2n);
+    expect(() => store.claimSequence(1n)).to.throw(/not the next one/);
+    store.claimSequence(2n);
+    expect(store.peekSequence()).to.equal(3n);
+  });
+
+  it('continues after the highest stored sequence when reopened, even above 2^53', async () => {
+    const big = 2n ** 60n;
+    await (await TerminalStore.open(db)).recordTap(tapAt(big));
+    await db.destroy();
+    db = await open();
+    expect((await TerminalStore.open(db)).peekSequence()).to.equal(big + 1n);
+  });
+
+  it('stores a tap byte for byte and lists unsent taps oldest first until acknowledged', async () => {
+    const store = await TerminalStore.open(db);
+    for (const s of [3n, 1n, 2n]) await store.recordTap(tapAt(s));
+    expect((await store.unsentTaps(10)).map((t) => t.tapId)).to.deep.equal(['T1:1', 'T1:2', 'T1:3']);
+    expect((await store.unsentTaps(10))[0]).to.deep.equal(tapAt(1n));
+    expect((await store.unsentTaps(2)).length).to.equal(2);
+
+    const at = new Date('2026-03-15T10:00:00Z');
+    await store.markAcked(['T1:1', 'T1:3'], at);
+    expect((await store.unsentTaps(10)).map((t) => t.tapId)).to.deep.equal(['T1:2']);
+    expect(await store.counts()).to.deep.include({ acceptedTapCount: 3, unsentTapCount: 1, lastForwardedAt: at });
+  });
+
+  it('refuses a second tap with the same id or sequence', async () => {
+    const store = await TerminalStore.open(db);
+    await store.recordTap(tapAt(1n));
+    let error: unknown;
+    await store.recordTap(tapAt(1n, 'C2')).catch((err) => (error = err));
+    expect(error).to.be.instanceOf(Error);
+    expect((await store.counts()).acceptedTapCount).to.equal(1);
+  });
+
+  it('keeps a versioned deny list: each listing bumps the version', async () => {
+    const store = await TerminalStore.open(db);
+    expect(await store.counts()).to.deep.include({ denyListVersion: '0', denyListSize: 0, lastForwardedAt: undefined });
+    expect(await store.isDenyListed('C1')).to.equal(false);
+    expect(await denyCard(db, 'C1', 'LOST')).to.equal('1');
+    expect(await denyCard(db, 'C2', 'DEBT')).to.equal('2');
+    expect(await denyCard(db, 'C1', 'CLONED')).to.equal('3');
+    expect(await store.isDenyListed('C1')).to.equal(true);
+    expect(await store.isDenyListed('C3')).to.equal(false);
+    expect(await store.counts()).to.deep.include({ denyListVersion: '3', denyListSize: 2 });
+    expect(await db('deny_list').where({ card_id: 'C1' }).first('reason')).to.deep.equal({ reason: 'CLONED' });
+  });
+});
