@@ -68,8 +68,10 @@ export const asText = (db: Knex, column: string, alias = column.split('.').pop()
 /** Reads a count or id from either driver (pg returns bigint aggregates as strings). */
 export const toNumber = (value: unknown): number => Number(value ?? 0);
 
-/** Returns true when err is a unique-constraint violation on either driver. */
+/** Returns true when err is a unique-key violation (a claimed id) on either driver. */
 export function isUniqueViolation(err: unknown): boolean {
-  const e = err as { code?: string; errno?: number };
-  return e?.code === '23505' || e?.code === 'SQLITE_CONSTRAINT' || (e?.code ?? '').startsWith('SQLITE_CONSTRAINT');
+  const e = err as { code?: unknown; message?: unknown };
+  if (typeof e?.code !== 'string') return false;
+  if (e.code === '23505') return true;
+  return e.code.startsWith('SQLITE_CONSTRAINT') && /UNIQUE|PRIMARY KEY/.test(String(e.message));
 }

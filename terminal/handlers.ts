@@ -21,7 +21,8 @@ import { decide, utcDay } from './decision.js';
 import type { TerminalStore } from './store.js';
 
 export const ERROR_DOMAIN = 'terminal.tapcredit';
-const UINT64_MAX = 2n ** 64n - 1n;
+// The issuer stores counters as int64; the card adds one before answering.
+const COUNTER_MAX = 2n ** 63n - 1n;
 const DATE_PATTERN = /^\d{4}-\d{2}-\d{2}$/;
 const DEFAULT_UNSENT_LIMIT = 100;
 const MAX_UNSENT_LIMIT = 1000;
@@ -57,7 +58,7 @@ function validatePresentCard(req: PresentCardRequest): void {
     } catch {
       v.add('card.counter', 'must be an unsigned integer');
     }
-    if (counter !== undefined && (counter < 0n || counter >= UINT64_MAX)) v.add('card.counter', 'is out of range');
+    if (counter !== undefined && (counter < 0n || counter >= COUNTER_MAX)) v.add('card.counter', 'is out of range');
   }
   v.throwIfAny();
 }

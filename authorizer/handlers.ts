@@ -1,0 +1,217 @@
+// gRPC handlers of AuthorizerService: validate the whole request, call the
+// domain, map the result to the proto. No business rules live here.
+import type { Db } from '../common/db.js';
+import { fingerprint } from '../common/ids.js';
+import type { Logger } from '../common/log.js';
+import { unaryHandlers, type AsyncHandlers } from '../common/server.js';
+import { Violations, pageSize } from '../common/validate.js';
+import {
+  AccountState,
+  AgreementState,
+  AuthorizeEnrollmentRequest,
+  DeductDeclineReason,
+  DeductStatus,
+  TopUpRequest,
+  TransferKind,
+  type Account,
+  type AuthorizerServiceServer,
+  type DeductResult,
+  type LedgerEntry,
+} from '../gen/tapcredit/authorizer/v1/authorizer.js';
+import type { Money } from '../gen/tapcredit/type/v1/money.js';
+import type { Rider } from '../gen/tapcredit/type/v1/rider.js';
+import { getAccount, listLedgerEntries, openAccount, setAccountState, topUp, type AccountView } from './accounts.js';
+import { authorizeEnrollment } from './agreements.js';
+import { deduct, type DeclineReason, type DeductItemInput, type DeductOutcome } from './deductions.js';
+import type { LedgerEntryView, TransferKind as DomainTransferKind } from './ledger.js';
+
+export const ERROR_DOMAIN = 'authorizer.tapcredit';
+
+const PHONE_PATTERN = /^\+[1-9][0-9]{1,14}$/;
+
+const money = (currencyCode: string, minorUnits: bigint): Money => ({ currencyCode, minorUnits: minorUnits.toString() });
+
+function toAccount(a: AccountView): Account {
+  return {
+    accountId: a.accountId,
+    holder: { name: a.holder.name, phoneNumber: a.holder.phoneNumber },
+    state: a.state === 'ACTIVE' ? AccountState.ACCOUNT_STATE_ACTIVE : AccountState.ACCOUNT_STATE_FROZEN,
+    balance: money(a.currency, a.balance),
+    creditLimit: money(a.currency, a.creditLimit),
+    available: money(a.currency, a.available),
+    openedAt: a.openedAt,
+  };
+}
+
+const TRANSFER_KINDS: Record<DomainTransferKind, TransferKind> = {
+  TOP_UP: TransferKind.TRANSFER_KIND_TOP_UP,
+  FARE: TransferKind.TRANSFER_KIND_FARE,
+  SETTLEMENT: TransferKind.TRANSFER_KIND_SETTLEMENT,
+};
+
+const toLedgerEntry = (e: LedgerEntryView): LedgerEntry => ({
+  entryId: e.entryId,
+  transferId: e.transferId,
+  kind: TRANSFER_KINDS[e.kind],
+  amount: money(e.currency, e.amount),
+  balanceAfter: money(e.currency, e.balanceAfter),
+  reference: e.reference,
+  bookedAt: e.bookedAt,
+});
+
+const DECLINE_REASONS: Record<DeclineReason, DeductDeclineReason> = {
+  INSUFFICIENT_FUNDS: DeductDeclineReason.DEDUCT_DECLINE_REASON_INSUFFICIENT_FUNDS,
+  AGREEMENT_REVOKED: DeductDeclineReason.DEDUCT_DECLINE_REASON_AGREEMENT_REVOKED,
+  ACCOUNT_FROZEN: DeductDeclineReason.DEDUCT_DECLINE_REASON_ACCOUNT_FROZEN,
+  LIMIT_EXCEEDED: DeductDeclineReason.DEDUCT_DECLINE_REASON_LIMIT_EXCEEDED,
+};
+
+function toDeductResult(o: DeductOutcome): DeductResult {
+  const base = { requestId: o.requestId, deductionId: '', declineReason: DeductDeclineReason.DEDUCT_DECLINE_REASON_UNSPECIFIED, errorReason: '', message: '' };
+  switch (o.status) {
+    case 'DEBITED':
+      return { ...base, status: DeductStatus.DEDUCT_STATUS_DEBITED, deductionId: o.deductionId };
+    case 'DECLINED':
+      return { ...base, status: DeductStatus.DEDUCT_STATUS_DECLINED, declineReason: DECLINE_REASONS[o.declineReason], message: o.message };
+    case 'REJECTED':
+      return { ...base, status: DeductStatus.DEDUCT_STATUS_REJECTED, errorReason: o.errorReason, message: o.message };
+  }
+}
+
+function checkRider(v: Violations, field: string, rider: Rider | undefined): void {
+  if (!rider) {
+    v.add(field, 'is required');
+    return;
+  }
+  v.text(`${field}.name`, rider.name);
+  if (!PHONE_PATTERN.test(rider.phoneNumber)) v.add(`${field}.phone_number`, 'must be an E.164 number, e.g. "+8613800138000"');
+}
+
+export interface HandlerDeps {
+  db: Db;
+  log: Logger;
+  maxDebitMinorUnits: bigint;
+  /** Called after a Deduct batch: debits wait in the settlement outbox. */
+  onDeducted(): void;
+}
+
+export function authorizerHandlers(deps: HandlerDeps): AuthorizerServiceServer {
+  const { db } = deps;
+  const handlers: AsyncHandlers<AuthorizerServiceServer> = {
+    async openAccount(req) {
+      const v = new Violations();
+      v.id('account_id', req.accountId);
+      checkRider(v, 'holder', req.holder);
+      const currencyOk = v.currency('currency_code', req.currencyCode);
+      let creditLimit = 0n;
+      if (req.creditLimit) {
+        creditLimit = v.money('credit_limit', req.creditLimit, { nonNegative: true }) ?? 0n;
+        if (currencyOk && req.creditLimit.currencyCode !== req.currencyCode) v.add('credit_limit.currency_code', 'must be the account currency');
+      }
+      v.throwIfAny();
+      const account = await openAccount(db, {
+        accountId: req.accountId,
+        holder: { name: req.holder!.name, phoneNumber: req.holder!.phoneNumber },
+        currency: req.currencyCode,
+        creditLimit,
+      });
+      return { account: toAccount(account) };
+    },
+
+    async topUp(req) {
+      const v = new Violations();
+      v.id('request_id', req.requestId);
+      v.id('account_id', req.accountId);
+      const amount = v.money('amount', req.amount, { positive: true });
+      v.throwIfAny();
+      const result = await topUp(db, {
+        requestId: req.requestId,
+        fingerprint: fingerprint(TopUpRequest.encode(req).finish()),
+        accountId: req.accountId,
+        amount: amount!,
+        currency: req.amount!.currencyCode,
+      });
+      return { account: toAccount(result.account), transferId: result.transferId };
+    },
+
+    async setAccountState(req) {
+      const v = new Violations();
+      v.id('account_id', req.accountId);
+      v.enumValue('state', req.state, [AccountState.ACCOUNT_STATE_ACTIVE, AccountState.ACCOUNT_STATE_FROZEN]);
+      v.throwIfAny();
+      const account = await setAccountState(db, req.accountId, req.state === AccountState.ACCOUNT_STATE_ACTIVE ? 'ACTIVE' : 'FROZEN');
+      return { account: toAccount(account) };
+    },
+
+    async getAccount(req) {
+      const v = new Violations();
+      v.id('account_id', req.accountId);
+      v.throwIfAny();
+      return { account: toAccount(await getAccount(db, req.accountId)) };
+    },
+
+    async listLedgerEntries(req) {
+      const v = new Violations();
+      v.id('account_id', req.accountId);
+      const size = pageSize(v, req.pageSize, 50, 500);
+      v.throwIfAny();
+      const page = await listLedgerEntries(db, req.accountId, size, req.pageToken);
+      return { entries: page.entries.map(toLedgerEntry), nextPageToken: page.nextPageToken };
+    },
+
+    async authorizeEnrollment(req) {
+      const v = new Violations();
+      v.id('request_id', req.requestId);
+      v.id('issuer_id', req.issuerId);
+      v.id('account_id', req.accountId);
+      checkRider(v, 'rider', req.rider);
+      v.id('card_id', req.cardId);
+      v.throwIfAny();
+      const agreement = await authorizeEnrollment(db, {
+        requestId: req.requestId,
+        fingerprint: fingerprint(AuthorizeEnrollmentRequest.encode(req).finish()),
+        issuerId: req.issuerId,
+        accountId: req.accountId,
+        rider: { name: req.rider!.name, phoneNumber: req.rider!.phoneNumber },
+        cardId: req.cardId,
+      });
+      return {
+        agreement: {
+          agreementId: agreement.agreementId,
+          accountId: agreement.accountId,
+          issuerId: agreement.issuerId,
+          cardId: agreement.cardId,
+          state: agreement.state === 'ACTIVE' ? AgreementState.AGREEMENT_STATE_ACTIVE : AgreementState.AGREEMENT_STATE_REVOKED,
+          createdAt: agreement.createdAt,
+        },
+      };
+    },
+
+    async deduct(req) {
+      const v = new Violations();
+      v.id('issuer_id', req.issuerId);
+      const items: DeductItemInput[] = [];
+      if (v.batch('items', req.items)) {
+        const seen = new Map<string, number>();
+        req.items.forEach((item, i) => {
+          const field = `items[${i}]`;
+          if (v.id(`${field}.request_id`, item.requestId)) {
+            const earlier = seen.get(item.requestId);
+            if (earlier !== undefined) v.add(`${field}.request_id`, `repeats items[${earlier}].request_id; each request id at most once per batch`);
+            else seen.set(item.requestId, i);
+          }
+          v.id(`${field}.agreement_id`, item.agreementId);
+          const amount = v.money(`${field}.amount`, item.amount, { positive: true });
+          if (amount !== undefined) {
+            items.push({ requestId: item.requestId, agreementId: item.agreementId, amount, currency: item.amount!.currencyCode, tappedAt: item.tappedAt });
+          }
+        });
+      }
+      v.throwIfAny();
+      const outcomes = await deduct(db, req.issuerId, items, { maxDebitMinorUnits: deps.maxDebitMinorUnits });
+      if (outcomes.some((o) => o.status === 'DEBITED')) deps.onDeducted();
+      return { results: outcomes.map(toDeductResult) };
+    },
+  };
+  return unaryHandlers<AuthorizerServiceServer>(ERROR_DOMAIN, deps.log, handlers);
+}

@@ -1,0 +1,66 @@
+// The issuers the authorizer settles with, reached through the generated
+// IssuerServiceClient, every call with a deadline.
+import { credentials } from '@grpc/grpc-js';
+import { callUnary } from '../common/rpc.js';
+import { IssuerServiceClient, SettlementItemStatus } from '../gen/tapcredit/issuer/v1/issuer.js';
+import type { SettlementAck, SettlementBatch } from './settlement.js';
+
+export const DEFAULT_SETTLE_DEADLINE_MS = 10_000;
+
+export class IssuerDirectory {
+  private readonly addresses = new Map<string, string>();
+  private readonly clients = new Map<string, IssuerServiceClient>();
+
+  constructor(
+    private readonly authorizerId: string,
+    addresses: Record<string, string>,
+    private readonly deadlineMs = DEFAULT_SETTLE_DEADLINE_MS,
+  ) {
+    for (const [issuerId, address] of Object.entries(addresses)) this.addresses.set(issuerId, address);
+  }
+
+  /** Sets or changes where an issuer listens. */
+  setAddress(issuerId: string, address: string): void {
+    if (this.addresses.get(issuerId) === address) return;
+    this.addresses.set(issuerId, address);
+    this.clients.get(issuerId)?.close();
+    this.clients.delete(issuerId);
+  }
+
+  private client(issuerId: string): IssuerServiceClient {
+    let client = this.clients.get(issuerId);
+    if (!client) {
+      const address = this.addresses.get(issuerId);
+      if (!address) throw new Error(`no address configured for issuer ${issuerId}`);
+      client = new IssuerServiceClient(address, credentials.createInsecure());
+      this.clients.set(issuerId, client);
+    }
+    return client;
+  }
+
+  /** IssuerService.Settle for a batch; resolves the issuer's per-item answer. */
+  settle = async (batch: SettlementBatch): Promise<SettlementAck> => {
+    const client = this.client(batch.issuerId);
+    const money = (minorUnits: bigint) => ({ currencyCode: batch.currency, minorUnits: minorUnits.toString() });
+    const response = await callUnary(
+      client,
+      client.settle,
+      {
+        settlementId: batch.settlementId,
+        authorizerId: this.authorizerId,
+        items: batch.items.map((i) => ({ deductionId: i.deductionId, tapId: i.tapId, amount: money(i.amount) })),
+        total: money(batch.total),
+      },
+      this.deadlineMs,
+    );
+    return {
+      results: response.results.map((r) => ({ tapId: r.tapId, matched: r.status === SettlementItemStatus.SETTLEMENT_ITEM_STATUS_MATCHED, reason: r.reason })),
+      matchedTotal: response.matchedTotal ? BigInt(response.matchedTotal.minorUnits) : undefined,
+    };
+  };
+
+  close(): void {
+    for (const client of this.clients.values()) client.close();
+    this.clients.clear();
+  }
+}

@@ -1,0 +1,32 @@
+// Runs the authorizer from flags / environment with local defaults.
+import { join } from 'node:path';
+import { DEFAULT_PORTS, dataDir, intSetting, setting } from '../common/config.js';
+import { createLogger } from '../common/log.js';
+import { onShutdownSignal } from '../common/server.js';
+import { startAuthorizer } from './service.js';
+
+/** Parses "issuer-1=127.0.0.1:50052,issuer-2=10.0.0.5:50052". */
+export function parseIssuerAddresses(raw: string): Record<string, string> {
+  const issuers: Record<string, string> = {};
+  for (const pair of raw.split(',').map((p) => p.trim()).filter(Boolean)) {
+    const at = pair.indexOf('=');
+    if (at <= 0 || at === pair.length - 1) throw new Error(`ISSUER_ADDRESSES: expected issuer-id=host:port, got ${JSON.stringify(pair)}`);
+    issuers[pair.slice(0, at)] = pair.slice(at + 1);
+  }
+  return issuers;
+}
+
+const log = createLogger('authorizer');
+const authorizer = await startAuthorizer({
+  authorizerId: setting('authorizer-id', 'AUTHORIZER_ID', 'authorizer-1'),
+  databaseUrl: setting('database-url', 'AUTHORIZER_DATABASE_URL', join(dataDir(), 'authorizer.sqlite')),
+  host: setting('host', 'HOST', '127.0.0.1'),
+  port: intSetting('port', 'AUTHORIZER_PORT', DEFAULT_PORTS.authorizer),
+  issuers: parseIssuerAddresses(setting('issuer-addresses', 'ISSUER_ADDRESSES', `issuer-1=127.0.0.1:${DEFAULT_PORTS.issuer}`)),
+  maxDebitMinorUnits: intSetting('max-debit-minor-units', 'MAX_DEBIT_MINOR_UNITS', 100_000),
+  settlementBatchSize: intSetting('settlement-batch-size', 'SETTLEMENT_BATCH_SIZE', 1000),
+  settlementIntervalMs: intSetting('settlement-interval-ms', 'SETTLEMENT_INTERVAL_MS', 200),
+  log,
+});
+log.info({ address: authorizer.address }, 'authorizer ready');
+onShutdownSignal(log, authorizer.close);

@@ -1,0 +1,137 @@
+// Schema of the authorizer: rider accounts on a double-entry ledger, the
+// agreements granted to issuers, the deductions (one row per fare request id)
+// and the settlement outbox. Money and balances are bigInteger minor units;
+// times are bigInteger epoch milliseconds.
+import type { Migration } from '../common/db.js';
+
+export const migrations: Migration[] = [
+  {
+    name: '001_ledger_accounts_and_riders',
+    async up(db) {
+      // Every account of the ledger: riders' accounts and the system accounts
+      // (top-up funding, payable to an issuer, paid to an issuer).
+      await db.schema.createTable('ledger_accounts', (t) => {
+        t.string('ledger_account_id', 160).primary();
+        t.string('kind', 32).notNullable(); // RIDER, TOP_UP_FUNDING, ISSUER_PAYABLE, ISSUER_PAID
+        t.string('currency', 3).notNullable();
+        t.bigInteger('balance').notNullable().defaultTo(0);
+        // How far below zero the balance may go; NULL for system accounts,
+        // which carry the other side of riders' money and have no floor.
+        t.bigInteger('credit_limit').nullable();
+        t.bigInteger('created_at').notNullable();
+        // The database refuses a balance below the floor even if code had a bug.
+        t.check('credit_limit IS NULL OR balance + credit_limit >= 0', [], 'ledger_accounts_within_credit_limit');
+      });
+
+      await db.schema.createTable('accounts', (t) => {
+        t.string('account_id', 64).primary();
+        t.string('ledger_account_id', 160).notNullable().unique().references('ledger_account_id').inTable('ledger_accounts');
+        t.string('holder_name', 200).notNullable();
+        t.string('holder_phone', 32).notNullable();
+        t.string('state', 16).notNullable(); // ACTIVE, FROZEN
+        t.string('currency', 3).notNullable();
+        t.bigInteger('opened_at').notNullable();
+      });
+
+      await db.schema.createTable('transfers', (t) => {
+        t.string('transfer_id', 64).primary();
+        t.string('kind', 16).notNullable(); // TOP_UP, FARE, SETTLEMENT
+        t.string('debit_account_id', 160).notNullable().references('ledger_account_id').inTable('ledger_accounts');
+        t.string('credit_account_id', 160).notNullable().references('ledger_account_id').inTable('ledger_accounts');
+        t.bigInteger('amount').notNullable();
+        t.string('currency', 3).notNullable();
+        t.string('reference', 128).notNullable();
+        t.bigInteger('booked_at').notNullable();
+      });
+
+      await db.schema.createTable('ledger_entries', (t) => {
+        // Insertion order: newest-first listing and paging use it.
+        t.increments('seq').primary();
+        t.string('entry_id', 80).notNullable().unique();
+        t.string('transfer_id', 64).notNullable().references('transfer_id').inTable('transfers');
+        t.string('ledger_account_id', 160).notNullable().references('ledger_account_id').inTable('ledger_accounts');
+        t.string('kind', 16).notNullable();
+        t.bigInteger('amount').notNullable(); // signed: positive credits the account
+        t.bigInteger('balance_after').notNullable();
+        t.string('currency', 3).notNullable();
+        t.string('reference', 128).notNullable();
+        t.bigInteger('booked_at').notNullable();
+        t.index(['ledger_account_id', 'seq']);
+        t.index(['transfer_id']);
+      });
+
+      // Claimed top-up request ids: a repeat returns the first transfer.
+      await db.schema.createTable('top_ups', (t) => {
+        t.string('request_id', 64).primary();
+        t.string('fingerprint', 64).notNullable();
+        t.string('account_id', 64).notNullable().references('account_id').inTable('accounts');
+        t.string('transfer_id', 64).notNullable().references('transfer_id').inTable('transfers');
+      });
+    },
+  },
+  {
+    name: '002_agreements',
+    async up(db) {
+      await db.schema.createTable('agreements', (t) => {
+        t.string('agreement_id', 64).primary();
+        // The enrollment request that granted it: its idempotency key.
+        t.string('request_id', 64).notNullable().unique();
+        t.string('fingerprint', 64).notNullable();
+        t.string('account_id', 64).notNullable().references('account_id').inTable('accounts');
+        t.string('issuer_id', 64).notNullable();
+        t.string('card_id', 64).notNullable();
+        t.string('state', 16).notNullable(); // ACTIVE, REVOKED
+        t.bigInteger('created_at').notNullable();
+        t.index(['issuer_id', 'card_id']);
+      });
+    },
+  },
+  {
+    name: '003_deductions_and_settlements',
+    async up(db) {
+      await db.schema.createTable('settlements', (t) => {
+        t.string('settlement_id', 64).primary();
+        t.string('issuer_id', 64).notNullable();
+        t.string('currency', 3).notNullable();
+        t.bigInteger('total').notNullable();
+        t.integer('item_count').notNullable();
+        t.string('state', 16).notNullable(); // PENDING (to send), ACKNOWLEDGED
+        t.integer('attempts').notNullable().defaultTo(0);
+        t.string('last_error', 500).nullable();
+        t.bigInteger('matched_total').nullable();
+        t.integer('mismatched_count').nullable();
+        t.string('transfer_id', 64).nullable().references('transfer_id').inTable('transfers');
+        t.bigInteger('created_at').notNullable();
+        t.bigInteger('acknowledged_at').nullable();
+        t.index(['state', 'issuer_id']);
+      });
+
+      // One row per fare request id (the tap id), DEBITED or DECLINED; a
+      // REJECTED item is never stored.
+      await db.schema.createTable('deductions', (t) => {
+        t.increments('seq').primary();
+        t.string('request_id', 64).notNullable().unique();
+        t.string('issuer_id', 64).notNullable();
+        t.string('agreement_id', 64).notNullable().references('agreement_id').inTable('agreements');
+        t.string('account_id', 64).notNullable().references('account_id').inTable('accounts');
+        t.bigInteger('amount').notNullable();
+        t.string('currency', 3).notNullable();
+        t.bigInteger('tapped_at').nullable();
+        t.string('status', 16).notNullable(); // DEBITED, DECLINED
+        // The FARE transfer when DEBITED: deduction id = transfer id.
+        t.string('deduction_id', 64).nullable().unique().references('transfer_id').inTable('transfers');
+        t.string('decline_reason', 32).nullable();
+        t.string('message', 300).notNullable().defaultTo('');
+        t.bigInteger('created_at').notNullable();
+        // Settlement outbox: NULL until a settlement batch takes the deduction.
+        t.string('settlement_id', 64).nullable().references('settlement_id').inTable('settlements');
+        t.string('settlement_status', 16).nullable(); // MATCHED, MISMATCHED: the issuer's answer
+        t.string('settlement_reason', 64).nullable();
+        t.index(['issuer_id', 'status', 'settlement_id']);
+        t.index(['settlement_id']);
+      });
+    },
+  },
+];
+
+export const MIGRATIONS_TABLE = 'authorizer_migrations';

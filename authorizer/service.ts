@@ -1,0 +1,104 @@
+// Starts the authorizer: its database, the AuthorizerService server and the
+// settlement worker that pays debited fares out to the issuers.
+import { openDatabase, type Db } from '../common/db.js';
+import { createLogger, type Logger } from '../common/log.js';
+import { startServer } from '../common/server.js';
+import { Worker } from '../common/worker.js';
+import { AuthorizerServiceService } from '../gen/tapcredit/authorizer/v1/authorizer.js';
+import { DEFAULT_MAX_DEBIT_MINOR_UNITS } from './deductions.js';
+import { authorizerHandlers } from './handlers.js';
+import { IssuerDirectory } from './issuers.js';
+import { assertLedgerBalanced } from './ledger.js';
+import { MIGRATIONS_TABLE, migrations } from './migrations.js';
+import { DEFAULT_SETTLEMENT_BATCH_SIZE, settlementStep } from './settlement.js';
+
+export interface AuthorizerConfig {
+  /** This authorizer's id, sent with every settlement. */
+  authorizerId: string;
+  /** SQLite file path or postgres:// URL. */
+  databaseUrl: string;
+  host: string;
+  /** 0 picks a free port. */
+  port: number;
+  /** Where each issuer's IssuerService listens: issuer id -> host:port. */
+  issuers: Record<string, string>;
+  /** Largest single debit, in minor units; larger ones are declined LIMIT_EXCEEDED. Default 100000. */
+  maxDebitMinorUnits?: number;
+  /** Most deductions per settlement. Default 1000. */
+  settlementBatchSize?: number;
+  /** Settlement worker poll interval when idle. Default 200 ms. */
+  settlementIntervalMs?: number;
+  /** Deadline of each Settle call. Default 10 s. */
+  settleDeadlineMs?: number;
+  log?: Logger;
+}
+
+export interface AuthorizerHandle {
+  /** host:port the authorizer listens on. */
+  address: string;
+  port: number;
+  db: Db;
+  /** Sets or changes where an issuer listens (e.g. an issuer started after the authorizer) and retries its settlements now. */
+  setIssuerAddress(issuerId: string, address: string): void;
+  /** Throws when the ledger breaks an invariant (every transfer sums to zero, balances = sums of entries, floors kept). */
+  checkLedger(): Promise<void>;
+  /** Stops taking calls, lets in-flight calls finish, stops the settlement worker and closes the database. */
+  close(): Promise<void>;
+}
+
+export async function startAuthorizer(config: AuthorizerConfig): Promise<AuthorizerHandle> {
+  const log = (config.log ?? createLogger('authorizer')).child({ authorizerId: config.authorizerId });
+  const db = await openDatabase({ url: config.databaseUrl, migrations, migrationsTable: MIGRATIONS_TABLE });
+  const issuers = new IssuerDirectory(config.authorizerId, config.issuers, config.settleDeadlineMs);
+  const settler = new Worker(settlementStep({ db, send: issuers.settle, batchSize: config.settlementBatchSize ?? DEFAULT_SETTLEMENT_BATCH_SIZE, log }), {
+    name: 'settlement',
+    intervalMs: config.settlementIntervalMs ?? 200,
+    log,
+  });
+
+  let server;
+  try {
+    server = await startServer({
+      services: [
+        {
+          name: 'tapcredit.authorizer.v1.AuthorizerService',
+          definition: AuthorizerServiceService,
+          implementation: authorizerHandlers({
+            db,
+            log,
+            maxDebitMinorUnits: BigInt(config.maxDebitMinorUnits ?? DEFAULT_MAX_DEBIT_MINOR_UNITS),
+            onDeducted: () => settler.kick(),
+          }),
+        },
+      ],
+      host: config.host,
+      port: config.port,
+      log,
+    });
+  } catch (err) {
+    await db.destroy();
+    throw err;
+  }
+  settler.start();
+
+  let closing: Promise<void> | undefined;
+  return {
+    address: server.address,
+    port: server.port,
+    db,
+    setIssuerAddress(issuerId, address) {
+      issuers.setAddress(issuerId, address);
+      settler.kick();
+    },
+    checkLedger: () => assertLedgerBalanced(db),
+    close() {
+      closing ??= (async () => {
+        await server.close();
+        await settler.stop();
+        issuers.close();
+        await db.destroy();
+      })();
+      return closing;
+    },
+  };
+}

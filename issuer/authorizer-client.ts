@@ -1,0 +1,39 @@
+// The issuer's side of the issuer -> authorizer hop: the generated client,
+// a deadline on every call, and the authorizer's errors turned into ApiErrors
+// so the issuer's handlers pass them on with the same code and reason.
+import { credentials, status, type ServiceError } from '@grpc/grpc-js';
+import { ApiError, decodeErrorDetails, unavailable } from '../common/errors.js';
+import { callUnary } from '../common/rpc.js';
+import { AuthorizerServiceClient } from '../gen/tapcredit/authorizer/v1/authorizer.js';
+import type { AuthorizerPort } from './context.js';
+
+export const ENROLL_DEADLINE_MS = 5_000;
+export const DEDUCT_DEADLINE_MS = 10_000;
+
+function fromServiceError(err: unknown, address: string): unknown {
+  const e = err as ServiceError;
+  if (typeof e?.code !== 'number') return err;
+  if (e.code === status.UNAVAILABLE || e.code === status.DEADLINE_EXCEEDED) {
+    return unavailable('AUTHORIZER_UNAVAILABLE', `the credit authorizer did not answer (${status[e.code]}); retry later`, {
+      authorizer: address,
+    });
+  }
+  const { errorInfo, badRequest } = decodeErrorDetails(e);
+  if (!errorInfo) return err; // not an answer of the authorizer's API: INTERNAL, details in the log
+  return new ApiError(e.code, errorInfo.reason, e.details, errorInfo.metadata, badRequest?.fieldViolations ?? []);
+}
+
+export function authorizerClient(address: string): AuthorizerPort & { close(): void } {
+  const client = new AuthorizerServiceClient(address, credentials.createInsecure());
+  return {
+    authorizeEnrollment: (request) =>
+      callUnary(client, client.authorizeEnrollment, request, ENROLL_DEADLINE_MS).catch((err) => {
+        throw fromServiceError(err, address);
+      }),
+    deduct: (request) =>
+      callUnary(client, client.deduct, request, DEDUCT_DEADLINE_MS).catch((err) => {
+        throw fromServiceError(err, address);
+      }),
+    close: () => client.close(),
+  };
+}

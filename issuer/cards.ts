@@ -1,0 +1,85 @@
+// Read side for operators and riders: a card with its binding, and a card's
+// taps with their life cycle, newest first.
+import { asText } from '../common/db.js';
+import { invalidArgument, notFound } from '../common/errors.js';
+import { Violations, pageSize } from '../common/validate.js';
+import {
+  CardState,
+  type GetCardRequest,
+  type GetCardResponse,
+  type ListCardTapsRequest,
+  type ListCardTapsResponse,
+} from '../gen/tapcredit/issuer/v1/issuer.js';
+import type { IssuerContext } from './context.js';
+import { issuerTaps, tapColumns, type TapRow } from './taps.js';
+
+export const DEFAULT_PAGE_SIZE = 50;
+export const MAX_PAGE_SIZE = 500;
+
+const cardNotFound = (cardId: string) => notFound('CARD_NOT_FOUND', `card ${cardId} is not known to this issuer`, { card_id: cardId });
+
+export async function getCard(ctx: IssuerContext, req: GetCardRequest): Promise<GetCardResponse> {
+  const v = new Violations();
+  v.id('card_id', req.cardId);
+  v.throwIfAny();
+  const { db } = ctx;
+  const card = await db('cards')
+    .where({ card_id: req.cardId })
+    .first('card_id', 'issuer_code', 'expires_on', 'state', asText(db, 'last_counter'), 'enrollment_request_id');
+  if (!card) throw cardNotFound(req.cardId);
+  const binding = card.enrollment_request_id
+    ? await db('enrollments').where({ request_id: card.enrollment_request_id }).first('account_id', 'agreement_id', asText(db, 'enrolled_at'))
+    : undefined;
+  return {
+    card: {
+      cardId: card.card_id,
+      issuerCode: card.issuer_code,
+      expiresOn: card.expires_on,
+      state: card.state === 'ENROLLED' ? CardState.CARD_STATE_ENROLLED : CardState.CARD_STATE_UNSPECIFIED,
+      enrollment: binding && {
+        cardId: card.card_id,
+        accountId: binding.account_id,
+        agreementId: binding.agreement_id,
+        enrolledAt: new Date(Number(binding.enrolled_at)),
+      },
+      lastCounter: card.last_counter,
+    },
+  };
+}
+
+// Page tokens are opaque to clients: the card they belong to and the last row position seen.
+const encodeToken = (cardId: string, lastId: number) => Buffer.from(JSON.stringify({ c: cardId, k: lastId })).toString('base64url');
+
+function decodeToken(cardId: string, token: string): number {
+  try {
+    const { c, k } = JSON.parse(Buffer.from(token, 'base64url').toString('utf8'));
+    if (c === cardId && Number.isSafeInteger(k) && k > 0) return k;
+  } catch {
+    // falls through to the error below
+  }
+  throw invalidArgument([{ field: 'page_token', description: 'is not a token from a previous page of this card' }]);
+}
+
+/**
+ * A card's taps, newest first. A card is known once it was enrolled or a tap
+ * named it (taps of unenrolled cards are kept, REJECTED, for audit).
+ */
+export async function listCardTaps(ctx: IssuerContext, req: ListCardTapsRequest): Promise<ListCardTapsResponse> {
+  const v = new Violations();
+  v.id('card_id', req.cardId);
+  const size = pageSize(v, req.pageSize, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE);
+  v.throwIfAny();
+  const after = req.pageToken ? decodeToken(req.cardId, req.pageToken) : undefined;
+  const { db } = ctx;
+  const query = db('taps').where({ card_id: req.cardId }).orderBy('id', 'desc').limit(size + 1).select(tapColumns(db));
+  if (after !== undefined) query.where('id', '<', after);
+  const rows: TapRow[] = await query;
+  if (rows.length === 0 && after === undefined && !(await db('cards').where({ card_id: req.cardId }).first('card_id'))) {
+    throw cardNotFound(req.cardId);
+  }
+  const page = rows.slice(0, size);
+  return {
+    taps: await issuerTaps(db, page),
+    nextPageToken: rows.length > size ? encodeToken(req.cardId, Number(page[page.length - 1].id)) : '',
+  };
+}

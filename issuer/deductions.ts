@@ -1,0 +1,108 @@
+// The debit outbox: taps in RECEIVED are sent to the credit authorizer as
+// DeductRequest items (request id = tap id) and each outcome is stored. A tap
+// is marked DEDUCTING before it is sent, so a crash or a failed call after
+// sending is recovered by resending the DEDUCTING taps with the same request
+// ids: the authorizer answers a repeat with its first result.
+import { asText } from '../common/db.js';
+import {
+  DeductDeclineReason,
+  DeductStatus,
+  deductDeclineReasonToJSON,
+  type DeductItem,
+  type DeductResult,
+} from '../gen/tapcredit/authorizer/v1/authorizer.js';
+import { chunks, type IssuerContext } from './context.js';
+
+export const DEFAULT_DEDUCT_BATCH_SIZE = 1000;
+
+interface PendingTap {
+  tap_id: string;
+  agreement_id: string;
+  fare_currency: string;
+  fare_minor: string;
+  tapped_at: string;
+  state: 'RECEIVED' | 'DEDUCTING';
+}
+
+/** "DEDUCT_DECLINE_REASON_INSUFFICIENT_FUNDS" -> "INSUFFICIENT_FUNDS". */
+export const declineReasonName = (reason: DeductDeclineReason) =>
+  deductDeclineReasonToJSON(reason).replace(/^DEDUCT_DECLINE_REASON_/, '');
+
+/**
+ * One step of the outbox worker: sends the oldest batch of undebited taps and
+ * stores the outcomes. Resolves true when a full batch was sent (more may be
+ * waiting); rejects when the call failed, leaving the taps DEDUCTING.
+ */
+export async function deductStep(ctx: IssuerContext, batchSize = DEFAULT_DEDUCT_BATCH_SIZE): Promise<boolean> {
+  const { db } = ctx;
+  const pending: PendingTap[] = await db('taps')
+    .whereIn('state', ['RECEIVED', 'DEDUCTING'])
+    .orderBy('id')
+    .limit(batchSize)
+    .select('tap_id', 'agreement_id', 'fare_currency', asText(db, 'fare_minor'), asText(db, 'tapped_at'), 'state');
+  if (pending.length === 0) return false;
+
+  const received = pending.filter((t) => t.state === 'RECEIVED').map((t) => t.tap_id);
+  if (received.length > 0) {
+    const now = String(ctx.now().getTime());
+    await db.transaction(async (trx) => {
+      for (const ids of chunks(received)) {
+        await trx('taps').whereIn('tap_id', ids).where({ state: 'RECEIVED' }).update({ state: 'DEDUCTING', updated_at: now });
+        await trx('tap_state_changes').insert(ids.map((tap_id) => ({ tap_id, state: 'DEDUCTING', changed_at: now })));
+      }
+    });
+  }
+
+  const items: DeductItem[] = pending.map((t) => ({
+    requestId: t.tap_id,
+    agreementId: t.agreement_id,
+    amount: { currencyCode: t.fare_currency, minorUnits: t.fare_minor },
+    tappedAt: new Date(Number(t.tapped_at)),
+  }));
+  const { results } = await ctx.authorizer.deduct({ issuerId: ctx.issuerId, items });
+  checkResults(items, results);
+
+  const now = String(ctx.now().getTime());
+  const byId = new Map(pending.map((t) => [t.tap_id, t]));
+  let debited = 0;
+  let declined = 0;
+  let rejected = 0;
+  await db.transaction(async (trx) => {
+    for (const r of results) {
+      const tap = byId.get(r.requestId)!;
+      let change: Record<string, string | null>;
+      if (r.status === DeductStatus.DEDUCT_STATUS_DEBITED) {
+        debited++;
+        change = { state: 'DEDUCTED', deduction_id: r.deductionId, charged_currency: tap.fare_currency, charged_minor: tap.fare_minor };
+      } else if (r.status === DeductStatus.DEDUCT_STATUS_DECLINED) {
+        declined++;
+        change = { state: 'DECLINED', decline_reason: declineReasonName(r.declineReason) };
+      } else {
+        rejected++;
+        change = { state: 'REJECTED', decline_reason: r.errorReason || 'REJECTED_BY_AUTHORIZER' };
+      }
+      // Guarded by state: an outcome is stored once, whatever a concurrent sender did.
+      const updated = await trx('taps').where({ tap_id: r.requestId, state: 'DEDUCTING' }).update({ ...change, updated_at: now });
+      if (updated > 0) await trx('tap_state_changes').insert({ tap_id: r.requestId, state: change.state, changed_at: now });
+    }
+  });
+  ctx.log.debug({ sent: items.length, debited, declined, rejected }, 'deduct batch stored');
+  return pending.length === batchSize;
+}
+
+/** Refuses an answer that does not give one well-formed result per item, in order (nothing is stored then). */
+function checkResults(items: DeductItem[], results: DeductResult[]): void {
+  if (results.length !== items.length) {
+    throw new Error(`Deduct answered ${results.length} results for ${items.length} items`);
+  }
+  results.forEach((r, i) => {
+    if (r.requestId !== items[i].requestId) throw new Error(`Deduct result ${i} is for ${r.requestId}, expected ${items[i].requestId}`);
+    if (r.status === DeductStatus.DEDUCT_STATUS_DEBITED && !r.deductionId) throw new Error(`Deduct result ${i} is DEBITED without a deduction id`);
+    if (r.status === DeductStatus.DEDUCT_STATUS_DECLINED && r.declineReason === DeductDeclineReason.DEDUCT_DECLINE_REASON_UNSPECIFIED) {
+      throw new Error(`Deduct result ${i} is DECLINED without a reason`);
+    }
+    if (![DeductStatus.DEDUCT_STATUS_DEBITED, DeductStatus.DEDUCT_STATUS_DECLINED, DeductStatus.DEDUCT_STATUS_REJECTED].includes(r.status)) {
+      throw new Error(`Deduct result ${i} has status ${r.status}`);
+    }
+  });
+}

@@ -1,0 +1,275 @@
+// TapReport: the taps a terminal accepted offline arrive in batches. Each is
+// stored once under its tap id, its card proof is re-verified, the card
+// counter is recorded, and a valid tap is queued for debit (state RECEIVED,
+// drained by the deduction worker).
+import { isUniqueViolation } from '../common/db.js';
+import { timingSafeEqual } from 'node:crypto';
+import { MAC_BYTES, TERMINAL_RANDOM_BYTES, computeCardMac, diversifyCardKey } from '../common/card.js';
+import { asText, type Db } from '../common/db.js';
+import { fingerprint } from '../common/ids.js';
+import { Violations } from '../common/validate.js';
+import {
+  TapReportStatus,
+  TapState,
+  type IssuerTap,
+  type TapReportRequest,
+  type TapReportResponse,
+  type TapReportResult,
+} from '../gen/tapcredit/issuer/v1/issuer.js';
+import { Tap } from '../gen/tapcredit/type/v1/tap.js';
+import { chunks, type IssuerContext, type TapStateName } from './context.js';
+import { parseUint63 } from './enrollment.js';
+
+export const TAP_STATES: Record<TapStateName, TapState> = {
+  RECEIVED: TapState.TAP_STATE_RECEIVED,
+  DEDUCTING: TapState.TAP_STATE_DEDUCTING,
+  DEDUCTED: TapState.TAP_STATE_DEDUCTED,
+  DECLINED: TapState.TAP_STATE_DECLINED,
+  SETTLED: TapState.TAP_STATE_SETTLED,
+  REJECTED: TapState.TAP_STATE_REJECTED,
+};
+
+export function validateTapReport(req: TapReportRequest, currencyCode: string): void {
+  const v = new Violations();
+  if (v.id('terminal_id', req.terminalId) && req.terminalId.includes(':')) v.add('terminal_id', "must not contain ':'");
+  v.batch('taps', req.taps);
+  const firstIndex = new Map<string, number>();
+  req.taps.forEach((tap, i) => {
+    const f = `taps[${i}]`;
+    const sequence = parseUint63(v, `${f}.terminal_sequence`, tap.terminalSequence);
+    if (v.id(`${f}.tap_id`, tap.tapId)) {
+      const earlier = firstIndex.get(tap.tapId);
+      if (earlier !== undefined) v.add(`${f}.tap_id`, `duplicates taps[${earlier}].tap_id`);
+      else firstIndex.set(tap.tapId, i);
+      if (sequence !== undefined && tap.tapId !== `${tap.terminalId}:${sequence}`) {
+        v.add(`${f}.tap_id`, 'must be "<terminal_id>:<terminal_sequence>"');
+      }
+    }
+    if (tap.terminalId !== req.terminalId) v.add(`${f}.terminal_id`, 'must equal the request terminal_id');
+    v.id(`${f}.card_id`, tap.cardId);
+    v.id(`${f}.agreement_id`, tap.agreementId);
+    if (v.money(`${f}.fare`, tap.fare, { positive: true }) !== undefined && tap.fare!.currencyCode !== currencyCode) {
+      v.add(`${f}.fare.currency_code`, `must be ${currencyCode}, the issuer's currency`);
+    }
+    if (!tap.tappedAt || Number.isNaN(tap.tappedAt.getTime())) v.add(`${f}.tapped_at`, 'is required');
+    const p = tap.proof;
+    if (!p) {
+      v.add(`${f}.proof`, 'is required');
+      return;
+    }
+    if (p.cardId !== tap.cardId) v.add(`${f}.proof.card_id`, "must equal the tap's card_id");
+    if (p.terminalId !== tap.terminalId) v.add(`${f}.proof.terminal_id`, "must equal the tap's terminal_id");
+    if (p.terminalSequence !== tap.terminalSequence) v.add(`${f}.proof.terminal_sequence`, "must equal the tap's terminal_sequence");
+    parseUint63(v, `${f}.proof.counter`, p.counter);
+    if (p.mac.length !== MAC_BYTES) v.add(`${f}.proof.mac`, `must be ${MAC_BYTES} bytes`);
+    if (p.terminalRandom.length !== TERMINAL_RANDOM_BYTES) v.add(`${f}.proof.terminal_random`, `must be ${TERMINAL_RANDOM_BYTES} bytes`);
+  });
+  v.throwIfAny();
+}
+
+/** Re-verifies card proofs, deriving each card's key once per batch. */
+function macVerifier(masterKey: Buffer) {
+  const keys = new Map<string, Buffer>();
+  return (tap: Tap): boolean => {
+    const proof = tap.proof!;
+    let key = keys.get(proof.cardId);
+    if (!key) keys.set(proof.cardId, (key = diversifyCardKey(masterKey, proof.cardId)));
+    return timingSafeEqual(computeCardMac(key, { ...proof, amount: 0n }), proof.mac);
+  };
+}
+
+interface Outcome {
+  tap: Tap;
+  print: string;
+  macValid: boolean;
+  result: TapReportResult;
+  /** State the tap is stored in, when it is stored now. */
+  state?: TapStateName;
+  reason?: string;
+}
+
+export async function reportTaps(ctx: IssuerContext, req: TapReportRequest): Promise<TapReportResponse> {
+  validateTapReport(req, ctx.currencyCode);
+  const verify = macVerifier(ctx.masterKey);
+  // Hashing and MAC checks run before the transaction, so the write lock is held only for the writes.
+  const prepared = req.taps.map((tap) => ({ tap, print: fingerprint(Tap.encode(tap).finish()), macValid: verify(tap) }));
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const outcomes = await ctx.db.transaction((trx) => storeBatch(trx, ctx.now().getTime(), prepared));
+      return { results: outcomes.map((o) => o.result) };
+    } catch (err) {
+      // A concurrent report inserted one of these tap ids first: run again, it is now a DUPLICATE.
+      if (!isUniqueViolation(err) || attempt >= 3) throw err;
+    }
+  }
+}
+
+async function storeBatch(trx: Db, now: number, prepared: { tap: Tap; print: string; macValid: boolean }[]): Promise<Outcome[]> {
+  const tapIds = prepared.map((p) => p.tap.tapId);
+  const stored = new Map<string, string>();
+  for (const ids of chunks(tapIds)) {
+    for (const row of await trx('taps').whereIn('tap_id', ids).select('tap_id', 'fingerprint')) stored.set(row.tap_id, row.fingerprint);
+  }
+  const cardIds = [...new Set(prepared.map((p) => p.tap.cardId))];
+  const enrolledCards = new Map<string, bigint>();
+  const bindings = new Set<string>();
+  for (const ids of chunks(cardIds)) {
+    for (const row of await trx('cards').whereIn('card_id', ids).where({ state: 'ENROLLED' }).select('card_id', asText(trx, 'last_counter'))) {
+      enrolledCards.set(row.card_id, BigInt(row.last_counter));
+    }
+    for (const row of await trx('enrollments').whereIn('card_id', ids).select('card_id', 'agreement_id')) {
+      bindings.add(`${row.card_id}\0${row.agreement_id}`);
+    }
+  }
+
+  const outcomes: Outcome[] = prepared.map(({ tap, print, macValid }) => {
+    const tapId = tap.tapId;
+    const earlier = stored.get(tapId);
+    if (earlier !== undefined) {
+      return earlier === print
+        ? { tap, print, macValid, result: { tapId, status: TapReportStatus.TAP_REPORT_STATUS_DUPLICATE, reason: '' } }
+        : { tap, print, macValid, result: { tapId, status: TapReportStatus.TAP_REPORT_STATUS_TAP_ID_CONFLICT, reason: 'TAP_ID_CONFLICT' } };
+    }
+    let reason: string | undefined;
+    if (!macValid) reason = 'CARD_AUTHENTICATION_FAILED';
+    else if (!enrolledCards.has(tap.cardId) || !bindings.has(`${tap.cardId}\0${tap.agreementId}`)) reason = 'CARD_NOT_ENROLLED';
+    if (reason) {
+      return { tap, print, macValid, state: 'REJECTED', reason, result: { tapId, status: TapReportStatus.TAP_REPORT_STATUS_REJECTED, reason } };
+    }
+    return { tap, print, macValid, state: 'RECEIVED', result: { tapId, status: TapReportStatus.TAP_REPORT_STATUS_STORED, reason: '' } };
+  });
+
+  const toStore = outcomes.filter((o) => o.state);
+  for (const batch of chunks(toStore, 400)) {
+    await trx('taps').insert(
+      batch.map(({ tap, print, state, reason }) => ({
+        tap_id: tap.tapId,
+        terminal_id: tap.terminalId,
+        terminal_sequence: tap.terminalSequence,
+        card_id: tap.cardId,
+        agreement_id: tap.agreementId,
+        fare_currency: tap.fare!.currencyCode,
+        fare_minor: tap.fare!.minorUnits,
+        tapped_at: String(tap.tappedAt!.getTime()),
+        proof_counter: tap.proof!.counter,
+        proof_terminal_random: tap.proof!.terminalRandom,
+        proof_mac: tap.proof!.mac,
+        fingerprint: print,
+        state,
+        decline_reason: reason ?? null,
+        received_at: String(now),
+        updated_at: String(now),
+      })),
+    );
+  }
+  for (const batch of chunks(toStore)) {
+    await trx('tap_state_changes').insert(batch.map((o) => ({ tap_id: o.tap.tapId, state: o.state, changed_at: String(now) })));
+  }
+
+  // The card counter only moves on authenticated taps of enrolled cards.
+  const highest = new Map<string, bigint>();
+  for (const o of toStore) {
+    if (o.state !== 'RECEIVED') continue;
+    const counter = BigInt(o.tap.proof!.counter);
+    if (counter > (highest.get(o.tap.cardId) ?? enrolledCards.get(o.tap.cardId)!)) highest.set(o.tap.cardId, counter);
+  }
+  for (const [cardId, counter] of highest) {
+    // Conditional, so a concurrent batch that saw a higher counter is never overwritten.
+    await trx('cards')
+      .where({ card_id: cardId })
+      .where('last_counter', '<', counter.toString())
+      .update({ last_counter: counter.toString(), updated_at: String(now) });
+  }
+  return outcomes;
+}
+
+// --- reading taps back ---
+
+/** Columns of a taps row, int64 ones as text. */
+export const tapColumns = (db: Db) => [
+  'id',
+  'tap_id',
+  'terminal_id',
+  asText(db, 'terminal_sequence'),
+  'card_id',
+  'agreement_id',
+  'fare_currency',
+  asText(db, 'fare_minor'),
+  asText(db, 'tapped_at'),
+  asText(db, 'proof_counter'),
+  'proof_terminal_random',
+  'proof_mac',
+  'state',
+  'decline_reason',
+  'deduction_id',
+  'settlement_id',
+  'charged_currency',
+  asText(db, 'charged_minor'),
+  asText(db, 'received_at'),
+];
+
+export interface TapRow {
+  id: number;
+  tap_id: string;
+  terminal_id: string;
+  terminal_sequence: string;
+  card_id: string;
+  agreement_id: string;
+  fare_currency: string;
+  fare_minor: string;
+  tapped_at: string;
+  proof_counter: string;
+  proof_terminal_random: Buffer;
+  proof_mac: Buffer;
+  state: TapStateName;
+  decline_reason: string | null;
+  deduction_id: string | null;
+  settlement_id: string | null;
+  charged_currency: string | null;
+  charged_minor: string | null;
+  received_at: string;
+}
+
+/** The tap exactly as the terminal reported it. */
+export function reportedTap(row: TapRow): Tap {
+  return {
+    tapId: row.tap_id,
+    terminalId: row.terminal_id,
+    terminalSequence: row.terminal_sequence,
+    cardId: row.card_id,
+    agreementId: row.agreement_id,
+    fare: { currencyCode: row.fare_currency, minorUnits: row.fare_minor },
+    tappedAt: new Date(Number(row.tapped_at)),
+    proof: {
+      cardId: row.card_id,
+      counter: row.proof_counter,
+      terminalId: row.terminal_id,
+      terminalSequence: row.terminal_sequence,
+      terminalRandom: Buffer.from(row.proof_terminal_random),
+      mac: Buffer.from(row.proof_mac),
+    },
+  };
+}
+
+/** IssuerTaps for rows, with their state history (oldest first). */
+export async function issuerTaps(db: Db, rows: TapRow[]): Promise<IssuerTap[]> {
+  const history = new Map<string, { state: TapState; changedAt: Date }[]>();
+  for (const ids of chunks(rows.map((r) => r.tap_id))) {
+    const changes = await db('tap_state_changes').whereIn('tap_id', ids).orderBy('id').select('tap_id', 'state', asText(db, 'changed_at'));
+    for (const c of changes) {
+      const list = history.get(c.tap_id) ?? [];
+      list.push({ state: TAP_STATES[c.state as TapStateName], changedAt: new Date(Number(c.changed_at)) });
+      history.set(c.tap_id, list);
+    }
+  }
+  return rows.map((row) => ({
+    tap: reportedTap(row),
+    state: TAP_STATES[row.state],
+    declineReason: row.decline_reason ?? '',
+    deductionId: row.deduction_id ?? '',
+    settlementId: row.settlement_id ?? '',
+    charged: row.charged_minor !== null ? { currencyCode: row.charged_currency!, minorUnits: row.charged_minor } : undefined,
+    receivedAt: new Date(Number(row.received_at)),
+    history: history.get(row.tap_id) ?? [],
+  }));
+}

@@ -1,0 +1,161 @@
+// Starts the whole system in-process for integration tests: authorizer,
+// issuer and terminals on port 0, each with its own SQLite file in a fresh
+// temp directory, fast outbox intervals, and generated clients to each.
+import { generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { credentials, type ServiceError } from '@grpc/grpc-js';
+import { expect } from 'chai';
+import { startAuthorizer, type AuthorizerHandle } from '../../authorizer/service.js';
+import { issueCard } from '../../common/card.js';
+import { decodeErrorDetails } from '../../common/errors.js';
+import { createLogger } from '../../common/log.js';
+import { AuthorizerServiceClient } from '../../gen/tapcredit/authorizer/v1/authorizer.js';
+import { IssuerServiceClient } from '../../gen/tapcredit/issuer/v1/issuer.js';
+import { TerminalServiceClient } from '../../gen/tapcredit/terminal/v1/terminal.js';
+import type { CardImage } from '../../gen/tapcredit/type/v1/card.js';
+import { startIssuer, type IssuerHandle } from '../../issuer/service.js';
+import { startTerminal, type TerminalHandle } from '../../terminal/service.js';
+
+export const ISSUER_ID = 'issuer-1';
+export const ISSUER_CODE = 'CITY1';
+export const CURRENCY = 'CNY';
+export const FARE = 200n;
+
+export const money = (minorUnits: bigint | number | string, currencyCode = CURRENCY) => ({
+  currencyCode,
+  minorUnits: String(minorUnits),
+});
+
+export interface System {
+  dir: string;
+  masterKey: Buffer;
+  signingKey: KeyObject;
+  issuerPublicKey: KeyObject;
+  authorizer: AuthorizerHandle;
+  issuer: IssuerHandle;
+  terminals: TerminalHandle[];
+  authorizerClient: AuthorizerServiceClient;
+  issuerClient: IssuerServiceClient;
+  terminalClients: TerminalServiceClient[];
+  close(): Promise<void>;
+}
+
+export async function startSystem(opts: { terminals?: number } = {}): Promise<System> {
+  const dir = mkdtempSync(join(tmpdir(), 'tapcredit-test-'));
+  const log = createLogger('test');
+  const masterKey = randomBytes(32);
+  const { privateKey: signingKey, publicKey: issuerPublicKey } = generateKeyPairSync('ed25519');
+
+  const authorizer = await startAuthorizer({
+    authorizerId: 'authorizer-1',
+    databaseUrl: join(dir, 'authorizer.sqlite'),
+    host: '127.0.0.1',
+    port: 0,
+    issuers: {},
+    settlementIntervalMs: 20,
+    log,
+  });
+  const issuer = await startIssuer({
+    issuerId: ISSUER_ID,
+    issuerCode: ISSUER_CODE,
+    currencyCode: CURRENCY,
+    databaseUrl: join(dir, 'issuer.sqlite'),
+    host: '127.0.0.1',
+    port: 0,
+    authorizerAddress: authorizer.address,
+    masterKey,
+    signingKey,
+    deductIntervalMs: 20,
+    log,
+  });
+  authorizer.setIssuerAddress(ISSUER_ID, issuer.address);
+  const terminals: TerminalHandle[] = [];
+  for (let i = 1; i <= (opts.terminals ?? 1); i++) {
+    terminals.push(
+      await startTerminal({
+        terminalId: `T${i}`,
+        issuerCode: ISSUER_CODE,
+        databaseUrl: join(dir, `terminal-T${i}.sqlite`),
+        host: '127.0.0.1',
+        port: 0,
+        issuerAddress: issuer.address,
+        masterKey,
+        issuerPublicKey,
+        fare: money(FARE),
+        forwardIntervalMs: 20,
+        log,
+      }),
+    );
+  }
+  const insecure = credentials.createInsecure();
+  const authorizerClient = new AuthorizerServiceClient(authorizer.address, insecure);
+  const issuerClient = new IssuerServiceClient(issuer.address, insecure);
+  const terminalClients = terminals.map((t) => new TerminalServiceClient(t.address, insecure));
+  return {
+    dir,
+    masterKey,
+    signingKey,
+    issuerPublicKey,
+    authorizer,
+    issuer,
+    terminals,
+    authorizerClient,
+    issuerClient,
+    terminalClients,
+    async close() {
+      for (const c of [authorizerClient, issuerClient, ...terminalClients]) c.close();
+      for (const t of terminals) await t.close();
+      await issuer.close();
+      await authorizer.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A new personalized card of the test issuer, valid for years. */
+export const newCard = (sys: System, cardId: string, expiresOn = '2099-12-31'): CardImage =>
+  issueCard(sys.masterKey, { cardId, issuerCode: ISSUER_CODE, expiresOn });
+
+/** Polls until check() returns a truthy value (or throws its last error after timeoutMs). */
+export async function waitFor<T>(check: () => Promise<T | undefined | false>, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value) return value;
+    } catch (err) {
+      lastError = err;
+    }
+    if (Date.now() > deadline) throw lastError ?? new Error(`condition not met within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** Asserts that promise rejects with the gRPC code and ErrorInfo reason; returns the error. */
+export async function expectGrpcError(promise: Promise<unknown>, code: number, reason?: string): Promise<ServiceError> {
+  let error: ServiceError | undefined;
+  try {
+    await promise;
+  } catch (err) {
+    error = err as ServiceError;
+  }
+  expect(error, 'expected the call to fail').to.not.equal(undefined);
+  expect(error!.code, `${error!.message}`).to.equal(code);
+  if (reason) expect(decodeErrorDetails(error!).errorInfo?.reason, error!.message).to.equal(reason);
+  return error!;
+}
+
+/** Row counts of every table of a database: compared before and after a refused call to show nothing changed. */
+export async function tableCounts(db: import('knex').Knex): Promise<Record<string, number>> {
+  const client = db.client.config.client;
+  const tables: string[] =
+    client === 'pg'
+      ? (await db('information_schema.tables').where({ table_schema: db.raw('current_schema()') }).select('table_name')).map((r: any) => r.table_name)
+      : (await db('sqlite_master').where({ type: 'table' }).whereNot('name', 'like', 'sqlite_%').select('name')).map((r: any) => r.name);
+  const counts: Record<string, number> = {};
+  for (const t of tables.sort()) counts[t] = Number((await db(t).count({ n: '*' }))[0].n);
+  return counts;
+}
