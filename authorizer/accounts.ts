@@ -1,7 +1,7 @@
 // Riders' payment accounts: opening (idempotent by account id), top-ups
 // (idempotent by request id), freezing, and reading balances and entries.
 import { asText, isUniqueViolation, toNumber, type Db } from '../common/db.js';
-import { ApiError, alreadyExists, failedPrecondition, invalidArgument, notFound, requestIdReused } from '../common/errors.js';
+import { alreadyExists, failedPrecondition, invalidArgument, notFound, requestIdReused } from '../common/errors.js';
 import { newId } from '../common/ids.js';
 import { LedgerBook, entriesOf, ledgerAccountId, type LedgerEntryView } from './ledger.js';
 

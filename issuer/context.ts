@@ -1,7 +1,7 @@
 // What the issuer's domain modules share: the database, the issuer's identity
 // and keys, a clock (tests move it), and the port to the credit authorizer.
 import type { KeyObject } from 'node:crypto';
-import { isUniqueViolation, type Db } from '../common/db.js';
+import type { Db } from '../common/db.js';
 import type { Logger } from '../common/log.js';
 import type {
   AuthorizeEnrollmentRequest,

@@ -3,11 +3,9 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { expect } from 'chai';
 import { openAccount, topUp, type RiderDetails } from '../../authorizer/accounts.js';
 import { authorizeEnrollment } from '../../authorizer/agreements.js';
 import { MIGRATIONS_TABLE, migrations } from '../../authorizer/migrations.js';
-import { ApiError } from '../../common/errors.js';
 import { openDatabase, type Db } from '../../common/db.js';
 import { newId } from '../../common/ids.js';
 
@@ -56,18 +54,7 @@ export async function agreementFor(db: Db, n: number | string, issuerId = ISSUER
   return agreement.agreementId;
 }
 
-/** Asserts that promise rejects with an ApiError of the reason; returns it. */
-export async function expectApiError(promise: Promise<unknown>, reason: string): Promise<ApiError> {
-  let error: unknown;
-  try {
-    await promise;
-  } catch (err) {
-    error = err;
-  }
-  expect(error, 'expected an ApiError').to.be.instanceOf(ApiError);
-  expect((error as ApiError).reason, (error as ApiError).message).to.equal(reason);
-  return error as ApiError;
-}
+export { expectApiError } from '../helpers/assert.js';
 
 /** Row counts of the authorizer's tables, to show that a refused call changed nothing. */
 export async function rowCounts(db: Db): Promise<Record<string, number>> {

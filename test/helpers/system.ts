@@ -2,14 +2,12 @@
 // issuer and terminals on port 0, each with its own SQLite file in a fresh
 // temp directory, fast outbox intervals, and generated clients to each.
 import { generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { credentials, type ServiceError } from '@grpc/grpc-js';
-import { expect } from 'chai';
+import { credentials } from '@grpc/grpc-js';
+import { removeDir, tempDir } from './assert.js';
+export { expectGrpcError, tableCounts, waitFor } from './assert.js';
 import { startAuthorizer, type AuthorizerHandle } from '../../authorizer/service.js';
 import { issueCard } from '../../common/card.js';
-import { decodeErrorDetails } from '../../common/errors.js';
 import { createLogger } from '../../common/log.js';
 import { AuthorizerServiceClient } from '../../gen/tapcredit/authorizer/v1/authorizer.js';
 import { IssuerServiceClient } from '../../gen/tapcredit/issuer/v1/issuer.js';
@@ -43,7 +41,7 @@ export interface System {
 }
 
 export async function startSystem(opts: { terminals?: number } = {}): Promise<System> {
-  const dir = mkdtempSync(join(tmpdir(), 'tapcredit-test-'));
+  const dir = tempDir();
   const log = createLogger('test');
   const masterKey = randomBytes(32);
   const { privateKey: signingKey, publicKey: issuerPublicKey } = generateKeyPairSync('ed25519');
@@ -109,7 +107,7 @@ export async function startSystem(opts: { terminals?: number } = {}): Promise<Sy
       for (const t of terminals) await t.close();
       await issuer.close();
       await authorizer.close();
-      rmSync(dir, { recursive: true, force: true });
+      removeDir(dir);
     },
   };
 }
@@ -118,44 +116,3 @@ export async function startSystem(opts: { terminals?: number } = {}): Promise<Sy
 export const newCard = (sys: System, cardId: string, expiresOn = '2099-12-31'): CardImage =>
   issueCard(sys.masterKey, { cardId, issuerCode: ISSUER_CODE, expiresOn });
 
-/** Polls until check() returns a truthy value (or throws its last error after timeoutMs). */
-export async function waitFor<T>(check: () => Promise<T | undefined | false>, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const value = await check();
-      if (value) return value;
-    } catch (err) {
-      lastError = err;
-    }
-    if (Date.now() > deadline) throw lastError ?? new Error(`condition not met within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
-
-/** Asserts that promise rejects with the gRPC code and ErrorInfo reason; returns the error. */
-export async function expectGrpcError(promise: Promise<unknown>, code: number, reason?: string): Promise<ServiceError> {
-  let error: ServiceError | undefined;
-  try {
-    await promise;
-  } catch (err) {
-    error = err as ServiceError;
-  }
-  expect(error, 'expected the call to fail').to.not.equal(undefined);
-  expect(error!.code, `${error!.message}`).to.equal(code);
-  if (reason) expect(decodeErrorDetails(error!).errorInfo?.reason, error!.message).to.equal(reason);
-  return error!;
-}
-
-/** Row counts of every table of a database: compared before and after a refused call to show nothing changed. */
-export async function tableCounts(db: import('knex').Knex): Promise<Record<string, number>> {
-  const client = db.client.config.client;
-  const tables: string[] =
-    client === 'pg'
-      ? (await db('information_schema.tables').where({ table_schema: db.raw('current_schema()') }).select('table_name')).map((r: any) => r.table_name)
-      : (await db('sqlite_master').where({ type: 'table' }).whereNot('name', 'like', 'sqlite_%').select('name')).map((r: any) => r.name);
-  const counts: Record<string, number> = {};
-  for (const t of tables.sort()) counts[t] = Number((await db(t).count({ n: '*' }))[0].n);
-  return counts;
-}

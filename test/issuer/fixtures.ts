@@ -5,10 +5,9 @@ import { createHash, generateKeyPairSync, randomBytes, type KeyObject } from 'no
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { expect } from 'chai';
 import { issueCard, newTerminalRandom, zeroAmountDebit } from '../../common/card.js';
 import { openDatabase, type Db } from '../../common/db.js';
-import { ApiError, unavailable } from '../../common/errors.js';
+import { unavailable } from '../../common/errors.js';
 import { createLogger } from '../../common/log.js';
 import {
   AgreementState,
@@ -197,24 +196,4 @@ export function tapsOf(card: CardImage, agreementId: string, terminalId: string,
   return { taps, card: current };
 }
 
-/** Awaits a rejection with an ApiError of the code and reason; returns it for further checks. */
-export async function expectApiError(promise: Promise<unknown>, code: number, reason: string): Promise<ApiError> {
-  let error: unknown;
-  try {
-    await promise;
-  } catch (err) {
-    error = err;
-  }
-  expect(error, 'expected an ApiError').to.be.instanceOf(ApiError);
-  const apiError = error as ApiError;
-  expect({ code: apiError.code, reason: apiError.reason }, apiError.message).to.deep.equal({ code, reason });
-  return apiError;
-}
-
-/** Row counts of every table: compared before and after a refused call to show nothing changed. */
-export async function tableCounts(db: Db): Promise<Record<string, number>> {
-  const tables = (await db('sqlite_master').where({ type: 'table' }).whereNot('name', 'like', 'sqlite_%').select('name')).map((r) => r.name as string);
-  const counts: Record<string, number> = {};
-  for (const t of tables.sort()) counts[t] = Number((await db(t).count({ n: '*' }))[0].n);
-  return counts;
-}
+export { expectApiError, tableCounts } from '../helpers/assert.js';

@@ -6,10 +6,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Server, ServerCredentials, status, type ServiceError, type UntypedServiceImplementation } from '@grpc/grpc-js';
-import { expect } from 'chai';
 import { pino } from 'pino';
 import { issueCard, signCreditFlag, writeCreditFlag } from '../../common/card.js';
-import { decodeErrorDetails } from '../../common/errors.js';
 import {
   IssuerServiceService,
   TapReportStatus,
@@ -120,27 +118,4 @@ export class FakeIssuer {
   }
 }
 
-/** Polls until check() returns a truthy value. */
-export async function waitFor<T>(check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Asserts that promise rejects with the gRPC code (and ErrorInfo reason); returns the error. */
-export async function expectGrpcError(promise: Promise<unknown>, code: status, reason?: string): Promise<ServiceError> {
-  const error = await promise.then(
-    () => undefined,
-    (err: ServiceError) => err,
-  );
-  expect(error, 'expected the call to fail').to.not.equal(undefined);
-  expect(error!.code, error!.message).to.equal(code);
-  if (reason) expect(decodeErrorDetails(error!).errorInfo?.reason).to.equal(reason);
-  return error!;
-}
+export { expectGrpcError, sleep, waitFor } from '../helpers/assert.js';
