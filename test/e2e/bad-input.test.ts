@@ -7,12 +7,14 @@ import { callUnary } from '../../common/rpc.js';
 import { AccountState } from '../../gen/tapcredit/authorizer/v1/authorizer.js';
 import { enroll, openAccount, rider } from '../helpers/rider.js';
 import { ISSUER_ID, expectGrpcError, money, newCard, startSystem, tableCounts, type System } from '../helpers/system.js';
+import { backends } from '../helpers/databases.js';
 
-describe('bad input', function () {
+for (const backend of backends())
+  describe(`bad input (${backend})`, function () {
   let sys: System;
   let agreementId: string;
   before(async () => {
-    sys = await startSystem();
+    sys = await startSystem({ backend });
     const r = rider(1);
     await openAccount(sys, r);
     agreementId = (await enroll(sys, newCard(sys, 'C1'), r)).card.creditFlag!.agreementId;

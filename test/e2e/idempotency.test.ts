@@ -8,11 +8,13 @@ import { TapReportStatus, TapState } from '../../gen/tapcredit/issuer/v1/issuer.
 import type { Tap } from '../../gen/tapcredit/type/v1/tap.js';
 import { enroll, openAccount, rider } from '../helpers/rider.js';
 import { FARE, ISSUER_ID, money, newCard, startSystem, waitFor, type System } from '../helpers/system.js';
+import { backends } from '../helpers/databases.js';
 
-describe('idempotency', function () {
+for (const backend of backends())
+  describe(`idempotency (${backend})`, function () {
   let sys: System;
   beforeEach(async () => {
-    sys = await startSystem();
+    sys = await startSystem({ backend });
   });
   afterEach(async () => {
     await sys.close();

@@ -8,6 +8,7 @@ import { CardState, TapState, type IssuerTap } from '../../gen/tapcredit/issuer/
 import { Decision, DeclineReason } from '../../gen/tapcredit/terminal/v1/terminal.js';
 import { enroll, openAccount, rider, tap } from '../helpers/rider.js';
 import { FARE, expectGrpcError, newCard, startSystem, tableCounts, waitFor, type System } from '../helpers/system.js';
+import { backends } from '../helpers/databases.js';
 
 async function cardTaps(sys: System, cardId: string): Promise<IssuerTap[]> {
   const res = await callUnary(sys.issuerClient, sys.issuerClient.listCardTaps, { cardId, pageSize: 500, pageToken: '' });
@@ -19,10 +20,11 @@ async function balance(sys: System, accountId: string): Promise<bigint> {
   return BigInt(res.account!.balance!.minorUnits);
 }
 
-describe('enroll and ride, end to end', function () {
+for (const backend of backends())
+  describe(`enroll and ride, end to end (${backend})`, function () {
   let sys: System;
   beforeEach(async () => {
-    sys = await startSystem();
+    sys = await startSystem({ backend });
   });
   afterEach(async () => {
     await sys.close();

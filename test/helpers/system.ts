@@ -2,9 +2,9 @@
 // issuer and terminals on port 0, each with its own SQLite file in a fresh
 // temp directory, fast outbox intervals, and generated clients to each.
 import { generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
-import { join } from 'node:path';
 import { credentials } from '@grpc/grpc-js';
 import { removeDir, tempDir } from './assert.js';
+import { testDatabases, type Backend } from './databases.js';
 export { expectGrpcError, tableCounts, waitFor } from './assert.js';
 import { startAuthorizer, type AuthorizerHandle } from '../../authorizer/service.js';
 import { issueCard } from '../../common/card.js';
@@ -40,15 +40,16 @@ export interface System {
   close(): Promise<void>;
 }
 
-export async function startSystem(opts: { terminals?: number } = {}): Promise<System> {
+export async function startSystem(opts: { terminals?: number; backend?: Backend } = {}): Promise<System> {
   const dir = tempDir();
+  const databases = testDatabases(opts.backend ?? 'sqlite', dir);
   const log = createLogger('test');
   const masterKey = randomBytes(32);
   const { privateKey: signingKey, publicKey: issuerPublicKey } = generateKeyPairSync('ed25519');
 
   const authorizer = await startAuthorizer({
     authorizerId: 'authorizer-1',
-    databaseUrl: join(dir, 'authorizer.sqlite'),
+    databaseUrl: await databases.url('authorizer'),
     host: '127.0.0.1',
     port: 0,
     issuers: {},
@@ -59,7 +60,7 @@ export async function startSystem(opts: { terminals?: number } = {}): Promise<Sy
     issuerId: ISSUER_ID,
     issuerCode: ISSUER_CODE,
     currencyCode: CURRENCY,
-    databaseUrl: join(dir, 'issuer.sqlite'),
+    databaseUrl: await databases.url('issuer'),
     host: '127.0.0.1',
     port: 0,
     authorizerAddress: authorizer.address,
@@ -75,7 +76,7 @@ export async function startSystem(opts: { terminals?: number } = {}): Promise<Sy
       await startTerminal({
         terminalId: `T${i}`,
         issuerCode: ISSUER_CODE,
-        databaseUrl: join(dir, `terminal-T${i}.sqlite`),
+        databaseUrl: await databases.url(`terminal_t${i}`),
         host: '127.0.0.1',
         port: 0,
         issuerAddress: issuer.address,
@@ -107,6 +108,7 @@ export async function startSystem(opts: { terminals?: number } = {}): Promise<Sy
       for (const t of terminals) await t.close();
       await issuer.close();
       await authorizer.close();
+      await databases.drop();
       removeDir(dir);
     },
   };
