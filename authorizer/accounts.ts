@@ -3,6 +3,7 @@
 import { asText, isUniqueViolation, toNumber, type Db } from '../common/db.js';
 import { alreadyExists, failedPrecondition, invalidArgument, notFound, requestIdReused } from '../common/errors.js';
 import { newId } from '../common/ids.js';
+import type { HolderDigest } from './holders.js';
 import { LedgerBook, entriesOf, ledgerAccountId, type LedgerEntryView } from './ledger.js';
 
 export type AccountState = 'ACTIVE' | 'FROZEN';
@@ -14,7 +15,8 @@ export interface RiderDetails {
 
 export interface AccountView {
   accountId: string;
-  holder: RiderDetails;
+  /** Keyed hashes of the holder's name and phone (authorizer/holders.ts). */
+  holder: HolderDigest;
   state: AccountState;
   currency: string;
   balance: bigint;
@@ -26,10 +28,6 @@ export interface AccountView {
 
 /** A name as compared: case-insensitive, surrounding and repeated blanks ignored. */
 export const normalizeName = (name: string) => name.normalize('NFKC').trim().replace(/\s+/g, ' ').toLowerCase();
-
-/** True when the rider's details name the holder: the name compared loosely, the phone number exactly. */
-export const isHolder = (holder: RiderDetails, rider: RiderDetails) =>
-  normalizeName(holder.name) === normalizeName(rider.name) && holder.phoneNumber === rider.phoneNumber;
 
 /** Runs fn again when a concurrent writer claimed the same id first (only possible on PostgreSQL); the rerun sees its row. */
 export async function retryOnUniqueViolation<T>(fn: () => Promise<T>, attempts = 3): Promise<T> {
@@ -44,8 +42,8 @@ export async function retryOnUniqueViolation<T>(fn: () => Promise<T>, attempts =
 
 const accountColumns = (db: Db) => [
   'a.account_id',
-  'a.holder_name',
-  'a.holder_phone',
+  'a.holder_name_hash',
+  'a.holder_phone_hash',
   'a.state',
   'a.currency',
   'a.opened_at',
@@ -58,7 +56,7 @@ function toAccountView(row: any): AccountView {
   const creditLimit = BigInt(row.credit_limit);
   return {
     accountId: row.account_id,
-    holder: { name: row.holder_name, phoneNumber: row.holder_phone },
+    holder: { nameHash: row.holder_name_hash, phoneHash: row.holder_phone_hash },
     state: row.state,
     currency: row.currency,
     balance,
@@ -86,7 +84,7 @@ export async function getAccount(db: Db, accountId: string): Promise<AccountView
 
 export interface OpenAccountInput {
   accountId: string;
-  holder: RiderDetails;
+  holder: HolderDigest;
   currency: string;
   creditLimit: bigint;
 }
@@ -98,8 +96,8 @@ export async function openAccount(db: Db, input: OpenAccountInput, now = Date.no
       const existing = await findAccount(trx, input.accountId);
       if (existing) {
         const same =
-          existing.holder.name === input.holder.name &&
-          existing.holder.phoneNumber === input.holder.phoneNumber &&
+          existing.holder.nameHash === input.holder.nameHash &&
+          existing.holder.phoneHash === input.holder.phoneHash &&
           existing.currency === input.currency &&
           existing.creditLimit === input.creditLimit;
         if (same) return existing;
@@ -119,8 +117,11 @@ export async function openAccount(db: Db, input: OpenAccountInput, now = Date.no
       await trx('accounts').insert({
         account_id: input.accountId,
         ledger_account_id: ledgerId,
-        holder_name: input.holder.name,
-        holder_phone: input.holder.phoneNumber,
+        // The clear columns of the first schema stay empty: only keyed hashes are kept.
+        holder_name: '',
+        holder_phone: '',
+        holder_name_hash: input.holder.nameHash,
+        holder_phone_hash: input.holder.phoneHash,
         state: 'ACTIVE',
         currency: input.currency,
         opened_at: now,

@@ -4,7 +4,8 @@
 import { toNumber, type Db } from '../common/db.js';
 import { failedPrecondition, notFound, requestIdReused } from '../common/errors.js';
 import { newId } from '../common/ids.js';
-import { getAccount, isHolder, retryOnUniqueViolation, type RiderDetails } from './accounts.js';
+import { getAccount, retryOnUniqueViolation } from './accounts.js';
+import { isHolder, type HolderDigest } from './holders.js';
 
 export type AgreementState = 'ACTIVE' | 'REVOKED';
 
@@ -15,6 +16,7 @@ export interface AgreementView {
   cardId: string;
   state: AgreementState;
   createdAt: Date;
+  revokedAt: Date | undefined;
 }
 
 const toView = (row: any): AgreementView => ({
@@ -24,6 +26,7 @@ const toView = (row: any): AgreementView => ({
   cardId: row.card_id,
   state: row.state,
   createdAt: new Date(toNumber(row.created_at)),
+  revokedAt: row.revoked_at == null ? undefined : new Date(toNumber(row.revoked_at)),
 });
 
 export interface EnrollmentInput {
@@ -32,7 +35,8 @@ export interface EnrollmentInput {
   fingerprint: string;
   issuerId: string;
   accountId: string;
-  rider: RiderDetails;
+  /** The rider's details as keyed hashes, compared with the holder's. */
+  rider: HolderDigest;
   cardId: string;
 }
 
@@ -82,9 +86,17 @@ export async function getAgreement(db: Db, agreementId: string): Promise<Agreeme
   return toView(row);
 }
 
-/** Revokes an agreement: later debits under it are declined AGREEMENT_REVOKED. */
-export async function revokeAgreement(db: Db, agreementId: string): Promise<AgreementView> {
-  await getAgreement(db, agreementId);
-  await db('agreements').where({ agreement_id: agreementId }).update({ state: 'REVOKED' });
+/**
+ * Revokes an agreement: debits of rides taken from now on are declined
+ * AGREEMENT_REVOKED, earlier rides stay payable. Idempotent: the first
+ * revocation time is kept. With issuerId, another issuer's agreement is
+ * reported as not found.
+ */
+export async function revokeAgreement(db: Db, agreementId: string, now = Date.now(), issuerId?: string): Promise<AgreementView> {
+  const agreement = await getAgreement(db, agreementId);
+  if (issuerId !== undefined && agreement.issuerId !== issuerId) {
+    throw notFound('AGREEMENT_NOT_FOUND', `agreement ${JSON.stringify(agreementId)} does not exist`, { agreement_id: agreementId });
+  }
+  await db('agreements').where({ agreement_id: agreementId, state: 'ACTIVE' }).update({ state: 'REVOKED', revoked_at: now });
   return getAgreement(db, agreementId);
 }

@@ -10,13 +10,15 @@ import { retryOnUniqueViolation } from './accounts.js';
 import { LedgerBook, chunks, ledgerAccountId } from './ledger.js';
 
 export type DeclineReason = 'INSUFFICIENT_FUNDS' | 'AGREEMENT_REVOKED' | 'ACCOUNT_FROZEN' | 'LIMIT_EXCEEDED';
-export type RejectReason = 'REQUEST_ID_REUSED' | 'AGREEMENT_NOT_FOUND' | 'CURRENCY_MISMATCH';
+export type RejectReason = 'REQUEST_ID_REUSED' | 'AGREEMENT_NOT_FOUND' | 'CURRENCY_MISMATCH' | 'TAP_ALREADY_DEBITED';
 
 export const DEFAULT_MAX_DEBIT_MINOR_UNITS = 100_000n;
 
 export interface DeductItemInput {
-  /** The tap id. */
+  /** Idempotency key of this debit: the tap id, or a new id per retry of a debt. */
   requestId: string;
+  /** The tap paid for; defaults to requestId. At most one debit per tap is ever DEBITED. */
+  tapId?: string;
   agreementId: string;
   /** Positive minor units. */
   amount: bigint;
@@ -37,6 +39,7 @@ export interface DeductOptions {
 
 interface StoredDeduction {
   request_id: string;
+  tap_id: string | null;
   issuer_id: string;
   agreement_id: string;
   amount: string;
@@ -55,6 +58,7 @@ interface AgreementRow {
   account_state: 'ACTIVE' | 'FROZEN';
   currency: string;
   ledger_account_id: string;
+  revoked_at: string | number | null;
 }
 
 function storedOutcome(row: StoredDeduction): DeductOutcome {
@@ -62,6 +66,12 @@ function storedOutcome(row: StoredDeduction): DeductOutcome {
     ? { requestId: row.request_id, status: 'DEBITED', deductionId: row.deduction_id! }
     : { requestId: row.request_id, status: 'DECLINED', declineReason: row.decline_reason!, message: row.message };
 }
+
+const tapOf = (item: DeductItemInput) => item.tapId || item.requestId;
+
+/** A ride taken before its agreement was revoked is still paid under it. */
+const takenBefore = (item: DeductItemInput, revokedAt: string | number | null) =>
+  item.tappedAt !== undefined && revokedAt != null && item.tappedAt.getTime() < Number(revokedAt);
 
 /**
  * Debits a batch of fares for an issuer; one outcome per item, in order.
@@ -77,8 +87,13 @@ export async function deduct(db: Db, issuerId: string, items: DeductItemInput[],
       for (const part of chunks(items.map((i) => i.requestId))) {
         const rows: StoredDeduction[] = await trx('deductions')
           .whereIn('request_id', part)
-          .select('request_id', 'issuer_id', 'agreement_id', 'currency', 'status', 'deduction_id', 'decline_reason', 'message', asText(trx, 'amount'));
+          .select('request_id', 'tap_id', 'issuer_id', 'agreement_id', 'currency', 'status', 'deduction_id', 'decline_reason', 'message', asText(trx, 'amount'));
         for (const row of rows) stored.set(row.request_id, row);
+      }
+      // Taps already debited (under any request id): a retry of a debt must never debit twice.
+      const debitedTaps = new Set<string>();
+      for (const part of chunks([...new Set(items.map(tapOf))])) {
+        for (const row of await trx('deductions').whereIn('debited_tap_id', part).select('debited_tap_id')) debitedTaps.add(row.debited_tap_id);
       }
 
       const agreements = new Map<string, AgreementRow>();
@@ -94,6 +109,7 @@ export async function deduct(db: Db, issuerId: string, items: DeductItemInput[],
             'a.state as account_state',
             'a.currency',
             'a.ledger_account_id',
+            'g.revoked_at',
           );
         for (const row of rows) agreements.set(row.agreement_id, row);
       }
@@ -108,9 +124,11 @@ export async function deduct(db: Db, issuerId: string, items: DeductItemInput[],
       const newRows: Record<string, unknown>[] = [];
       const outcomes = items.map((item): DeductOutcome => {
         const { requestId } = item;
+        const tapId = tapOf(item);
         const first = stored.get(requestId);
         if (first) {
           const same =
+            (first.tap_id ?? first.request_id) === tapId &&
             first.issuer_id === issuerId &&
             first.agreement_id === item.agreementId &&
             BigInt(first.amount) === item.amount &&
@@ -138,9 +156,15 @@ export async function deduct(db: Db, issuerId: string, items: DeductItemInput[],
           };
         }
 
+        if (debitedTaps.has(tapId)) {
+          return { requestId, status: 'REJECTED', errorReason: 'TAP_ALREADY_DEBITED', message: `tap ${JSON.stringify(tapId)} was already debited` };
+        }
+
         const rider = agreement.ledger_account_id;
         let decline: { reason: DeclineReason; message: string } | undefined;
-        if (agreement.agreement_state !== 'ACTIVE') decline = { reason: 'AGREEMENT_REVOKED', message: `agreement ${item.agreementId} was revoked` };
+        if (agreement.agreement_state !== 'ACTIVE' && !takenBefore(item, agreement.revoked_at)) {
+          decline = { reason: 'AGREEMENT_REVOKED', message: `agreement ${item.agreementId} was revoked` };
+        }
         else if (agreement.account_state !== 'ACTIVE') decline = { reason: 'ACCOUNT_FROZEN', message: `account ${agreement.account_id} is frozen` };
         else if (item.amount > maxDebit) decline = { reason: 'LIMIT_EXCEEDED', message: `amount ${item.amount} exceeds the per-debit limit ${maxDebit}` };
         else {
@@ -150,6 +174,7 @@ export async function deduct(db: Db, issuerId: string, items: DeductItemInput[],
 
         const row = {
           request_id: requestId,
+          tap_id: tapId,
           issuer_id: issuerId,
           agreement_id: item.agreementId,
           account_id: agreement.account_id,
@@ -159,7 +184,7 @@ export async function deduct(db: Db, issuerId: string, items: DeductItemInput[],
           created_at: now,
         };
         if (decline) {
-          newRows.push({ ...row, status: 'DECLINED', deduction_id: null, decline_reason: decline.reason, message: decline.message });
+          newRows.push({ ...row, status: 'DECLINED', deduction_id: null, debited_tap_id: null, decline_reason: decline.reason, message: decline.message });
           return { requestId, status: 'DECLINED', declineReason: decline.reason, message: decline.message };
         }
         const deductionId = newId('ded');
@@ -172,10 +197,11 @@ export async function deduct(db: Db, issuerId: string, items: DeductItemInput[],
           creditAccountId: payable,
           amount: item.amount,
           currency: item.currency,
-          reference: requestId,
+          reference: tapId,
           bookedAt: now,
         });
-        newRows.push({ ...row, status: 'DEBITED', deduction_id: deductionId, decline_reason: null, message: '' });
+        debitedTaps.add(tapId);
+        newRows.push({ ...row, status: 'DEBITED', deduction_id: deductionId, debited_tap_id: tapId, decline_reason: null, message: '' });
         return { requestId, status: 'DEBITED', deductionId };
       });
 

@@ -14,15 +14,18 @@ import {
   TopUpRequest,
   TransferKind,
   type Account,
+  type Agreement,
   type AuthorizerServiceServer,
+  type DeductItem,
   type DeductResult,
   type LedgerEntry,
 } from '../gen/tapcredit/authorizer/v1/authorizer.js';
 import type { Money } from '../gen/tapcredit/type/v1/money.js';
 import type { Rider } from '../gen/tapcredit/type/v1/rider.js';
 import { getAccount, listLedgerEntries, openAccount, setAccountState, topUp, type AccountView } from './accounts.js';
-import { authorizeEnrollment } from './agreements.js';
+import { authorizeEnrollment, revokeAgreement, type AgreementView } from './agreements.js';
 import { deduct, type DeclineReason, type DeductItemInput, type DeductOutcome } from './deductions.js';
+import { holderDigest } from './holders.js';
 import type { LedgerEntryView, TransferKind as DomainTransferKind } from './ledger.js';
 
 export const ERROR_DOMAIN = 'authorizer.tapcredit';
@@ -34,7 +37,8 @@ const money = (currencyCode: string, minorUnits: bigint): Money => ({ currencyCo
 function toAccount(a: AccountView): Account {
   return {
     accountId: a.accountId,
-    holder: { name: a.holder.name, phoneNumber: a.holder.phoneNumber },
+    // Not returned: the authorizer keeps only keyed hashes of the holder's details (authorizer/holders.ts).
+    holder: undefined,
     state: a.state === 'ACTIVE' ? AccountState.ACCOUNT_STATE_ACTIVE : AccountState.ACCOUNT_STATE_FROZEN,
     balance: money(a.currency, a.balance),
     creditLimit: money(a.currency, a.creditLimit),
@@ -78,6 +82,16 @@ function toDeductResult(o: DeductOutcome): DeductResult {
   }
 }
 
+const toAgreement = (a: AgreementView): Agreement => ({
+  agreementId: a.agreementId,
+  accountId: a.accountId,
+  issuerId: a.issuerId,
+  cardId: a.cardId,
+  state: a.state === 'ACTIVE' ? AgreementState.AGREEMENT_STATE_ACTIVE : AgreementState.AGREEMENT_STATE_REVOKED,
+  createdAt: a.createdAt,
+  revokedAt: a.revokedAt,
+});
+
 function checkRider(v: Violations, field: string, rider: Rider | undefined): void {
   if (!rider) {
     v.add(field, 'is required');
@@ -93,6 +107,10 @@ export interface HandlerDeps {
   maxDebitMinorUnits: bigint;
   /** Called after a Deduct batch: debits wait in the settlement outbox. */
   onDeducted(): void;
+  /** Called with every Deduct batch's items and outcomes (metrics and the per-tap log). */
+  onDebits?(items: DeductItem[], outcomes: DeductOutcome[]): void;
+  /** Secret key of the holder digests (authorizer/holders.ts). */
+  holderKey: Buffer;
 }
 
 export function authorizerHandlers(deps: HandlerDeps): AuthorizerServiceServer {
@@ -111,7 +129,7 @@ export function authorizerHandlers(deps: HandlerDeps): AuthorizerServiceServer {
       v.throwIfAny();
       const account = await openAccount(db, {
         accountId: req.accountId,
-        holder: { name: req.holder!.name, phoneNumber: req.holder!.phoneNumber },
+        holder: holderDigest(deps.holderKey, req.holder!),
         currency: req.currencyCode,
         creditLimit,
       });
@@ -167,24 +185,26 @@ export function authorizerHandlers(deps: HandlerDeps): AuthorizerServiceServer {
       checkRider(v, 'rider', req.rider);
       v.id('card_id', req.cardId);
       v.throwIfAny();
+      const rider = holderDigest(deps.holderKey, req.rider!);
+      // The stored fingerprint covers the rider's digest, not the clear details.
+      const keyed = { ...req, rider: { name: rider.nameHash, phoneNumber: rider.phoneHash } };
       const agreement = await authorizeEnrollment(db, {
         requestId: req.requestId,
-        fingerprint: fingerprint(AuthorizeEnrollmentRequest.encode(req).finish()),
+        fingerprint: fingerprint(AuthorizeEnrollmentRequest.encode(keyed).finish()),
         issuerId: req.issuerId,
         accountId: req.accountId,
-        rider: { name: req.rider!.name, phoneNumber: req.rider!.phoneNumber },
+        rider,
         cardId: req.cardId,
       });
-      return {
-        agreement: {
-          agreementId: agreement.agreementId,
-          accountId: agreement.accountId,
-          issuerId: agreement.issuerId,
-          cardId: agreement.cardId,
-          state: agreement.state === 'ACTIVE' ? AgreementState.AGREEMENT_STATE_ACTIVE : AgreementState.AGREEMENT_STATE_REVOKED,
-          createdAt: agreement.createdAt,
-        },
-      };
+      return { agreement: toAgreement(agreement) };
+    },
+
+    async revokeAgreement(req) {
+      const v = new Violations();
+      v.id('issuer_id', req.issuerId);
+      v.id('agreement_id', req.agreementId);
+      v.throwIfAny();
+      return { agreement: toAgreement(await revokeAgreement(db, req.agreementId, Date.now(), req.issuerId)) };
     },
 
     async deduct(req) {
@@ -201,14 +221,16 @@ export function authorizerHandlers(deps: HandlerDeps): AuthorizerServiceServer {
             else seen.set(item.requestId, i);
           }
           v.id(`${field}.agreement_id`, item.agreementId);
+          if (item.tapId) v.id(`${field}.tap_id`, item.tapId);
           const amount = v.money(`${field}.amount`, item.amount, { positive: true });
           if (amount !== undefined) {
-            items.push({ requestId: item.requestId, agreementId: item.agreementId, amount, currency: item.amount!.currencyCode, tappedAt: item.tappedAt });
+            items.push({ requestId: item.requestId, tapId: item.tapId || undefined, agreementId: item.agreementId, amount, currency: item.amount!.currencyCode, tappedAt: item.tappedAt });
           }
         });
       }
       v.throwIfAny();
       const outcomes = await deduct(db, req.issuerId, items, { maxDebitMinorUnits: deps.maxDebitMinorUnits });
+      deps.onDebits?.(req.items, outcomes);
       if (outcomes.some((o) => o.status === 'DEBITED')) deps.onDeducted();
       return { results: outcomes.map(toDeductResult) };
     },

@@ -1,7 +1,7 @@
 // The issuers the authorizer settles with, reached through the generated
 // IssuerServiceClient, every call with a deadline.
-import { credentials } from '@grpc/grpc-js';
 import { callUnary } from '../common/rpc.js';
+import { channelCredentials, type TlsConfig } from '../common/tls.js';
 import { IssuerServiceClient, SettlementItemStatus } from '../gen/tapcredit/issuer/v1/issuer.js';
 import type { SettlementAck, SettlementBatch } from './settlement.js';
 
@@ -15,6 +15,8 @@ export class IssuerDirectory {
     private readonly authorizerId: string,
     addresses: Record<string, string>,
     private readonly deadlineMs = DEFAULT_SETTLE_DEADLINE_MS,
+    /** mTLS: each issuer is reached only if its certificate names that issuer id. */
+    private readonly tls?: TlsConfig,
   ) {
     for (const [issuerId, address] of Object.entries(addresses)) this.addresses.set(issuerId, address);
   }
@@ -32,7 +34,7 @@ export class IssuerDirectory {
     if (!client) {
       const address = this.addresses.get(issuerId);
       if (!address) throw new Error(`no address configured for issuer ${issuerId}`);
-      client = new IssuerServiceClient(address, credentials.createInsecure());
+      client = new IssuerServiceClient(address, channelCredentials(this.tls, { role: 'issuer', name: issuerId }));
       this.clients.set(issuerId, client);
     }
     return client;

@@ -1,8 +1,10 @@
 // Runs the authorizer from flags / environment with local defaults.
 import { join } from 'node:path';
-import { DEFAULT_PORTS, dataDir, intSetting, setting } from '../common/config.js';
+import { DEFAULT_METRICS_PORTS, DEFAULT_PORTS, dataDir, intSetting, setting } from '../common/config.js';
+import { ensureDevHolderKey, loadHolderKey } from '../common/keys.js';
 import { createLogger } from '../common/log.js';
 import { onShutdownSignal } from '../common/server.js';
+import { transportFromSettings } from '../common/tls.js';
 import { startAuthorizer } from './service.js';
 
 /** Parses "issuer-1=127.0.0.1:50052,issuer-2=10.0.0.5:50052". */
@@ -17,12 +19,22 @@ export function parseIssuerAddresses(raw: string): Record<string, string> {
 }
 
 const log = createLogger('authorizer');
+const host = setting('host', 'HOST', '127.0.0.1');
+const issuers = parseIssuerAddresses(setting('issuer-addresses', 'ISSUER_ADDRESSES', `issuer-1=127.0.0.1:${DEFAULT_PORTS.issuer}`));
+// mTLS with the authorizer's certificate; plaintext only with --insecure, on loopback.
+const tls = transportFromSettings('authorizer', host, Object.values(issuers));
+
 const authorizer = await startAuthorizer({
   authorizerId: setting('authorizer-id', 'AUTHORIZER_ID', 'authorizer-1'),
   databaseUrl: setting('database-url', 'AUTHORIZER_DATABASE_URL', join(dataDir(), 'authorizer.sqlite')),
-  host: setting('host', 'HOST', '127.0.0.1'),
+  host,
   port: intSetting('port', 'AUTHORIZER_PORT', DEFAULT_PORTS.authorizer),
-  issuers: parseIssuerAddresses(setting('issuer-addresses', 'ISSUER_ADDRESSES', `issuer-1=127.0.0.1:${DEFAULT_PORTS.issuer}`)),
+  metricsPort: intSetting('metrics-port', 'AUTHORIZER_METRICS_PORT', DEFAULT_METRICS_PORTS.authorizer),
+  healthProbeIntervalMs: intSetting('health-probe-interval-ms', 'HEALTH_PROBE_INTERVAL_MS', 2000),
+  issuers,
+  tls,
+  // A development key is created on first run unless one is given.
+  holderKey: loadHolderKey(process.env.TAPCREDIT_HOLDER_KEY ? undefined : (process.env.TAPCREDIT_HOLDER_KEY_FILE ?? ensureDevHolderKey(join(dataDir(), 'keys')))),
   maxDebitMinorUnits: intSetting('max-debit-minor-units', 'MAX_DEBIT_MINOR_UNITS', 100_000),
   settlementBatchSize: intSetting('settlement-batch-size', 'SETTLEMENT_BATCH_SIZE', 1000),
   settlementIntervalMs: intSetting('settlement-interval-ms', 'SETTLEMENT_INTERVAL_MS', 200),

@@ -132,6 +132,36 @@ export const migrations: Migration[] = [
       });
     },
   },
+  {
+    name: '004_risk_revocation_and_debt_retries',
+    async up(db) {
+      // When an agreement was revoked: fares of rides taken before stay debitable.
+      await db.schema.alterTable('agreements', (t) => {
+        t.bigInteger('revoked_at').nullable();
+      });
+      await db.schema.alterTable('deductions', (t) => {
+        // The tap a debit pays for: the request id of a first debit, the same
+        // tap under a new request id for each retry of a debt. NULL on rows
+        // written before this migration (the request id is the tap id there).
+        t.string('tap_id', 64).nullable();
+        // Set only while DEBITED: the database refuses a second successful
+        // debit of one tap whatever request id it came under.
+        t.string('debited_tap_id', 64).nullable().unique();
+      });
+    },
+  },
+  {
+    name: '005_security_holder_hashes',
+    async up(db) {
+      // Keyed hashes of the holder's name and phone (authorizer/holders.ts)
+      // replace the clear columns, which new rows leave empty. Rows written
+      // before are hashed at start (hashClearHolders), where the key is known.
+      await db.schema.alterTable('accounts', (t) => {
+        t.string('holder_name_hash', 64).nullable();
+        t.string('holder_phone_hash', 64).nullable();
+      });
+    },
+  },
 ];
 
 export const MIGRATIONS_TABLE = 'authorizer_migrations';

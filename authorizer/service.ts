@@ -3,13 +3,17 @@
 import { openDatabase, type Db } from '../common/db.js';
 import { createLogger, type Logger } from '../common/log.js';
 import { startServer } from '../common/server.js';
+import { assertOwnIdentity, type TlsConfig } from '../common/tls.js';
 import { Worker } from '../common/worker.js';
 import { AuthorizerServiceService } from '../gen/tapcredit/authorizer/v1/authorizer.js';
 import { DEFAULT_MAX_DEBIT_MINOR_UNITS } from './deductions.js';
 import { authorizerHandlers } from './handlers.js';
 import { IssuerDirectory } from './issuers.js';
 import { assertLedgerBalanced } from './ledger.js';
+import { ephemeralHolderKey, hashClearHolders } from './holders.js';
+import { authorizerMetrics } from './metrics.js';
 import { MIGRATIONS_TABLE, migrations } from './migrations.js';
+import { authorizerPolicy } from './policy.js';
 import { DEFAULT_SETTLEMENT_BATCH_SIZE, settlementStep } from './settlement.js';
 
 export interface AuthorizerConfig {
@@ -30,6 +34,24 @@ export interface AuthorizerConfig {
   settlementIntervalMs?: number;
   /** Deadline of each Settle call. Default 10 s. */
   settleDeadlineMs?: number;
+  /**
+   * Secret key of the keyed hashes that stand for account holders' names and
+   * phone numbers (authorizer/holders.ts). Default: a random key for this
+   * process only, fine for tests; main.ts always passes a persistent one.
+   */
+  holderKey?: Buffer;
+  /**
+   * mTLS with the authorizer's certificate (identity
+   * spiffe://tapcredit/authorizer/<authorizerId>): the server requires client
+   * certificates and enforces authorizer/policy.ts; settlements go only to a
+   * server whose certificate names that issuer. Plaintext and no
+   * authorization when unset.
+   */
+  tls?: TlsConfig;
+  /** Port of the HTTP /metrics listener (0 picks a free one); no listener when unset. */
+  metricsPort?: number;
+  /** Time between database probes of the health check (default 2000 ms). */
+  healthProbeIntervalMs?: number;
   log?: Logger;
 }
 
@@ -37,6 +59,8 @@ export interface AuthorizerHandle {
   /** host:port the authorizer listens on. */
   address: string;
   port: number;
+  /** host:port of the HTTP /metrics listener, when metricsPort was given. */
+  metricsAddress?: string;
   db: Db;
   /** Sets or changes where an issuer listens (e.g. an issuer started after the authorizer) and retries its settlements now. */
   setIssuerAddress(issuerId: string, address: string): void;
@@ -48,8 +72,16 @@ export interface AuthorizerHandle {
 
 export async function startAuthorizer(config: AuthorizerConfig): Promise<AuthorizerHandle> {
   const log = (config.log ?? createLogger('authorizer')).child({ authorizerId: config.authorizerId });
-  const db = await openDatabase({ url: config.databaseUrl, migrations, migrationsTable: MIGRATIONS_TABLE });
-  const issuers = new IssuerDirectory(config.authorizerId, config.issuers, config.settleDeadlineMs);
+  if (config.tls) assertOwnIdentity(config.tls, 'authorizer', config.authorizerId);
+  const db = await openDatabase({ url: config.databaseUrl, migrations, migrationsTable: MIGRATIONS_TABLE, log });
+  const holderKey = config.holderKey ?? ephemeralHolderKey();
+  const hashed = await hashClearHolders(db, holderKey).catch(async (err) => {
+    await db.destroy();
+    throw err;
+  });
+  if (hashed > 0) log.info({ accounts: hashed }, 'replaced clear holder details with keyed hashes');
+  const observed = authorizerMetrics(db);
+  const issuers = new IssuerDirectory(config.authorizerId, config.issuers, config.settleDeadlineMs, config.tls);
   const settler = new Worker(settlementStep({ db, send: issuers.settle, batchSize: config.settlementBatchSize ?? DEFAULT_SETTLEMENT_BATCH_SIZE, log }), {
     name: 'settlement',
     intervalMs: config.settlementIntervalMs ?? 200,
@@ -63,16 +95,24 @@ export async function startAuthorizer(config: AuthorizerConfig): Promise<Authori
         {
           name: 'tapcredit.authorizer.v1.AuthorizerService',
           definition: AuthorizerServiceService,
+          policy: authorizerPolicy,
           implementation: authorizerHandlers({
             db,
             log,
             maxDebitMinorUnits: BigInt(config.maxDebitMinorUnits ?? DEFAULT_MAX_DEBIT_MINOR_UNITS),
             onDeducted: () => settler.kick(),
+            holderKey,
+            onDebits: (items, outcomes) => observed.observeDebits(items, outcomes, log),
           }),
         },
       ],
       host: config.host,
       port: config.port,
+      tls: config.tls,
+      metrics: observed.metrics,
+      metricsPort: config.metricsPort,
+      // Health is NOT_SERVING while the database does not answer.
+      readiness: { check: () => db.raw('select 1'), intervalMs: config.healthProbeIntervalMs },
       log,
     });
   } catch (err) {
@@ -85,10 +125,11 @@ export async function startAuthorizer(config: AuthorizerConfig): Promise<Authori
   return {
     address: server.address,
     port: server.port,
+    metricsAddress: server.metricsAddress,
     db,
     setIssuerAddress(issuerId, address) {
       issuers.setAddress(issuerId, address);
-      settler.kick();
+      settler.retryNow();
     },
     checkLedger: () => assertLedgerBalanced(db),
     close() {

@@ -56,13 +56,13 @@ async function loadBatch(db: Db, settlementId: string): Promise<SettlementBatch>
   const items = await db('deductions')
     .where({ settlement_id: settlementId })
     .orderBy('seq')
-    .select('deduction_id', 'request_id', asText(db, 'amount'));
+    .select('deduction_id', 'request_id', 'tap_id', asText(db, 'amount'));
   return {
     settlementId: s.settlement_id,
     issuerId: s.issuer_id,
     currency: s.currency,
     total: BigInt(s.total),
-    items: items.map((i) => ({ deductionId: i.deduction_id, tapId: i.request_id, amount: BigInt(i.amount) })),
+    items: items.map((i) => ({ deductionId: i.deduction_id, tapId: i.tap_id ?? i.request_id, amount: BigInt(i.amount) })),
   };
 }
 
@@ -132,16 +132,17 @@ export async function acknowledgeSettlement(db: Db, settlementId: string, ack: S
     batch.items.forEach((item, i) => {
       const r = ack.results[i];
       if (r.matched) {
-        matched.push(item.tapId);
+        matched.push(item.deductionId);
         matchedTotal += item.amount;
       } else mismatched.push({ ...r, deductionId: item.deductionId, amount: item.amount });
     });
 
     for (const part of chunks(matched)) {
-      await trx('deductions').where({ settlement_id: settlementId }).whereIn('request_id', part).update({ settlement_status: 'MATCHED', settlement_reason: null });
+      // By deduction id: a retried debt's request id is not its tap id.
+      await trx('deductions').where({ settlement_id: settlementId }).whereIn('deduction_id', part).update({ settlement_status: 'MATCHED', settlement_reason: null });
     }
     for (const m of mismatched) {
-      await trx('deductions').where({ settlement_id: settlementId, request_id: m.tapId }).update({ settlement_status: 'MISMATCHED', settlement_reason: m.reason || 'UNSPECIFIED' });
+      await trx('deductions').where({ settlement_id: settlementId, deduction_id: m.deductionId }).update({ settlement_status: 'MISMATCHED', settlement_reason: m.reason || 'UNSPECIFIED' });
     }
 
     let transferId: string | null = null;

@@ -128,7 +128,14 @@ export function signCreditFlag(signingKey: KeyObject, fields: CreditFlagFields):
 
 export function verifyCreditFlag(issuerPublicKey: KeyObject, flag: CreditFlag): boolean {
   if (flag.signature.length !== 64) return false;
-  return verify(null, creditFlagPayload(flag), issuerPublicKey, flag.signature);
+  let payload: Buffer;
+  try {
+    payload = creditFlagPayload(flag);
+  } catch {
+    // Fields no issuer could have signed (an id over 65535 bytes, a time before 1970 or out of range): a forged or corrupt flag.
+    return false;
+  }
+  return verify(null, payload, issuerPublicKey, flag.signature);
 }
 
 // --- card image files (proto JSON) ---

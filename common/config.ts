@@ -23,6 +23,9 @@ export function setting(flag: string, envName: string, def: string): string {
   return process.env[envName] ?? def;
 }
 
+/** A flag without a value, e.g. --insecure: set only when given on the command line. */
+export const booleanFlag = (flag: string): boolean => process.argv.slice(2).some((a) => a === `--${flag}` || a === `--${flag}=true`);
+
 export function intSetting(flag: string, envName: string, def: number): number {
   const raw = setting(flag, envName, String(def));
   const n = Number(raw);
@@ -34,3 +37,6 @@ export function intSetting(flag: string, envName: string, def: number): number {
 export const dataDir = () => setting('data-dir', 'TAPCREDIT_DATA_DIR', join(process.cwd(), 'data'));
 
 export const DEFAULT_PORTS = { terminal: 50051, issuer: 50052, authorizer: 50053 } as const;
+
+/** HTTP ports of each server's Prometheus /metrics. */
+export const DEFAULT_METRICS_PORTS = { terminal: 9451, issuer: 9452, authorizer: 9453 } as const;

@@ -3,6 +3,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import knexFactory, { type Knex } from 'knex';
+import type { Logger } from './log.js';
 
 export type Db = Knex;
 
@@ -18,6 +19,8 @@ export interface DatabaseOptions {
   migrations: Migration[];
   /** Separate migration bookkeeping per service when several share one PostgreSQL database. */
   migrationsTable: string;
+  /** Where knex's own warnings go (e.g. a lost connection), as JSON lines; knex prints to the console otherwise. */
+  log?: Logger;
 }
 
 function migrationSource(migrations: Migration[]): Knex.MigrationSource<Migration> {
@@ -54,6 +57,15 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Knex> {
           );
         },
       },
+    };
+  }
+  if (opts.log) {
+    const log = opts.log.child({ component: 'database' });
+    config.log = {
+      warn: (message: unknown) => log.warn(String(message)),
+      error: (message: unknown) => log.error(String(message)),
+      deprecate: (method: unknown, alternative: unknown) => log.warn(`${method} is deprecated; use ${alternative}`),
+      debug: (message: unknown) => log.debug({ message }, 'knex'),
     };
   }
   const db = knexFactory(config);

@@ -1,6 +1,7 @@
-// Promise form of a generated grpc-js client call, always with a deadline.
+// Promise form of a generated grpc-js client call, always with a deadline
+// and the caller's trace.
 import type { CallOptions, Client, Metadata, ServiceError } from '@grpc/grpc-js';
-import { Metadata as GrpcMetadata } from '@grpc/grpc-js';
+import { outgoingMetadata } from './trace.js';
 
 type UnaryMethod<Req, Res> = (
   request: Req,
@@ -19,7 +20,8 @@ export function callUnary<C extends Client, Req, Res>(
   deadlineMs = DEFAULT_DEADLINE_MS,
 ): Promise<Res> {
   return new Promise((resolve, reject) => {
-    method.call(client, request, new GrpcMetadata(), { deadline: Date.now() + deadlineMs }, (err, response) =>
+    // The current trace goes along (W3C traceparent), so the callee's logs join it.
+    method.call(client, request, outgoingMetadata(), { deadline: Date.now() + deadlineMs }, (err, response) =>
       err ? reject(err) : resolve(response),
     );
   });

@@ -1,6 +1,6 @@
 // Server bootstrap shared by the three services: handlers with one error
-// mapping, gRPC health, server reflection from the full descriptor set, and
-// graceful shutdown.
+// mapping, gRPC health, server reflection from the full descriptor set, mTLS
+// with authorization by peer identity (common/authz.ts), and graceful shutdown.
 import { readFileSync } from 'node:fs';
 import {
   Server,
@@ -15,8 +15,12 @@ import { BinaryReader, WireType } from '@bufbuild/protobuf/wire';
 import type { PackageDefinition } from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
-import { toServiceError } from './errors.js';
+import { authorizationInterceptor, type AccessPolicy } from './authz.js';
+import { invalidArgument, toServiceError } from './errors.js';
 import type { Logger } from './log.js';
+import type { Metrics, MetricsServer } from './metrics.js';
+import { observeService, watchReadiness, type ReadinessOptions } from './observe.js';
+import { serverCredentials, type TlsConfig } from './tls.js';
 
 // Built by `npm run generate` with buf: ours, and grpc.health.v1 from grpc-health-check's proto.
 const DESCRIPTOR_SETS = ['../gen/descriptor.binpb', '../gen/health.binpb'].map((f) => new URL(f, import.meta.url));
@@ -38,11 +42,14 @@ export function unaryHandlers<S extends UntypedServiceImplementation>(
   for (const [method, handler] of Object.entries(handlers) as [string, (req: unknown, call: unknown) => Promise<unknown>][]) {
     adapted[method] = (call: ServerUnaryCall<unknown, unknown>, callback: sendUnaryData<unknown>) => {
       const started = process.hrtime.bigint();
+      if (call.request instanceof MalformedRequest) {
+        log.info({ rpc: method, code: 3, reason: 'MALFORMED_REQUEST' }, 'rpc refused');
+        callback(toServiceError(call.request.toError(), domain), null);
+        return;
+      }
       handler(call.request, call).then(
-        (response) => {
-          log.debug({ rpc: method, code: 0, ms: Number(process.hrtime.bigint() - started) / 1e6 }, 'rpc');
-          callback(null, response);
-        },
+        // Every answer gets its access log line in observe.ts; refusals and failures add their reason here.
+        (response) => callback(null, response),
         (err) => {
           const serviceError = toServiceError(err, domain);
           const fields = { rpc: method, code: serviceError.code, reason: err?.reason, ms: Number(process.hrtime.bigint() - started) / 1e6 };
@@ -56,17 +63,62 @@ export function unaryHandlers<S extends UntypedServiceImplementation>(
   return adapted as S;
 }
 
+/** What a request body that does not parse as its message becomes; the handler adapter answers INVALID_ARGUMENT. */
+class MalformedRequest {
+  constructor(
+    private readonly path: string,
+    private readonly problem: string,
+  ) {}
+
+  toError() {
+    return invalidArgument([{ field: '', description: `does not parse as the request message of ${this.path}: ${this.problem}` }], 'MALFORMED_REQUEST');
+  }
+}
+
+/** The INVALID_ARGUMENT for a request body that did not parse; undefined for a parsed request (for streaming handlers). */
+export const malformedRequestError = (request: unknown) => (request instanceof MalformedRequest ? request.toError() : undefined);
+
+/**
+ * grpc-js answers a body its deserializer cannot parse with INTERNAL, as if
+ * the server were broken. It is the client's fault: the definition's
+ * deserializers hand a MalformedRequest to the handler adapter instead.
+ */
+function tolerantDefinition(definition: ServiceDefinition): ServiceDefinition {
+  const tolerant: Record<string, ServiceDefinition[string]> = {};
+  for (const [name, method] of Object.entries(definition)) {
+    // Unary handlers go through unaryHandlers; a server-streaming handler checks malformedRequestError() itself.
+    tolerant[name] =
+      method.requestStream
+        ? method
+        : {
+            ...method,
+            requestDeserialize: (bytes: Buffer) => {
+              try {
+                return method.requestDeserialize(bytes);
+              } catch (err) {
+                return new MalformedRequest(method.path, err instanceof Error ? err.message : String(err));
+              }
+            },
+          };
+  }
+  return tolerant as ServiceDefinition;
+}
+
 export interface ServiceBinding {
   /** Fully-qualified service name, e.g. "tapcredit.issuer.v1.IssuerService". */
   name: string;
   definition: ServiceDefinition;
   implementation: UntypedServiceImplementation;
+  /** Who may call each RPC; enforced when the server runs with TLS. Without one, every RPC of the service is refused under TLS. */
+  policy?: AccessPolicy;
 }
 
 export interface RunningServer {
   /** host:port the server listens on (the real port when 0 was asked). */
   address: string;
   port: number;
+  /** host:port of the HTTP /metrics listener, when metricsPort was given. */
+  metricsAddress?: string;
   health: HealthImplementation;
   /** Stops taking calls, lets in-flight calls finish (up to graceMs), then closes. */
   close(graceMs?: number): Promise<void>;
@@ -99,9 +151,17 @@ export async function startServer(opts: {
   host: string;
   port: number;
   log: Logger;
+  /** mTLS: clients must present a certificate of the CA, and each call is checked against the services' policies. Plaintext when unset. */
+  tls?: TlsConfig;
+  /** RPC metrics go here; served over HTTP on metricsPort when that is set (0 picks a free port). */
+  metrics?: Metrics;
+  metricsPort?: number;
+  /** Health turns NOT_SERVING while this probe fails (e.g. the database is unreachable). */
+  readiness?: ReadinessOptions;
 }): Promise<RunningServer> {
-  const server = new Server();
-  for (const s of opts.services) server.addService(s.definition, s.implementation);
+  const policies = opts.services.flatMap((s) => (s.policy ? [s.policy] : []));
+  const server = new Server(opts.tls ? { interceptors: [authorizationInterceptor(policies, opts.log)] } : {});
+  for (const s of opts.services) server.addService(tolerantDefinition(s.definition), observeService(s.name, s.definition, s.implementation, opts));
 
   const health = new HealthImplementation({ '': 'SERVING' });
   for (const s of opts.services) health.setStatus(s.name, 'SERVING');
@@ -112,19 +172,34 @@ export async function startServer(opts: {
   }).addToServer(server);
 
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(`${opts.host.includes(':') ? `[${opts.host}]` : opts.host}:${opts.port}`, ServerCredentials.createInsecure(), (err, p) =>
+    server.bindAsync(`${opts.host.includes(':') ? `[${opts.host}]` : opts.host}:${opts.port}`, opts.tls ? serverCredentials(opts.tls) : ServerCredentials.createInsecure(), (err, p) =>
       err ? reject(err) : resolve(p),
     ),
   );
   const address = `${opts.host.includes(':') ? `[${opts.host}]` : opts.host}:${port}`;
-  opts.log.info({ address, services: opts.services.map((s) => s.name) }, 'listening');
+  opts.log.info({ address, services: opts.services.map((s) => s.name), transport: opts.tls ? 'mtls' : 'plaintext' }, 'listening');
+  let metricsServer: MetricsServer | undefined;
+  if (opts.metrics && opts.metricsPort !== undefined) {
+    try {
+      metricsServer = await opts.metrics.serve(opts.host, opts.metricsPort, opts.log);
+    } catch (err) {
+      server.forceShutdown();
+      throw err;
+    }
+  }
+  const stopReadiness = opts.readiness
+    ? watchReadiness({ ...opts.readiness, health, services: opts.services.map((s) => s.name), log: opts.log, metrics: opts.metrics })
+    : () => {};
 
   return {
     address,
     port,
+    metricsAddress: metricsServer?.address,
     health,
     close: (graceMs = 5000) =>
       new Promise<void>((resolve) => {
+        stopReadiness();
+        void metricsServer?.close();
         health.setStatus('', 'NOT_SERVING');
         for (const s of opts.services) health.setStatus(s.name, 'NOT_SERVING');
         const timer = setTimeout(() => server.forceShutdown(), graceMs);

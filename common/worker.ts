@@ -3,6 +3,7 @@
 // backs off exponentially with full jitter. Receivers are idempotent, so a
 // step that fails half way is simply run again.
 import type { Logger } from './log.js';
+import { newSpan, runInSpan } from './trace.js';
 
 export interface WorkerOptions {
   name: string;
@@ -18,6 +19,8 @@ export class Worker {
   private wake: (() => void) | undefined;
   private loop: Promise<void> | undefined;
   private failures = 0;
+  /** True while waiting out a backoff: kicks (new work arriving) must not cut it short. */
+  private backingOff = false;
 
   /** step() processes one batch and resolves to true when more work may be waiting. */
   constructor(
@@ -31,15 +34,25 @@ export class Worker {
     this.loop = this.run();
   }
 
-  /** Runs the next step now instead of at the end of the current wait. */
+  /**
+   * Runs the next step now instead of at the end of the idle wait. During a
+   * backoff it does nothing: new work arriving while the receiver is down
+   * (a tap accepted per second, say) must not turn the backoff into a retry
+   * per kick.
+   */
   kick(): void {
+    if (!this.backingOff) this.wake?.();
+  }
+
+  /** Runs the next step now, even during a backoff (e.g. the receiver's address was just corrected). */
+  retryNow(): void {
     this.wake?.();
   }
 
   /** Lets the current step finish, then stops. */
   async stop(): Promise<void> {
     this.running = false;
-    this.kick();
+    this.wake?.();
     await this.loop;
   }
 
@@ -58,14 +71,18 @@ export class Worker {
     while (this.running) {
       let more = false;
       try {
-        more = await this.step();
+        // Each step is a trace of its own: its logs and calls name it (a batch
+        // send may instead join its first item's trace, see trace.runForBatch).
+        more = await runInSpan(newSpan(), () => this.step());
         this.failures = 0;
       } catch (err) {
         this.failures++;
         const cap = Math.min(this.opts.maxBackoffMs ?? 30_000, this.opts.intervalMs * 2 ** Math.min(this.failures, 16));
         const delay = Math.random() * cap;
         this.opts.log.warn({ worker: this.opts.name, failures: this.failures, retryInMs: Math.round(delay), err: String(err) }, 'outbox step failed');
+        this.backingOff = true;
         if (this.running) await this.sleep(delay);
+        this.backingOff = false;
         continue;
       }
       if (!more && this.running) await this.sleep(this.opts.intervalMs);

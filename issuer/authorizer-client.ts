@@ -1,9 +1,10 @@
 // The issuer's side of the issuer -> authorizer hop: the generated client,
 // a deadline on every call, and the authorizer's errors turned into ApiErrors
 // so the issuer's handlers pass them on with the same code and reason.
-import { credentials, status, type ServiceError } from '@grpc/grpc-js';
+import { status, type ServiceError } from '@grpc/grpc-js';
 import { ApiError, decodeErrorDetails, unavailable } from '../common/errors.js';
 import { callUnary } from '../common/rpc.js';
+import { channelCredentials, type TlsConfig } from '../common/tls.js';
 import { AuthorizerServiceClient } from '../gen/tapcredit/authorizer/v1/authorizer.js';
 import type { AuthorizerPort } from './context.js';
 
@@ -23,8 +24,9 @@ function fromServiceError(err: unknown, address: string): unknown {
   return new ApiError(e.code, errorInfo.reason, e.details, errorInfo.metadata, badRequest?.fieldViolations ?? []);
 }
 
-export function authorizerClient(address: string): AuthorizerPort & { close(): void } {
-  const client = new AuthorizerServiceClient(address, credentials.createInsecure());
+/** With tls, calls go over mTLS and only to a server whose certificate names a credit authorizer. */
+export function authorizerClient(address: string, tls?: TlsConfig): AuthorizerPort & { close(): void } {
+  const client = new AuthorizerServiceClient(address, channelCredentials(tls, { role: 'authorizer' }));
   return {
     authorizeEnrollment: (request) =>
       callUnary(client, client.authorizeEnrollment, request, ENROLL_DEADLINE_MS).catch((err) => {
@@ -32,6 +34,10 @@ export function authorizerClient(address: string): AuthorizerPort & { close(): v
       }),
     deduct: (request) =>
       callUnary(client, client.deduct, request, DEDUCT_DEADLINE_MS).catch((err) => {
+        throw fromServiceError(err, address);
+      }),
+    revokeAgreement: (request) =>
+      callUnary(client, client.revokeAgreement, request, ENROLL_DEADLINE_MS).catch((err) => {
         throw fromServiceError(err, address);
       }),
     close: () => client.close(),

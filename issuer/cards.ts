@@ -5,45 +5,59 @@ import { invalidArgument, notFound } from '../common/errors.js';
 import { Violations, pageSize } from '../common/validate.js';
 import {
   CardState,
+  type Card,
   type GetCardRequest,
   type GetCardResponse,
   type ListCardTapsRequest,
   type ListCardTapsResponse,
 } from '../gen/tapcredit/issuer/v1/issuer.js';
 import type { IssuerContext } from './context.js';
+import { outstandingDebt } from './debts.js';
+import { cardReasons, DENY_REASONS } from './deny-list.js';
 import { issuerTaps, tapColumns, type TapRow } from './taps.js';
 
 export const DEFAULT_PAGE_SIZE = 50;
 export const MAX_PAGE_SIZE = 500;
 
-const cardNotFound = (cardId: string) => notFound('CARD_NOT_FOUND', `card ${cardId} is not known to this issuer`, { card_id: cardId });
+export const cardNotFound = (cardId: string) => notFound('CARD_NOT_FOUND', `card ${cardId} is not known to this issuer`, { card_id: cardId });
+
+const CARD_STATES: Record<string, CardState> = {
+  ENROLLED: CardState.CARD_STATE_ENROLLED,
+  UNENROLLED: CardState.CARD_STATE_UNENROLLED,
+  LOST: CardState.CARD_STATE_LOST,
+};
 
 export async function getCard(ctx: IssuerContext, req: GetCardRequest): Promise<GetCardResponse> {
   const v = new Violations();
   v.id('card_id', req.cardId);
   v.throwIfAny();
+  return { card: await cardView(ctx, req.cardId) };
+}
+
+/** The card as the API shows it, with its binding, deny-list reasons and debt; NOT_FOUND CARD_NOT_FOUND. */
+export async function cardView(ctx: IssuerContext, cardId: string): Promise<Card> {
   const { db } = ctx;
   const card = await db('cards')
-    .where({ card_id: req.cardId })
+    .where({ card_id: cardId })
     .first('card_id', 'issuer_code', 'expires_on', 'state', asText(db, 'last_counter'), 'enrollment_request_id');
-  if (!card) throw cardNotFound(req.cardId);
+  if (!card) throw cardNotFound(cardId);
   const binding = card.enrollment_request_id
     ? await db('enrollments').where({ request_id: card.enrollment_request_id }).first('account_id', 'agreement_id', asText(db, 'enrolled_at'))
     : undefined;
   return {
-    card: {
+    cardId: card.card_id,
+    issuerCode: card.issuer_code,
+    expiresOn: card.expires_on,
+    state: CARD_STATES[card.state] ?? CardState.CARD_STATE_UNSPECIFIED,
+    enrollment: binding && {
       cardId: card.card_id,
-      issuerCode: card.issuer_code,
-      expiresOn: card.expires_on,
-      state: card.state === 'ENROLLED' ? CardState.CARD_STATE_ENROLLED : CardState.CARD_STATE_UNSPECIFIED,
-      enrollment: binding && {
-        cardId: card.card_id,
-        accountId: binding.account_id,
-        agreementId: binding.agreement_id,
-        enrolledAt: new Date(Number(binding.enrolled_at)),
-      },
-      lastCounter: card.last_counter,
+      accountId: binding.account_id,
+      agreementId: binding.agreement_id,
+      enrolledAt: new Date(Number(binding.enrolled_at)),
     },
+    lastCounter: card.last_counter,
+    denyListReasons: (await cardReasons(db, cardId)).map((r) => DENY_REASONS[r]),
+    outstandingDebt: { currencyCode: ctx.currencyCode, minorUnits: (await outstandingDebt(db, cardId)).toString() },
   };
 }
 

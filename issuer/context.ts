@@ -8,7 +8,11 @@ import type {
   AuthorizeEnrollmentResponse,
   DeductRequest,
   DeductResponse,
+  RevokeAgreementRequest,
+  RevokeAgreementResponse,
 } from '../gen/tapcredit/authorizer/v1/authorizer.js';
+import type { DenyListFeed } from './deny-list.js';
+import type { FareCapConfig } from './fares.js';
 
 /**
  * The calls the issuer makes to the credit authorizer. The gRPC adapter
@@ -18,7 +22,23 @@ import type {
 export interface AuthorizerPort {
   authorizeEnrollment(request: AuthorizeEnrollmentRequest): Promise<AuthorizeEnrollmentResponse>;
   deduct(request: DeductRequest): Promise<DeductResponse>;
+  revokeAgreement(request: RevokeAgreementRequest): Promise<RevokeAgreementResponse>;
 }
+
+/** Backoff of debt retries: baseMs after the first decline, doubling per retry, at most maxMs. */
+export interface DebtRetryConfig {
+  baseMs: number;
+  maxMs: number;
+}
+
+export const DEFAULT_DEBT_RETRY: DebtRetryConfig = { baseMs: 60 * 60_000, maxMs: 24 * 60 * 60_000 };
+
+/** Wait before the next retry of a debt that has been retried `retries` times. */
+export function debtRetryDelay(cfg: DebtRetryConfig, retries: number): number {
+  return Math.min(cfg.maxMs, cfg.baseMs * 2 ** Math.min(retries, 30));
+}
+/** Taps of one card from different terminals closer in time than this are not compared for order (terminal clocks differ). */
+export const DEFAULT_CLONE_CLOCK_SKEW_MS = 60_000;
 
 export interface IssuerContext {
   db: Db;
@@ -31,10 +51,18 @@ export interface IssuerContext {
   authorizer: AuthorizerPort;
   now: () => Date;
   log: Logger;
+  /** Daily fare cap; none when unset. */
+  fareCap?: FareCapConfig;
+  /** Schedule of debt retries; DEFAULT_DEBT_RETRY when unset. */
+  debtRetry?: DebtRetryConfig;
+  /** Clock tolerance of the clone check; DEFAULT_CLONE_CLOCK_SKEW_MS when unset. */
+  cloneClockSkewMs?: number;
+  /** Wakes WatchDenyList streams after a committed deny-list change. */
+  denyListFeed?: DenyListFeed;
 }
 
 /** Tap life-cycle states as stored (the TapState enum names without prefix). */
-export type TapStateName = 'RECEIVED' | 'DEDUCTING' | 'DEDUCTED' | 'DECLINED' | 'SETTLED' | 'REJECTED';
+export type TapStateName = 'RECEIVED' | 'DEDUCTING' | 'DEDUCTED' | 'DECLINED' | 'SETTLED' | 'REJECTED' | 'CAPPED';
 
 /** Rows per multi-row INSERT / IN list: far below SQLite's and PostgreSQL's bind-parameter limits. */
 export const CHUNK = 500;

@@ -4,6 +4,7 @@
 // sending is recovered by resending the DEDUCTING taps with the same request
 // ids: the authorizer answers a repeat with its first result.
 import { asText } from '../common/db.js';
+import { itemTraceFields, runForBatch } from '../common/trace.js';
 import {
   DeductDeclineReason,
   DeductStatus,
@@ -11,17 +12,22 @@ import {
   type DeductItem,
   type DeductResult,
 } from '../gen/tapcredit/authorizer/v1/authorizer.js';
-import { chunks, type IssuerContext } from './context.js';
+import { chunks, DEFAULT_DEBT_RETRY, debtRetryDelay, type IssuerContext } from './context.js';
+import { addReason } from './deny-list.js';
 
 export const DEFAULT_DEDUCT_BATCH_SIZE = 1000;
 
 interface PendingTap {
   tap_id: string;
+  card_id: string;
+  /** The fare after the daily cap: what is debited. */
+  due_minor: string;
   agreement_id: string;
   fare_currency: string;
   fare_minor: string;
   tapped_at: string;
   state: 'RECEIVED' | 'DEDUCTING';
+  traceparent: string | null;
 }
 
 /** "DEDUCT_DECLINE_REASON_INSUFFICIENT_FUNDS" -> "INSUFFICIENT_FUNDS". */
@@ -39,7 +45,7 @@ export async function deductStep(ctx: IssuerContext, batchSize = DEFAULT_DEDUCT_
     .whereIn('state', ['RECEIVED', 'DEDUCTING'])
     .orderBy('id')
     .limit(batchSize)
-    .select('tap_id', 'agreement_id', 'fare_currency', asText(db, 'fare_minor'), asText(db, 'tapped_at'), 'state');
+    .select('tap_id', 'card_id', 'agreement_id', 'fare_currency', asText(db, 'fare_minor'), asText(db, 'due_minor'), asText(db, 'tapped_at'), 'state', 'traceparent');
   if (pending.length === 0) return false;
 
   const received = pending.filter((t) => t.state === 'RECEIVED').map((t) => t.tap_id);
@@ -55,11 +61,14 @@ export async function deductStep(ctx: IssuerContext, batchSize = DEFAULT_DEDUCT_
 
   const items: DeductItem[] = pending.map((t) => ({
     requestId: t.tap_id,
+    tapId: t.tap_id,
     agreementId: t.agreement_id,
-    amount: { currencyCode: t.fare_currency, minorUnits: t.fare_minor },
+    amount: { currencyCode: t.fare_currency, minorUnits: t.due_minor },
     tappedAt: new Date(Number(t.tapped_at)),
+    traceparent: t.traceparent ?? undefined,
   }));
-  const { results } = await ctx.authorizer.deduct({ issuerId: ctx.issuerId, items });
+  // The call joins the first tap's trace; every item carries its own.
+  const { results } = await runForBatch(pending[0].traceparent ?? undefined, () => ctx.authorizer.deduct({ issuerId: ctx.issuerId, items }));
   checkResults(items, results);
 
   const now = String(ctx.now().getTime());
@@ -67,16 +76,19 @@ export async function deductStep(ctx: IssuerContext, batchSize = DEFAULT_DEDUCT_
   let debited = 0;
   let declined = 0;
   let rejected = 0;
+  let listed = false;
   await db.transaction(async (trx) => {
     for (const r of results) {
       const tap = byId.get(r.requestId)!;
       let change: Record<string, string | null>;
       if (r.status === DeductStatus.DEDUCT_STATUS_DEBITED) {
         debited++;
-        change = { state: 'DEDUCTED', deduction_id: r.deductionId, charged_currency: tap.fare_currency, charged_minor: tap.fare_minor };
+        change = { state: 'DEDUCTED', deduction_id: r.deductionId, charged_currency: tap.fare_currency, charged_minor: tap.due_minor };
       } else if (r.status === DeductStatus.DEDUCT_STATUS_DECLINED) {
         declined++;
-        change = { state: 'DECLINED', decline_reason: declineReasonName(r.declineReason) };
+        // A debt: retried on the schedule, and the card is declined at the gates until it is recovered.
+        const retryAt = Number(now) + debtRetryDelay(ctx.debtRetry ?? DEFAULT_DEBT_RETRY, 0);
+        change = { state: 'DECLINED', decline_reason: declineReasonName(r.declineReason), next_retry_at: String(retryAt) };
       } else {
         rejected++;
         change = { state: 'REJECTED', decline_reason: r.errorReason || 'REJECTED_BY_AUTHORIZER' };
@@ -84,14 +96,17 @@ export async function deductStep(ctx: IssuerContext, batchSize = DEFAULT_DEDUCT_
       // Guarded by state: an outcome is stored once, whatever a concurrent sender did.
       const updated = await trx('taps').where({ tap_id: r.requestId, state: 'DEDUCTING' }).update({ ...change, updated_at: now });
       if (updated > 0) await trx('tap_state_changes').insert({ tap_id: r.requestId, state: change.state, changed_at: now });
+      if (updated > 0 && change.state === 'DECLINED' && (await addReason(trx, tap.card_id, 'DEBT', Number(now)))) listed = true;
+      ctx.log.info({ ...itemTraceFields(tap.traceparent ?? undefined), tapId: r.requestId, state: change.state, reason: change.decline_reason ?? undefined }, 'tap debit answered');
     }
   });
+  if (listed) ctx.denyListFeed?.notify();
   ctx.log.debug({ sent: items.length, debited, declined, rejected }, 'deduct batch stored');
   return pending.length === batchSize;
 }
 
 /** Refuses an answer that does not give one well-formed result per item, in order (nothing is stored then). */
-function checkResults(items: DeductItem[], results: DeductResult[]): void {
+export function checkResults(items: DeductItem[], results: DeductResult[]): void {
   if (results.length !== items.length) {
     throw new Error(`Deduct answered ${results.length} results for ${items.length} items`);
   }

@@ -11,6 +11,7 @@ import { fingerprint } from '../common/ids.js';
 import { Violations } from '../common/validate.js';
 import { EnrollCardRequest, type EnrollCardResponse } from '../gen/tapcredit/issuer/v1/issuer.js';
 import { type IssuerContext } from './context.js';
+import { removeReason } from './deny-list.js';
 
 /** The reader id the phone app uses for its zero-amount debit. */
 export const PHONE_READER_ID = 'phone';
@@ -161,6 +162,7 @@ export async function enrollCard(ctx: IssuerContext, req: EnrollCardRequest): Pr
     flag_version: CREDIT_FLAG_VERSION,
     flag_issued_at: String(now.getTime()),
   };
+  let unlisted = false;
   try {
     await ctx.db.transaction(async (trx) => {
       // The enrollment row claims the request id; the card row (or its empty binding) claims the card.
@@ -190,6 +192,8 @@ export async function enrollCard(ctx: IssuerContext, req: EnrollCardRequest): Pr
           });
         if (bound === 0) throw alreadyEnrolled(cardId);
         await trx('cards').where({ card_id: cardId }).where('last_counter', '<', proof.counter).update({ last_counter: proof.counter });
+        // Enrolled again after an unenrollment: the gates take it again (debts, if any, keep it listed).
+        unlisted = await removeReason(trx, cardId, 'REVOKED', now.getTime());
       }
     });
   } catch (err) {
@@ -199,6 +203,7 @@ export async function enrollCard(ctx: IssuerContext, req: EnrollCardRequest): Pr
     if (raced) return raced;
     throw alreadyEnrolled(cardId);
   }
+  if (unlisted) ctx.denyListFeed?.notify();
   ctx.log.info({ cardId, agreementId: agreement.agreementId }, 'card enrolled');
   return responseFrom(ctx, row);
 }
@@ -208,8 +213,11 @@ const alreadyEnrolled = (cardId: string) =>
 
 /** Refuses a replayed proof (counter not above the highest seen) and a card that is already bound. */
 async function checkCardEnrollable(ctx: IssuerContext, cardId: string, counter: bigint): Promise<void> {
-  const card = await ctx.db('cards').where({ card_id: cardId }).first(asText(ctx.db, 'last_counter'), 'enrollment_request_id');
+  const card = await ctx.db('cards').where({ card_id: cardId }).first(asText(ctx.db, 'last_counter'), 'enrollment_request_id', 'state');
   if (!card) return;
+  if (card.state === 'LOST') {
+    throw failedPrecondition('CARD_LOST', `card ${cardId} was reported lost and cannot be enrolled again; enroll a new card`, { card_id: cardId });
+  }
   if (counter <= BigInt(card.last_counter)) {
     throw failedPrecondition(
       'CARD_PROOF_REPLAYED',

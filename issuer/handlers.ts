@@ -1,27 +1,92 @@
 // IssuerService over gRPC: each RPC hands the request to its domain module;
 // errors are mapped to gRPC status in one place (common/server.ts).
+import type { ServerWritableStream } from '@grpc/grpc-js';
+import { toServiceError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
-import { unaryHandlers } from '../common/server.js';
-import { TapReportStatus, type IssuerServiceServer } from '../gen/tapcredit/issuer/v1/issuer.js';
+import { malformedRequestError, unaryHandlers, type AsyncHandlers } from '../common/server.js';
+import {
+  TapReportStatus,
+  type IssuerServiceServer,
+  type WatchDenyListRequest,
+  type WatchDenyListResponse,
+} from '../gen/tapcredit/issuer/v1/issuer.js';
+import { reportCardLost, unenrollCard } from './card-lifecycle.js';
 import { getCard, listCardTaps } from './cards.js';
 import type { IssuerContext } from './context.js';
+import { retryDebts } from './debts.js';
+import { addToDenyList, listDenyListChanges, removeFromDenyList, serveDenyListWatch, watchFromVersion, type DenyListFeed } from './deny-list.js';
 import { enrollCard } from './enrollment.js';
+import { reconciliationReport } from './reconciliation.js';
 import { settle } from './settlement.js';
+import { logReportedTaps, logSettledTaps } from './tap-trail.js';
 import { reportTaps } from './taps.js';
 
 export const ERROR_DOMAIN = 'issuer.tapcredit';
 
-/** onTapsStored wakes the debit worker when a report queued new debits. */
-export function issuerHandlers(ctx: IssuerContext, log: Logger, onTapsStored: () => void): IssuerServiceServer {
-  return unaryHandlers<IssuerServiceServer>(ERROR_DOMAIN, log, {
+/**
+ * WatchDenyList, the one server-streaming RPC: the domain serves the stream;
+ * errors end it with the same status mapping as the unary RPCs.
+ */
+function watchDenyListHandler(ctx: IssuerContext, log: Logger, feed: DenyListFeed) {
+  return (call: ServerWritableStream<WatchDenyListRequest, WatchDenyListResponse>) => {
+    const fail = (err: unknown) => {
+      const serviceError = toServiceError(err, ERROR_DOMAIN);
+      if (serviceError.code === 13) log.error({ rpc: 'watchDenyList', err }, 'rpc failed');
+      else log.info({ rpc: 'watchDenyList', code: serviceError.code, reason: (err as { reason?: string })?.reason }, 'rpc refused');
+      if (!call.cancelled && !call.writableEnded) call.emit('error', serviceError);
+    };
+    const malformed = malformedRequestError(call.request);
+    if (malformed) {
+      fail(malformed);
+      return;
+    }
+    let from: bigint;
+    try {
+      from = watchFromVersion(call.request);
+    } catch (err) {
+      fail(err);
+      return;
+    }
+    log.debug({ rpc: 'watchDenyList', terminalId: call.request.terminalId, from: String(from) }, 'deny-list watch opened');
+    serveDenyListWatch(ctx, feed, call, from).catch(fail);
+  };
+}
+
+/**
+ * onTapsStored wakes the debit worker when a report queued new debits;
+ * feed wakes the WatchDenyList streams.
+ */
+export function issuerHandlers(ctx: IssuerContext, log: Logger, onTapsStored: () => void, feed: DenyListFeed): IssuerServiceServer {
+  const unary: Omit<AsyncHandlers<IssuerServiceServer>, 'watchDenyList'> = {
     enrollCard: (req) => enrollCard(ctx, req),
     tapReport: async (req) => {
       const response = await reportTaps(ctx, req);
+      logReportedTaps(log, req, response);
       if (response.results.some((r) => r.status === TapReportStatus.TAP_REPORT_STATUS_STORED)) onTapsStored();
       return response;
     },
-    settle: (req) => settle(ctx, req),
+    settle: async (req) => {
+      const response = await settle(ctx, req);
+      await logSettledTaps(ctx.db, log, req, response);
+      return response;
+    },
     getCard: (req) => getCard(ctx, req),
     listCardTaps: (req) => listCardTaps(ctx, req),
-  });
+    getReconciliationReport: (req) =>
+      reconciliationReport(ctx.db, req, {
+        currencyCode: ctx.currencyCode,
+        // The issuer's service day (see fares.ts): local day from the boundary; the UTC date when none is configured.
+        dayStartOffsetMs: ctx.fareCap ? (ctx.fareCap.dayStartMinutes - ctx.fareCap.utcOffsetMinutes) * 60_000 : 0,
+      }),
+    listDenyListChanges: (req) => listDenyListChanges(ctx, req),
+    addToDenyList: (req) => addToDenyList(ctx, req),
+    removeFromDenyList: (req) => removeFromDenyList(ctx, req),
+    unenrollCard: (req) => unenrollCard(ctx, req),
+    reportCardLost: (req) => reportCardLost(ctx, req),
+    retryDebts: (req) => retryDebts(ctx, req),
+  };
+  return {
+    ...unaryHandlers<IssuerServiceServer>(ERROR_DOMAIN, log, unary as AsyncHandlers<IssuerServiceServer>),
+    watchDenyList: watchDenyListHandler(ctx, log, feed),
+  };
 }

@@ -112,4 +112,82 @@ export const migrations: Migration[] = [
       });
     },
   },
+  {
+    name: '004_risk_deny_list_debts_caps_clones',
+    async up(db) {
+      // The deny list: a card's current reasons, and the append-only log of
+      // changes that terminals follow by version.
+      await db.schema.createTable('deny_list_entries', (t) => {
+        t.string('card_id', 64).notNullable();
+        t.string('reason', 16).notNullable(); // DEBT, LOST, REVOKED, CLONED
+        t.bigInteger('listed_at').notNullable();
+        t.primary(['card_id', 'reason']);
+      });
+      await db.schema.createTable('deny_list_changes', (t) => {
+        // Assigned from deny_list_head inside the writing transaction, so
+        // versions are gap-free and committed in order (the head row is the lock).
+        t.bigInteger('version').primary();
+        t.string('card_id', 64).notNullable();
+        t.string('action', 8).notNullable(); // ADD, REMOVE
+        t.string('reason', 16).notNullable();
+        // The card's reasons after the change, comma-separated; empty: unlisted.
+        t.string('reasons_after', 64).notNullable();
+        t.bigInteger('changed_at').notNullable();
+      });
+      await db.schema.createTable('deny_list_head', (t) => {
+        t.integer('id').primary();
+        t.bigInteger('version').notNullable();
+      });
+      await db('deny_list_head').insert({ id: 1, version: '0' });
+
+      await db.schema.alterTable('taps', (t) => {
+        t.string('line_id', 64).nullable();
+        // Fare capping: the service day the tap counts against and what it costs
+        // after the cap (the amount the debit asks for); NULL for REJECTED taps.
+        t.string('service_day', 10).nullable();
+        t.bigInteger('due_minor').nullable();
+        // Debt recovery: retries so far, when the next one is due, when recovered.
+        t.integer('debt_retries').notNullable().defaultTo(0);
+        t.bigInteger('next_retry_at').nullable();
+        t.bigInteger('recovered_at').nullable();
+        // COUNTER_REPEATED or COUNTER_WENT_BACK when the tap is part of a suspected clone.
+        t.string('clone_reason', 32).nullable();
+        t.index(['card_id', 'service_day']);
+        t.index(['card_id', 'proof_counter']);
+        t.index(['card_id', 'tapped_at']);
+        t.index(['state', 'next_retry_at']);
+      });
+      await db('taps').whereNot({ state: 'REJECTED' }).update({ due_minor: db.ref('fare_minor') });
+      await db.schema.alterTable('cards', (t) => {
+        // Latest tapped_at among the card's authenticated taps: with last_counter,
+        // lets in-order taps skip the clone queries.
+        t.bigInteger('last_tapped_at').nullable();
+      });
+      // Retries of declined debits (debts): each attempt is stored with its own
+      // authorizer request id before it is sent (the outbox), so a crash
+      // resends the same id and a tap is never debited twice.
+      await db.schema.createTable('debit_attempts', (t) => {
+        t.string('request_id', 64).primary();
+        t.string('tap_id', 64).notNullable();
+        t.integer('attempt').notNullable();
+        t.string('state', 16).notNullable(); // PENDING, DEBITED, DECLINED, REJECTED
+        t.string('reason', 64).nullable();
+        t.string('deduction_id', 64).nullable();
+        t.bigInteger('created_at').notNullable();
+        t.bigInteger('answered_at').nullable();
+        t.unique(['tap_id', 'attempt']);
+        t.index(['state']);
+      });
+    },
+  },
+  {
+    name: '007_ops_tap_traceparent',
+    async up(db) {
+      // The W3C traceparent the tap arrived with, passed on with its debit so
+      // one tap can be followed by its own trace id (logs only; nullable).
+      await db.schema.alterTable('taps', (t) => {
+        t.string('traceparent', 64).nullable();
+      });
+    },
+  },
 ];

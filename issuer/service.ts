@@ -4,13 +4,19 @@ import type { KeyObject } from 'node:crypto';
 import { openDatabase, type Db } from '../common/db.js';
 import { createLogger, type Logger } from '../common/log.js';
 import { startServer } from '../common/server.js';
+import { assertOwnIdentity, type TlsConfig } from '../common/tls.js';
 import { Worker } from '../common/worker.js';
 import { IssuerServiceService } from '../gen/tapcredit/issuer/v1/issuer.js';
 import { authorizerClient } from './authorizer-client.js';
-import type { IssuerContext } from './context.js';
+import type { DebtRetryConfig, IssuerContext } from './context.js';
+import { debtStep } from './debts.js';
 import { DEFAULT_DEDUCT_BATCH_SIZE, deductStep } from './deductions.js';
+import { DenyListFeed } from './deny-list.js';
+import type { FareCapConfig } from './fares.js';
 import { issuerHandlers } from './handlers.js';
+import { issuerMetrics } from './metrics.js';
 import { MIGRATIONS_TABLE, migrations } from './migrations.js';
+import { issuerPolicy } from './policy.js';
 
 export interface IssuerConfig {
   issuerId: string;
@@ -32,12 +38,35 @@ export interface IssuerConfig {
   deductBatchSize?: number;
   /** Poll interval of the debit worker when idle (default 200 ms). */
   deductIntervalMs?: number;
+  /** Daily fare cap per card and the service-day boundary; no cap when unset. */
+  fareCap?: FareCapConfig;
+  /** Backoff of debt retries (default: 1 h, doubling, at most 24 h). */
+  debtRetry?: DebtRetryConfig;
+  /** How often the debt worker looks for debts due for a retry (default 1000 ms). */
+  debtPollIntervalMs?: number;
+  /** Clock tolerance between terminals for the clone check (default 60 s). */
+  cloneClockSkewMs?: number;
+  /** How often deny-list watch streams check the log for changes made elsewhere (default 1000 ms). */
+  denyListPollMs?: number;
+  /**
+   * mTLS with the issuer's certificate (identity
+   * spiffe://tapcredit/issuer/<issuerId>): the server requires client
+   * certificates and enforces issuer/policy.ts; calls to the authorizer
+   * present it. Plaintext and no authorization when unset.
+   */
+  tls?: TlsConfig;
+  /** Port of the HTTP /metrics listener (0 picks a free one); no listener when unset. */
+  metricsPort?: number;
+  /** Time between database probes of the health check (default 2000 ms). */
+  healthProbeIntervalMs?: number;
   log?: Logger;
 }
 
 export interface IssuerHandle {
   address: string;
   port: number;
+  /** host:port of the HTTP /metrics listener, when metricsPort was given. */
+  metricsAddress?: string;
   db: Db;
   /** Stops taking calls, stops the debit worker, closes the database. */
   close(): Promise<void>;
@@ -45,8 +74,9 @@ export interface IssuerHandle {
 
 export async function startIssuer(config: IssuerConfig): Promise<IssuerHandle> {
   const log = config.log ?? createLogger('issuer');
-  const db = await openDatabase({ url: config.databaseUrl, migrations, migrationsTable: MIGRATIONS_TABLE });
-  const authorizer = authorizerClient(config.authorizerAddress);
+  if (config.tls) assertOwnIdentity(config.tls, 'issuer', config.issuerId);
+  const db = await openDatabase({ url: config.databaseUrl, migrations, migrationsTable: MIGRATIONS_TABLE, log });
+  const authorizer = authorizerClient(config.authorizerAddress, config.tls);
   const ctx: IssuerContext = {
     db,
     issuerId: config.issuerId,
@@ -57,7 +87,17 @@ export async function startIssuer(config: IssuerConfig): Promise<IssuerHandle> {
     authorizer,
     now: () => new Date(),
     log,
+    fareCap: config.fareCap,
+    debtRetry: config.debtRetry,
+    cloneClockSkewMs: config.cloneClockSkewMs,
+    denyListFeed: new DenyListFeed(),
   };
+  const feed = ctx.denyListFeed!;
+  const debtWorker = new Worker(async () => (await debtStep(ctx)).more, {
+    name: 'debt-retry',
+    intervalMs: config.debtPollIntervalMs ?? 1000,
+    log,
+  });
   const batchSize = config.deductBatchSize ?? DEFAULT_DEDUCT_BATCH_SIZE;
   const deductWorker = new Worker(() => deductStep(ctx, batchSize), {
     name: 'deduct',
@@ -72,11 +112,17 @@ export async function startIssuer(config: IssuerConfig): Promise<IssuerHandle> {
         {
           name: 'tapcredit.issuer.v1.IssuerService',
           definition: IssuerServiceService,
-          implementation: issuerHandlers(ctx, log, () => deductWorker.kick()),
+          policy: issuerPolicy,
+          implementation: issuerHandlers(ctx, log, () => deductWorker.kick(), feed),
         },
       ],
       host: config.host,
       port: config.port,
+      tls: config.tls,
+      metrics: issuerMetrics(db),
+      metricsPort: config.metricsPort,
+      // Health is NOT_SERVING while the database does not answer.
+      readiness: { check: () => db.raw('select 1'), intervalMs: config.healthProbeIntervalMs },
       log,
     });
   } catch (err) {
@@ -86,16 +132,22 @@ export async function startIssuer(config: IssuerConfig): Promise<IssuerHandle> {
   }
   // Taps left DEDUCTING by a crash are resent on the first step.
   deductWorker.start();
+  debtWorker.start();
+  feed.start(db, config.denyListPollMs);
 
   let closing: Promise<void> | undefined;
   return {
     address: server.address,
     port: server.port,
+    metricsAddress: server.metricsAddress,
     db,
     close: () =>
       (closing ??= (async () => {
+        // Watch streams never end on their own: end them first, or the server waits out its grace period.
+        feed.close();
         await server.close();
         await deductWorker.stop();
+        await debtWorker.stop();
         authorizer.close();
         await db.destroy();
       })()),

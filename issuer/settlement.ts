@@ -3,7 +3,7 @@
 // anything else is stored and reported as a mismatch, never accepted silently.
 import { isUniqueViolation } from '../common/db.js';
 import { asText, type Db } from '../common/db.js';
-import { invalidArgument, requestIdReused } from '../common/errors.js';
+import { invalidArgument, requestIdReused, unavailable } from '../common/errors.js';
 import { fingerprint } from '../common/ids.js';
 import { Violations } from '../common/validate.js';
 import {
@@ -112,6 +112,23 @@ async function reconcileAndStore(trx: Db, now: number, req: SettleRequest, print
       .whereIn('tap_id', ids)
       .select('tap_id', 'state', 'deduction_id', 'settlement_id', 'charged_currency', asText(trx, 'charged_minor'));
     for (const row of rows) taps.set(row.tap_id, row);
+  }
+  // A DEDUCTING tap was sent for debit and its answer is not stored yet (in
+  // flight, or lost and about to be asked again). The settlement proves the
+  // debit happened, but calling it a mismatch would strand the tap DEDUCTED
+  // and never settled: have the authorizer send the settlement again later.
+  // Likewise a debt whose retry is in flight: the tap is DECLINED with a PENDING attempt.
+  const retrying = new Set<string>();
+  const declined = req.items.filter((item) => taps.get(item.tapId)?.state === 'DECLINED').map((item) => item.tapId);
+  for (const ids of chunks(declined)) {
+    for (const row of await trx('debit_attempts').whereIn('tap_id', ids).where({ state: 'PENDING' }).select('tap_id')) retrying.add(row.tap_id);
+  }
+  const pending = req.items.filter((item) => taps.get(item.tapId)?.state === 'DEDUCTING' || retrying.has(item.tapId)).map((item) => item.tapId);
+  if (pending.length > 0) {
+    throw unavailable('DEBIT_OUTCOME_PENDING', `${pending.length} taps of the settlement await their debit answer; send it again later`, {
+      settlement_id: req.settlementId,
+      tap_ids: pending.slice(0, 20).join(','),
+    });
   }
   const results: SettlementItemResult[] = [];
   const settled: string[] = [];

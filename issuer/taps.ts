@@ -19,6 +19,7 @@ import {
 import { Tap } from '../gen/tapcredit/type/v1/tap.js';
 import { chunks, type IssuerContext, type TapStateName } from './context.js';
 import { parseUint63 } from './enrollment.js';
+import { assessTaps, type TapAssessment } from './tap-risk.js';
 
 export const TAP_STATES: Record<TapStateName, TapState> = {
   RECEIVED: TapState.TAP_STATE_RECEIVED,
@@ -27,6 +28,7 @@ export const TAP_STATES: Record<TapStateName, TapState> = {
   DECLINED: TapState.TAP_STATE_DECLINED,
   SETTLED: TapState.TAP_STATE_SETTLED,
   REJECTED: TapState.TAP_STATE_REJECTED,
+  CAPPED: TapState.TAP_STATE_CAPPED,
 };
 
 export function validateTapReport(req: TapReportRequest, currencyCode: string): void {
@@ -48,6 +50,7 @@ export function validateTapReport(req: TapReportRequest, currencyCode: string): 
     if (tap.terminalId !== req.terminalId) v.add(`${f}.terminal_id`, 'must equal the request terminal_id');
     v.id(`${f}.card_id`, tap.cardId);
     v.id(`${f}.agreement_id`, tap.agreementId);
+    if (tap.lineId) v.id(`${f}.line_id`, tap.lineId);
     if (v.money(`${f}.fare`, tap.fare, { positive: true }) !== undefined && tap.fare!.currencyCode !== currencyCode) {
       v.add(`${f}.fare.currency_code`, `must be ${currencyCode}, the issuer's currency`);
     }
@@ -86,16 +89,20 @@ interface Outcome {
   /** State the tap is stored in, when it is stored now. */
   state?: TapStateName;
   reason?: string;
+  /** Amount due and clone evidence, for an authenticated tap of an enrolled card. */
+  risk?: TapAssessment;
 }
 
 export async function reportTaps(ctx: IssuerContext, req: TapReportRequest): Promise<TapReportResponse> {
   validateTapReport(req, ctx.currencyCode);
   const verify = macVerifier(ctx.masterKey);
   // Hashing and MAC checks run before the transaction, so the write lock is held only for the writes.
-  const prepared = req.taps.map((tap) => ({ tap, print: fingerprint(Tap.encode(tap).finish()), macValid: verify(tap) }));
+  // The traceparent is left out of the fingerprint: it is not part of the tap's identity.
+  const prepared = req.taps.map((tap) => ({ tap, print: fingerprint(Tap.encode({ ...tap, traceparent: undefined }).finish()), macValid: verify(tap) }));
   for (let attempt = 1; ; attempt++) {
     try {
-      const outcomes = await ctx.db.transaction((trx) => storeBatch(trx, ctx.now().getTime(), prepared));
+      const { outcomes, denyListChanged } = await ctx.db.transaction((trx) => storeBatch(trx, ctx, ctx.now().getTime(), prepared));
+      if (denyListChanged) ctx.denyListFeed?.notify();
       return { results: outcomes.map((o) => o.result) };
     } catch (err) {
       // A concurrent report inserted one of these tap ids first: run again, it is now a DUPLICATE.
@@ -104,7 +111,12 @@ export async function reportTaps(ctx: IssuerContext, req: TapReportRequest): Pro
   }
 }
 
-async function storeBatch(trx: Db, now: number, prepared: { tap: Tap; print: string; macValid: boolean }[]): Promise<Outcome[]> {
+async function storeBatch(
+  trx: Db,
+  ctx: IssuerContext,
+  now: number,
+  prepared: { tap: Tap; print: string; macValid: boolean }[],
+): Promise<{ outcomes: Outcome[]; denyListChanged: boolean }> {
   const tapIds = prepared.map((p) => p.tap.tapId);
   const stored = new Map<string, string>();
   for (const ids of chunks(tapIds)) {
@@ -114,7 +126,9 @@ async function storeBatch(trx: Db, now: number, prepared: { tap: Tap; print: str
   const enrolledCards = new Map<string, bigint>();
   const bindings = new Set<string>();
   for (const ids of chunks(cardIds)) {
-    for (const row of await trx('cards').whereIn('card_id', ids).where({ state: 'ENROLLED' }).select('card_id', asText(trx, 'last_counter'))) {
+    // Any card state: a ride taken before the card was unenrolled or reported
+    // lost may arrive later and is still paid under its agreement.
+    for (const row of await trx('cards').whereIn('card_id', ids).select('card_id', asText(trx, 'last_counter'))) {
       enrolledCards.set(row.card_id, BigInt(row.last_counter));
     }
     for (const row of await trx('enrollments').whereIn('card_id', ids).select('card_id', 'agreement_id')) {
@@ -139,10 +153,18 @@ async function storeBatch(trx: Db, now: number, prepared: { tap: Tap; print: str
     return { tap, print, macValid, state: 'RECEIVED', result: { tapId, status: TapReportStatus.TAP_REPORT_STATUS_STORED, reason: '' } };
   });
 
+  // Fare cap and clone check, in arrival order; a tap with nothing left to pay is final at once.
+  const authenticated = outcomes.filter((o) => o.state === 'RECEIVED');
+  const { byTap, denyListChanged } = await assessTaps(trx, ctx, authenticated.map((o) => o.tap), now);
+  for (const o of authenticated) {
+    o.risk = byTap.get(o.tap.tapId)!;
+    if (o.risk.due === 0n) o.state = 'CAPPED';
+  }
+
   const toStore = outcomes.filter((o) => o.state);
   for (const batch of chunks(toStore, 400)) {
     await trx('taps').insert(
-      batch.map(({ tap, print, state, reason }) => ({
+      batch.map(({ tap, print, state, reason, risk }) => ({
         tap_id: tap.tapId,
         terminal_id: tap.terminalId,
         terminal_sequence: tap.terminalSequence,
@@ -157,6 +179,14 @@ async function storeBatch(trx: Db, now: number, prepared: { tap: Tap; print: str
         fingerprint: print,
         state,
         decline_reason: reason ?? null,
+        traceparent: tap.traceparent || null,
+        line_id: tap.lineId || null,
+        service_day: risk?.serviceDay ?? null,
+        due_minor: risk ? risk.due.toString() : null,
+        clone_reason: risk?.cloneReason ?? null,
+        // Nothing was debited for a capped tap: it is charged zero.
+        charged_currency: state === 'CAPPED' ? tap.fare!.currencyCode : null,
+        charged_minor: state === 'CAPPED' ? '0' : null,
         received_at: String(now),
         updated_at: String(now),
       })),
@@ -169,7 +199,7 @@ async function storeBatch(trx: Db, now: number, prepared: { tap: Tap; print: str
   // The card counter only moves on authenticated taps of enrolled cards.
   const highest = new Map<string, bigint>();
   for (const o of toStore) {
-    if (o.state !== 'RECEIVED') continue;
+    if (o.state !== 'RECEIVED' && o.state !== 'CAPPED') continue;
     const counter = BigInt(o.tap.proof!.counter);
     if (counter > (highest.get(o.tap.cardId) ?? enrolledCards.get(o.tap.cardId)!)) highest.set(o.tap.cardId, counter);
   }
@@ -180,7 +210,7 @@ async function storeBatch(trx: Db, now: number, prepared: { tap: Tap; print: str
       .where('last_counter', '<', counter.toString())
       .update({ last_counter: counter.toString(), updated_at: String(now) });
   }
-  return outcomes;
+  return { outcomes, denyListChanged };
 }
 
 // --- reading taps back ---
@@ -206,6 +236,13 @@ export const tapColumns = (db: Db) => [
   'charged_currency',
   asText(db, 'charged_minor'),
   asText(db, 'received_at'),
+  'line_id',
+  'service_day',
+  asText(db, 'due_minor'),
+  'debt_retries',
+  asText(db, 'next_retry_at'),
+  asText(db, 'recovered_at'),
+  'clone_reason',
 ];
 
 export interface TapRow {
@@ -228,6 +265,13 @@ export interface TapRow {
   charged_currency: string | null;
   charged_minor: string | null;
   received_at: string;
+  line_id: string | null;
+  service_day: string | null;
+  due_minor: string | null;
+  debt_retries: number | string;
+  next_retry_at: string | null;
+  recovered_at: string | null;
+  clone_reason: string | null;
 }
 
 /** The tap exactly as the terminal reported it. */
@@ -248,6 +292,7 @@ export function reportedTap(row: TapRow): Tap {
       terminalRandom: Buffer.from(row.proof_terminal_random),
       mac: Buffer.from(row.proof_mac),
     },
+    ...(row.line_id ? { lineId: row.line_id } : {}),
   };
 }
 
@@ -271,5 +316,12 @@ export async function issuerTaps(db: Db, rows: TapRow[]): Promise<IssuerTap[]> {
     charged: row.charged_minor !== null ? { currencyCode: row.charged_currency!, minorUnits: row.charged_minor } : undefined,
     receivedAt: new Date(Number(row.received_at)),
     history: history.get(row.tap_id) ?? [],
+    amountDue: row.due_minor !== null ? { currencyCode: row.fare_currency, minorUnits: row.due_minor } : undefined,
+    serviceDay: row.service_day ?? '',
+    recovered: row.recovered_at !== null,
+    debtRetries: Number(row.debt_retries),
+    nextRetryAt: row.state === 'DECLINED' && row.next_retry_at !== null ? new Date(Number(row.next_retry_at)) : undefined,
+    cloneSuspected: row.clone_reason !== null,
+    cloneReason: row.clone_reason ?? '',
   }));
 }

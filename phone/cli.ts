@@ -1,15 +1,25 @@
 // The rider's phone app as a CLI: personalize a virtual card (issuer side),
-// show it, enroll it with the issuer, and tap it at a terminal.
+// show it, enroll it with the issuer, tap it at a terminal, list its rides,
+// unenroll it or report it lost, and retry its debts.
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import { credentials, status, type ServiceError } from '@grpc/grpc-js';
+import { status, type ChannelCredentials, type ServiceError } from '@grpc/grpc-js';
 import { Command } from 'commander';
 import { issueCard, newTerminalRandom, readCardFile, writeCardFile, writeCreditFlag, zeroAmountDebit } from '../common/card.js';
-import { dataDir, DEFAULT_PORTS } from '../common/config.js';
+import { booleanFlag, dataDir, DEFAULT_PORTS } from '../common/config.js';
 import { decodeErrorDetails } from '../common/errors.js';
 import { ensureDevKeys, loadMasterKey } from '../common/keys.js';
+import type { Role } from '../common/identity.js';
 import { callUnary } from '../common/rpc.js';
-import { EnrollCardResponse, IssuerServiceClient } from '../gen/tapcredit/issuer/v1/issuer.js';
+import { channelCredentials, chooseTransport, tlsFilesFromSettings } from '../common/tls.js';
+import {
+  EnrollCardResponse,
+  IssuerServiceClient,
+  ReportCardLostResponse,
+  RetryDebtsResponse,
+  tapStateToJSON,
+  UnenrollCardResponse,
+} from '../gen/tapcredit/issuer/v1/issuer.js';
 import { decisionToJSON, declineReasonToJSON, TerminalServiceClient } from '../gen/tapcredit/terminal/v1/terminal.js';
 import { CardImage } from '../gen/tapcredit/type/v1/card.js';
 import { Money } from '../gen/tapcredit/type/v1/money.js';
@@ -32,6 +42,12 @@ const program = new Command()
   .description('tapcredit phone app: enroll a virtual transit card and tap it at a terminal')
   // Read by common/config.ts dataDir(); declared here so commander accepts it.
   .option('--data-dir <dir>', 'data directory holding the development keys (default ./data or TAPCREDIT_DATA_DIR)')
+  // Read by common/tls.ts; declared here so commander accepts them.
+  .option('--certs-dir <dir>', 'mTLS certificates from `npm run certs` (default <data dir>/certs or TAPCREDIT_CERTS_DIR)')
+  .option('--tls-ca <file>', 'CA certificate (default <certs dir>/ca.pem)')
+  .option('--tls-cert <file>', "the phone app's certificate (default <certs dir>/phone.pem)")
+  .option('--tls-key <file>', "the phone app's private key (default <certs dir>/phone.key)")
+  .option('--insecure', 'plaintext instead of mTLS (only to loopback addresses)')
   .showHelpAfterError();
 
 const card = program.command('card').description('virtual card images');
@@ -70,8 +86,9 @@ program
   .requiredOption('--phone <e164>', "rider's mobile number, e.g. +8613800138000")
   .requiredOption('--account <id>', "rider's payment account at the authorizer")
   .option('--request-id <id>', 'idempotency key (default: a random UUID); reuse it to retry safely')
-  .option('--issuer <address>', 'IssuerService address', `127.0.0.1:${DEFAULT_PORTS.issuer}`)
+  .option('--issuer <address>', 'IssuerService address', `localhost:${DEFAULT_PORTS.issuer}`)
   .action(async (opts: { card: string; name: string; phone: string; account: string; requestId?: string; issuer: string }) => {
+    const creds = credentialsTo('issuer', opts.issuer); // fails on missing certificates before the card is touched
     // Reading the card is a zero-amount debit: the card advances its counter,
     // so the image is written back before anything else can fail.
     const read = zeroAmountDebit(readCardFile(opts.card), {
@@ -81,7 +98,7 @@ program
     });
     writeCardFile(opts.card, read.card);
 
-    const client = new IssuerServiceClient(opts.issuer, credentials.createInsecure());
+    const client = new IssuerServiceClient(opts.issuer, creds);
     try {
       const response = await callUnary(client, client.enrollCard, {
         requestId: opts.requestId ?? randomUUID(),
@@ -101,9 +118,9 @@ program
   .command('tap')
   .description('present the card to a terminal and write the card back as the terminal left it')
   .requiredOption('--card <file>', 'card image file')
-  .option('--terminal <address>', 'TerminalService address', `127.0.0.1:${DEFAULT_PORTS.terminal}`)
+  .option('--terminal <address>', 'TerminalService address', `localhost:${DEFAULT_PORTS.terminal}`)
   .action(async (opts: { card: string; terminal: string }) => {
-    const client = new TerminalServiceClient(opts.terminal, credentials.createInsecure());
+    const client = new TerminalServiceClient(opts.terminal, credentialsTo('terminal', opts.terminal));
     try {
       const response = await callUnary(client, client.presentCard, { card: readCardFile(opts.card) });
       if (response.card) writeCardFile(opts.card, response.card);
@@ -117,6 +134,89 @@ program
       client.close();
     }
   });
+
+/** Money with its amount always shown (proto JSON omits a zero). */
+const moneyJSON = (m: Money | undefined) => m && { currencyCode: m.currencyCode, minorUnits: m.minorUnits };
+
+/** Calls the issuer as the phone app and prints the answer. */
+async function askIssuer<Res>(address: string, call: (client: IssuerServiceClient) => Promise<Res>, toJSON: (r: Res) => unknown): Promise<void> {
+  const client = new IssuerServiceClient(address, credentialsTo('issuer', address));
+  try {
+    print(toJSON(await call(client)));
+  } finally {
+    client.close();
+  }
+}
+
+program
+  .command('history')
+  .description("list the card's rides, newest first: time, terminal, line, fare, amount charged, state, debt and recovery")
+  .requiredOption('--card-id <id>', 'card number')
+  .option('--page-size <n>', 'rides per page (default 50)', '50')
+  .option('--page-token <token>', 'next_page_token of the previous page')
+  .option('--issuer <address>', 'IssuerService address', `localhost:${DEFAULT_PORTS.issuer}`)
+  .action((opts: { cardId: string; pageSize: string; pageToken?: string; issuer: string }) =>
+    askIssuer(
+      opts.issuer,
+      (c) => callUnary(c, c.listCardTaps, { cardId: opts.cardId, pageSize: Number(opts.pageSize), pageToken: opts.pageToken ?? '' }),
+      (r) => ({
+        taps: r.taps.map((t) => ({
+          tapId: t.tap?.tapId,
+          tappedAt: t.tap?.tappedAt?.toISOString(),
+          terminalId: t.tap?.terminalId,
+          lineId: t.tap?.lineId,
+          fare: moneyJSON(t.tap?.fare),
+          amountDue: moneyJSON(t.amountDue),
+          charged: moneyJSON(t.charged),
+          state: tapStateToJSON(t.state),
+          declineReason: t.declineReason || undefined,
+          recovered: t.recovered || undefined,
+          nextRetryAt: t.nextRetryAt?.toISOString(),
+          cloneReason: t.cloneReason || undefined,
+        })),
+        nextPageToken: r.nextPageToken || undefined,
+      }),
+    ),
+  );
+
+program
+  .command('unenroll')
+  .description('unenroll the card: the issuer revokes the payment agreement and the gates decline the card; it can be enrolled again')
+  .requiredOption('--card-id <id>', 'card number')
+  .requiredOption('--account <id>', 'the payment account the card is bound to')
+  .option('--issuer <address>', 'IssuerService address', `localhost:${DEFAULT_PORTS.issuer}`)
+  .action((opts: { cardId: string; account: string; issuer: string }) =>
+    askIssuer(opts.issuer, (c) => callUnary(c, c.unenrollCard, { cardId: opts.cardId, accountId: opts.account }), UnenrollCardResponse.toJSON),
+  );
+
+program
+  .command('lost')
+  .description('report the card lost: the gates decline it for good; enroll a new card on the same account')
+  .requiredOption('--card-id <id>', 'card number')
+  .requiredOption('--account <id>', 'the payment account the card is bound to')
+  .option('--issuer <address>', 'IssuerService address', `localhost:${DEFAULT_PORTS.issuer}`)
+  .action((opts: { cardId: string; account: string; issuer: string }) =>
+    askIssuer(opts.issuer, (c) => callUnary(c, c.reportCardLost, { cardId: opts.cardId, accountId: opts.account }), ReportCardLostResponse.toJSON),
+  );
+
+program
+  .command('retry-debts')
+  .description("retry the card's declined fares now (after a top-up); once nothing is owed the gates take the card again")
+  .requiredOption('--card-id <id>', 'card number')
+  .option('--issuer <address>', 'IssuerService address', `localhost:${DEFAULT_PORTS.issuer}`)
+  .action((opts: { cardId: string; issuer: string }) =>
+    askIssuer(
+      opts.issuer,
+      (c) => callUnary(c, c.retryDebts, { cardId: opts.cardId }),
+      (r) => ({ ...(RetryDebtsResponse.toJSON(r) as object), outstandingDebt: moneyJSON(r.outstandingDebt) }),
+    ),
+  );
+
+/** mTLS with the phone app's certificate to a server that must carry the role; plaintext with --insecure (loopback only). */
+function credentialsTo(role: Role, address: string): ChannelCredentials {
+  const tls = chooseTransport({ insecure: booleanFlag('insecure'), peerAddresses: [address], files: tlsFilesFromSettings('phone') });
+  return channelCredentials(tls, { role });
+}
 
 /** The card as JSON with its secret key masked: it is never printed. */
 function maskedCard(image: CardImage) {

@@ -2,6 +2,7 @@
 // batches, through IssuerService.TapReport, until each is acknowledged.
 import type { Logger } from '../common/log.js';
 import { callUnary } from '../common/rpc.js';
+import { runForBatch } from '../common/trace.js';
 import { Worker } from '../common/worker.js';
 import { IssuerServiceClient, TapReportStatus, tapReportStatusToJSON } from '../gen/tapcredit/issuer/v1/issuer.js';
 import type { TerminalStore } from './store.js';
@@ -32,7 +33,10 @@ export async function forwardBatch(opts: ForwarderOptions): Promise<boolean> {
   const taps = await opts.store.unsentTaps(batchSize);
   if (taps.length === 0) return false;
 
-  const response = await callUnary(opts.client, opts.client.tapReport, { terminalId: opts.terminalId, taps }, FORWARD_DEADLINE_MS);
+  // The call joins the first tap's trace; every tap carries its own traceparent.
+  const response = await runForBatch(taps[0].traceparent, () =>
+    callUnary(opts.client, opts.client.tapReport, { terminalId: opts.terminalId, taps }, FORWARD_DEADLINE_MS),
+  );
   const sent = new Set(taps.map((t) => t.tapId));
   const acked: string[] = [];
   for (const result of response.results) {

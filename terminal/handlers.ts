@@ -3,6 +3,7 @@ import type { KeyObject } from 'node:crypto';
 import { newTerminalRandom } from '../common/card.js';
 import type { Logger } from '../common/log.js';
 import { unaryHandlers, type AsyncHandlers } from '../common/server.js';
+import { currentTraceparent } from '../common/trace.js';
 import { Violations } from '../common/validate.js';
 import type { Worker } from '../common/worker.js';
 import {
@@ -33,6 +34,10 @@ export interface TerminalContext {
   masterKey: Buffer;
   issuerPublicKey: KeyObject;
   fare: Money;
+  /** Line or route served, whose tariff set the fare; recorded on each tap. */
+  lineId?: string;
+  /** When the deny list was last confirmed current by the issuer. */
+  denyListSyncedAt?: () => Date | undefined;
   store: TerminalStore;
   forwarder: Worker;
   log: Logger;
@@ -98,6 +103,9 @@ export async function presentCard(ctx: TerminalContext, req: PresentCardRequest)
     fare: ctx.fare,
     tappedAt: now,
     proof: outcome.proof,
+    ...(ctx.lineId ? { lineId: ctx.lineId } : {}),
+    // Stored and forwarded with the tap, so it is followed by this call's trace id end to end.
+    traceparent: currentTraceparent() || undefined,
   };
   // The gate opens only once the tap is committed: an accepted tap is never lost.
   await ctx.store.recordTap(tap);
@@ -123,6 +131,8 @@ export async function getTerminalStatus(ctx: TerminalContext, req: GetTerminalSt
     lastForwardedAt: counts.lastForwardedAt,
     denyListVersion: counts.denyListVersion,
     denyListSize: String(counts.denyListSize),
+    lineId: ctx.lineId ?? '',
+    denyListSyncedAt: ctx.denyListSyncedAt?.(),
   };
 }
 

@@ -1,6 +1,7 @@
 // The terminal's durable store: accepted taps (the outbox the forwarder
 // drains), the deny list the terminal holds, and the terminal sequence.
 import { asText, toNumber, type Db } from '../common/db.js';
+import { denyListReasonToJSON, type DenyListChange } from '../gen/tapcredit/issuer/v1/issuer.js';
 import { Tap } from '../gen/tapcredit/type/v1/tap.js';
 
 export interface TerminalCounts {
@@ -65,6 +66,46 @@ export class TerminalStore {
     await this.db.transaction(async (trx) => {
       await trx('taps').whereIn('tap_id', tapIds).whereNull('acked_at').update({ acked_at: String(at.getTime()) });
       await trx('terminal_meta').where({ id: 1 }).update({ last_forwarded_at: String(at.getTime()) });
+    });
+  }
+
+  /** Version of the deny list held: the last issuer change applied. */
+  async denyListVersion(): Promise<bigint> {
+    const meta = await this.db('terminal_meta').where({ id: 1 }).first(asText(this.db, 'deny_list_version'));
+    return BigInt(meta?.deny_list_version ?? '0');
+  }
+
+  /**
+   * Applies the issuer's deny-list changes in one transaction. Changes at or
+   * below the version held are skipped (resent after a reconnect), so
+   * applying is idempotent; a change that is not the next version is refused
+   * (the caller syncs again from the version held). With reset, the copy held
+   * is dropped first. Resolves to the version held afterwards.
+   */
+  async applyDenyListChanges(changes: DenyListChange[], reset = false): Promise<bigint> {
+    return this.db.transaction(async (trx) => {
+      if (reset) {
+        await trx('deny_list').delete();
+        await trx('terminal_meta').where({ id: 1 }).update({ deny_list_version: '0' });
+      }
+      const meta = await trx('terminal_meta').where({ id: 1 }).first(asText(trx, 'deny_list_version'));
+      let version = BigInt(meta?.deny_list_version ?? '0');
+      for (const change of changes) {
+        const v = BigInt(change.version);
+        if (v <= version) continue;
+        if (v !== version + 1n) throw new Error(`deny-list change ${v} does not follow the version held (${version})`);
+        const reasons = change.reasons.map((r) => denyListReasonToJSON(r).replace(/^DENY_LIST_REASON_/, ''));
+        if (reasons.length === 0) await trx('deny_list').where({ card_id: change.cardId }).delete();
+        else {
+          await trx('deny_list')
+            .insert({ card_id: change.cardId, reason: reasons.join(','), version: v.toString() })
+            .onConflict('card_id')
+            .merge(['reason', 'version']);
+        }
+        version = v;
+      }
+      await trx('terminal_meta').where({ id: 1 }).update({ deny_list_version: version.toString() });
+      return version;
     });
   }
 

@@ -51,4 +51,12 @@ describe('card', () => {
     const card = writeCreditFlag(issueCard(masterKey, { cardId: 'C1', issuerCode: 'X', expiresOn: '2030-01-01' }), flag);
     expect(card.creditFlag).to.deep.equal(flag);
   });
+
+  it('refuses, without throwing, a flag whose fields no issuer could have signed', () => {
+    const issuer = generateKeyPairSync('ed25519');
+    const flag = signCreditFlag(issuer.privateKey, { cardId: 'C1', agreementId: 'agr_1', version: 1, issuedAt: new Date() });
+    expect(verifyCreditFlag(issuer.publicKey, { ...flag, issuedAt: new Date(NaN) })).to.equal(false);
+    expect(verifyCreditFlag(issuer.publicKey, { ...flag, issuedAt: new Date(-1) })).to.equal(false);
+    expect(verifyCreditFlag(issuer.publicKey, { ...flag, agreementId: 'a'.repeat(70_000) })).to.equal(false);
+  });
 });

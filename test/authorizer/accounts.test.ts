@@ -1,8 +1,9 @@
 // Riders' accounts and the double-entry ledger, against a real SQLite file.
 import { expect } from 'chai';
-import { getAccount, isHolder, listLedgerEntries, openAccount, setAccountState, topUp } from '../../authorizer/accounts.js';
+import { getAccount, listLedgerEntries, openAccount, setAccountState, topUp } from '../../authorizer/accounts.js';
+import { isHolder } from '../../authorizer/holders.js';
 import { LedgerBook, ledgerAccountId, ledgerViolations } from '../../authorizer/ledger.js';
-import { CURRENCY, expectApiError, fundedAccount, holder, rowCounts, tempDb, type TempDb } from './helpers.js';
+import { CURRENCY, digestOf, expectApiError, fundedAccount, holder, rowCounts, tempDb, type TempDb } from './helpers.js';
 
 describe('authorizer accounts and ledger', () => {
   let t: TempDb;
@@ -15,28 +16,28 @@ describe('authorizer accounts and ledger', () => {
 
   describe('openAccount', () => {
     it('opens an active account with zero balance, and available = balance + credit limit', async () => {
-      const a = await openAccount(t.db, { accountId: 'acc-1', holder: holder(1), currency: CURRENCY, creditLimit: 500n });
+      const a = await openAccount(t.db, { accountId: 'acc-1', holder: digestOf(holder(1)), currency: CURRENCY, creditLimit: 500n });
       expect(a).to.include({ accountId: 'acc-1', state: 'ACTIVE', currency: CURRENCY, balance: 0n, creditLimit: 500n, available: 500n });
     });
 
     it('returns the same account when opened again with the same details', async () => {
-      const first = await openAccount(t.db, { accountId: 'acc-1', holder: holder(1), currency: CURRENCY, creditLimit: 0n });
-      const again = await openAccount(t.db, { accountId: 'acc-1', holder: holder(1), currency: CURRENCY, creditLimit: 0n });
+      const first = await openAccount(t.db, { accountId: 'acc-1', holder: digestOf(holder(1)), currency: CURRENCY, creditLimit: 0n });
+      const again = await openAccount(t.db, { accountId: 'acc-1', holder: digestOf(holder(1)), currency: CURRENCY, creditLimit: 0n });
       expect(again).to.deep.equal(first);
     });
 
     it('refuses to open an existing account id with other details (ACCOUNT_ALREADY_EXISTS)', async () => {
-      await openAccount(t.db, { accountId: 'acc-1', holder: holder(1), currency: CURRENCY, creditLimit: 0n });
+      await openAccount(t.db, { accountId: 'acc-1', holder: digestOf(holder(1)), currency: CURRENCY, creditLimit: 0n });
       const before = await rowCounts(t.db);
-      await expectApiError(openAccount(t.db, { accountId: 'acc-1', holder: holder(2), currency: CURRENCY, creditLimit: 0n }), 'ACCOUNT_ALREADY_EXISTS');
-      await expectApiError(openAccount(t.db, { accountId: 'acc-1', holder: holder(1), currency: 'USD', creditLimit: 0n }), 'ACCOUNT_ALREADY_EXISTS');
+      await expectApiError(openAccount(t.db, { accountId: 'acc-1', holder: digestOf(holder(2)), currency: CURRENCY, creditLimit: 0n }), 'ACCOUNT_ALREADY_EXISTS');
+      await expectApiError(openAccount(t.db, { accountId: 'acc-1', holder: digestOf(holder(1)), currency: 'USD', creditLimit: 0n }), 'ACCOUNT_ALREADY_EXISTS');
       expect(await rowCounts(t.db)).to.deep.equal(before);
     });
   });
 
   describe('topUp', () => {
     it('credits the account through a TOP_UP transfer from the funding account', async () => {
-      await openAccount(t.db, { accountId: 'acc-1', holder: holder(1), currency: CURRENCY, creditLimit: 0n });
+      await openAccount(t.db, { accountId: 'acc-1', holder: digestOf(holder(1)), currency: CURRENCY, creditLimit: 0n });
       const r = await topUp(t.db, { requestId: 'top-1', fingerprint: 'a', accountId: 'acc-1', amount: 1_000n, currency: CURRENCY });
       expect(r.account.balance).to.equal(1_000n);
       const entries = await t.db('ledger_entries').where({ transfer_id: r.transferId }).select('ledger_account_id', 'kind');
@@ -48,7 +49,7 @@ describe('authorizer accounts and ledger', () => {
     });
 
     it('returns the first result for a repeated request id and credits once', async () => {
-      await openAccount(t.db, { accountId: 'acc-1', holder: holder(1), currency: CURRENCY, creditLimit: 0n });
+      await openAccount(t.db, { accountId: 'acc-1', holder: digestOf(holder(1)), currency: CURRENCY, creditLimit: 0n });
       const first = await topUp(t.db, { requestId: 'top-1', fingerprint: 'a', accountId: 'acc-1', amount: 1_000n, currency: CURRENCY });
       await topUp(t.db, { requestId: 'top-2', fingerprint: 'b', accountId: 'acc-1', amount: 50n, currency: CURRENCY });
       const again = await topUp(t.db, { requestId: 'top-1', fingerprint: 'a', accountId: 'acc-1', amount: 1_000n, currency: CURRENCY });
@@ -58,14 +59,14 @@ describe('authorizer accounts and ledger', () => {
     });
 
     it('refuses a reused request id with another payload (REQUEST_ID_REUSED)', async () => {
-      await openAccount(t.db, { accountId: 'acc-1', holder: holder(1), currency: CURRENCY, creditLimit: 0n });
+      await openAccount(t.db, { accountId: 'acc-1', holder: digestOf(holder(1)), currency: CURRENCY, creditLimit: 0n });
       await topUp(t.db, { requestId: 'top-1', fingerprint: 'a', accountId: 'acc-1', amount: 1_000n, currency: CURRENCY });
       await expectApiError(topUp(t.db, { requestId: 'top-1', fingerprint: 'b', accountId: 'acc-1', amount: 2_000n, currency: CURRENCY }), 'REQUEST_ID_REUSED');
       expect((await getAccount(t.db, 'acc-1')).balance).to.equal(1_000n);
     });
 
     it('refuses an unknown account and a foreign currency, storing nothing', async () => {
-      await openAccount(t.db, { accountId: 'acc-1', holder: holder(1), currency: CURRENCY, creditLimit: 0n });
+      await openAccount(t.db, { accountId: 'acc-1', holder: digestOf(holder(1)), currency: CURRENCY, creditLimit: 0n });
       const before = await rowCounts(t.db);
       await expectApiError(topUp(t.db, { requestId: 'top-1', fingerprint: 'a', accountId: 'nope', amount: 1n, currency: CURRENCY }), 'ACCOUNT_NOT_FOUND');
       await expectApiError(topUp(t.db, { requestId: 'top-2', fingerprint: 'a', accountId: 'acc-1', amount: 1n, currency: 'USD' }), 'CURRENCY_MISMATCH');
@@ -74,21 +75,21 @@ describe('authorizer accounts and ledger', () => {
   });
 
   it('freezes and reactivates an account', async () => {
-    await openAccount(t.db, { accountId: 'acc-1', holder: holder(1), currency: CURRENCY, creditLimit: 0n });
+    await openAccount(t.db, { accountId: 'acc-1', holder: digestOf(holder(1)), currency: CURRENCY, creditLimit: 0n });
     expect((await setAccountState(t.db, 'acc-1', 'FROZEN')).state).to.equal('FROZEN');
     expect((await setAccountState(t.db, 'acc-1', 'ACTIVE')).state).to.equal('ACTIVE');
     await expectApiError(setAccountState(t.db, 'nope', 'FROZEN'), 'ACCOUNT_NOT_FOUND');
   });
 
   it('matches a holder by name case-insensitively with blanks collapsed, and the phone exactly', () => {
-    const h = { name: 'Li  Wei', phoneNumber: '+8613800000001' };
-    expect(isHolder(h, { name: '  li wei ', phoneNumber: '+8613800000001' })).to.equal(true);
-    expect(isHolder(h, { name: 'Li Wei', phoneNumber: '+8613800000002' })).to.equal(false);
-    expect(isHolder(h, { name: 'Li Wen', phoneNumber: '+8613800000001' })).to.equal(false);
+    const h = digestOf({ name: 'Li  Wei', phoneNumber: '+8613800000001' });
+    expect(isHolder(h, digestOf({ name: '  li wei ', phoneNumber: '+8613800000001' }))).to.equal(true);
+    expect(isHolder(h, digestOf({ name: 'Li Wei', phoneNumber: '+8613800000002' }))).to.equal(false);
+    expect(isHolder(h, digestOf({ name: 'Li Wen', phoneNumber: '+8613800000001' }))).to.equal(false);
   });
 
   it('lists entries newest first, a page at a time, with balance_after', async () => {
-    await openAccount(t.db, { accountId: 'acc-1', holder: holder(1), currency: CURRENCY, creditLimit: 0n });
+    await openAccount(t.db, { accountId: 'acc-1', holder: digestOf(holder(1)), currency: CURRENCY, creditLimit: 0n });
     for (let i = 1; i <= 5; i++) await topUp(t.db, { requestId: `top-${i}`, fingerprint: 'a', accountId: 'acc-1', amount: BigInt(i * 100), currency: CURRENCY });
     const first = await listLedgerEntries(t.db, 'acc-1', 2, '');
     expect(first.entries.map((e) => e.reference)).to.deep.equal(['top-5', 'top-4']);

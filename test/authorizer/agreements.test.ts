@@ -2,7 +2,7 @@
 import { expect } from 'chai';
 import { setAccountState } from '../../authorizer/accounts.js';
 import { authorizeEnrollment, getAgreement, revokeAgreement } from '../../authorizer/agreements.js';
-import { ISSUER, expectApiError, fundedAccount, holder, rowCounts, tempDb, type TempDb } from './helpers.js';
+import { ISSUER, digestOf, expectApiError, fundedAccount, holder, rowCounts, tempDb, type TempDb } from './helpers.js';
 
 describe('authorizer agreements (AuthorizeEnrollment)', () => {
   let t: TempDb;
@@ -18,7 +18,7 @@ describe('authorizer agreements (AuthorizeEnrollment)', () => {
     fingerprint: 'fp-1',
     issuerId: ISSUER,
     accountId: 'acc-1',
-    rider: holder(1),
+    rider: digestOf(holder(1)),
     cardId: 'C1',
     ...over,
   });
@@ -33,7 +33,7 @@ describe('authorizer agreements (AuthorizeEnrollment)', () => {
 
   it('accepts the holder name in another case and spacing', async () => {
     await fundedAccount(t.db, 1, 1_000n);
-    const a = await authorizeEnrollment(t.db, request({ rider: { name: '  RIDER   1 ', phoneNumber: holder(1).phoneNumber } }));
+    const a = await authorizeEnrollment(t.db, request({ rider: digestOf({ name: '  RIDER   1 ', phoneNumber: holder(1).phoneNumber }) }));
     expect(a.state).to.equal('ACTIVE');
   });
 
@@ -64,8 +64,8 @@ describe('authorizer agreements (AuthorizeEnrollment)', () => {
 
     it('another rider\'s name or phone: RIDER_MISMATCH', async () => {
       await fundedAccount(t.db, 1, 1_000n);
-      await expectRefused({ rider: { name: 'Someone Else', phoneNumber: holder(1).phoneNumber } }, 'RIDER_MISMATCH');
-      await expectRefused({ rider: { name: holder(1).name, phoneNumber: '+8613999999999' } }, 'RIDER_MISMATCH');
+      await expectRefused({ rider: digestOf({ name: 'Someone Else', phoneNumber: holder(1).phoneNumber }) }, 'RIDER_MISMATCH');
+      await expectRefused({ rider: digestOf({ name: holder(1).name, phoneNumber: '+8613999999999' }) }, 'RIDER_MISMATCH');
     });
 
     it('a frozen account: ACCOUNT_FROZEN', async () => {

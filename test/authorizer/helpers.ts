@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openAccount, topUp, type RiderDetails } from '../../authorizer/accounts.js';
 import { authorizeEnrollment } from '../../authorizer/agreements.js';
+import { holderDigest, type HolderDigest } from '../../authorizer/holders.js';
 import { MIGRATIONS_TABLE, migrations } from '../../authorizer/migrations.js';
 import { openDatabase, type Db } from '../../common/db.js';
 import { newId } from '../../common/ids.js';
@@ -33,10 +34,16 @@ export async function tempDb(): Promise<TempDb> {
 
 export const holder = (n: number | string): RiderDetails => ({ name: `Rider ${n}`, phoneNumber: `+8613800${String(n).padStart(6, '0').slice(-6)}` });
 
+/** The key of the holder digests in domain tests. */
+export const HOLDER_KEY = Buffer.alloc(32, 7);
+
+/** A rider's details as the domain takes them: keyed hashes. */
+export const digestOf = (rider: RiderDetails): HolderDigest => holderDigest(HOLDER_KEY, rider);
+
 /** Opens account acc-<n>, tops it up with funds and returns its id. */
 export async function fundedAccount(db: Db, n: number | string, funds: bigint, creditLimit = 0n): Promise<string> {
   const accountId = `acc-${n}`;
-  await openAccount(db, { accountId, holder: holder(n), currency: CURRENCY, creditLimit });
+  await openAccount(db, { accountId, holder: digestOf(holder(n)), currency: CURRENCY, creditLimit });
   if (funds > 0n) await topUp(db, { requestId: newId('req'), fingerprint: 'fp', accountId, amount: funds, currency: CURRENCY });
   return accountId;
 }
@@ -48,7 +55,7 @@ export async function agreementFor(db: Db, n: number | string, issuerId = ISSUER
     fingerprint: 'fp',
     issuerId,
     accountId: `acc-${n}`,
-    rider: holder(n),
+    rider: digestOf(holder(n)),
     cardId,
   });
   return agreement.agreementId;

@@ -20,11 +20,13 @@ async function balance(sys: System, accountId: string): Promise<bigint> {
   return BigInt(res.account!.balance!.minorUnits);
 }
 
-for (const backend of backends())
-  describe(`enroll and ride, end to end (${backend})`, function () {
+// Every backend in plaintext, and SQLite again over mTLS with every server's access policy enforced.
+const modes = [...backends().map((backend) => ({ backend, tls: false })), { backend: 'sqlite' as const, tls: true }];
+for (const { backend, tls } of modes)
+  describe(`enroll and ride, end to end (${backend}${tls ? ', mTLS' : ''})`, function () {
   let sys: System;
   beforeEach(async () => {
-    sys = await startSystem({ backend });
+    sys = await startSystem({ backend, tls });
   });
   afterEach(async () => {
     await sys.close();

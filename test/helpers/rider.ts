@@ -1,5 +1,6 @@
-// What a rider does in the tests: open an account at the authorizer, enroll a
-// card through the issuer as the phone app does, and tap at a terminal.
+// What a rider does in the tests: open an account at the authorizer (as ops),
+// enroll a card through the issuer as the phone app does, and tap at a
+// terminal (with the phone app's identity when the system runs with mTLS).
 import { randomUUID } from 'node:crypto';
 import { newTerminalRandom, writeCreditFlag, zeroAmountDebit } from '../../common/card.js';
 import { callUnary } from '../../common/rpc.js';
@@ -44,7 +45,8 @@ export async function enroll(
   requestId: string = randomUUID(),
 ): Promise<{ card: CardImage; response: EnrollCardResponse }> {
   const read = zeroAmountDebit(card, { terminalId: 'phone', terminalSequence: 0n, terminalRandom: newTerminalRandom() });
-  const response = await callUnary(sys.issuerClient, sys.issuerClient.enrollCard, {
+  const client = sys.phone.issuerClient;
+  const response = await callUnary(client, client.enrollCard, {
     requestId,
     card: { issuerCode: card.issuerCode || ISSUER_CODE, expiresOn: card.expiresOn, proof: read.proof },
     rider: { name: r.name, phoneNumber: r.phoneNumber },
@@ -55,6 +57,6 @@ export async function enroll(
 
 /** Presents the card at terminal i and returns the decision with the card as the terminal left it. */
 export async function tap(sys: System, card: CardImage, terminal = 0): Promise<PresentCardResponse> {
-  const client = sys.terminalClients[terminal];
+  const client = sys.phone.terminalClients[terminal];
   return callUnary(client, client.presentCard, { card });
 }

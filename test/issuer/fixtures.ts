@@ -19,6 +19,8 @@ import {
   type DeductRequest,
   type DeductResponse,
   type DeductResult,
+  type RevokeAgreementRequest,
+  type RevokeAgreementResponse,
 } from '../../gen/tapcredit/authorizer/v1/authorizer.js';
 import type { EnrollCardRequest } from '../../gen/tapcredit/issuer/v1/issuer.js';
 import type { CardImage } from '../../gen/tapcredit/type/v1/card.js';
@@ -83,6 +85,24 @@ export class FakeAuthorizer implements AuthorizerPort {
         if (!result) this.results.set(item.requestId, (result = { requestId: item.requestId, ...this.decide(item) }));
         return result;
       }),
+    };
+  }
+
+  revokeCalls: RevokeAgreementRequest[] = [];
+
+  async revokeAgreement(req: RevokeAgreementRequest): Promise<RevokeAgreementResponse> {
+    this.revokeCalls.push(req);
+    if (this.failWith) throw this.failWith;
+    return {
+      agreement: {
+        agreementId: req.agreementId,
+        accountId: '',
+        issuerId: req.issuerId,
+        cardId: '',
+        state: AgreementState.AGREEMENT_STATE_REVOKED,
+        createdAt: new Date(),
+        revokedAt: new Date(),
+      },
     };
   }
 

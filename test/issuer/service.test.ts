@@ -30,6 +30,7 @@ async function startFakeAuthorizer(fake: FakeAuthorizer): Promise<RunningServer>
   const handlers: AsyncHandlers<AuthorizerServiceServer> = {
     authorizeEnrollment: (req) => fake.authorizeEnrollment(req),
     deduct: (req) => fake.deduct(req),
+    revokeAgreement: (req) => fake.revokeAgreement(req),
     openAccount: unimplemented,
     topUp: unimplemented,
     setAccountState: unimplemented,

@@ -78,6 +78,22 @@ describe('issuer: Settle', () => {
     expect(mismatches[0]).to.deep.equal({ settlement_id: 'S2', tap_id: 'T1:9', reason: 'UNKNOWN_TAP' });
   });
 
+  it('asks for the settlement again (UNAVAILABLE DEBIT_OUTCOME_PENDING) while a tap awaits its debit answer, then matches it', async () => {
+    // The authorizer debited T1:5 and settles it before the issuer stored the answer (in flight, or lost with a crash).
+    await t.db('taps').where({ tap_id: 'T1:5' }).update({ state: 'DEDUCTING' });
+    const counts = await tableCounts(t.db);
+    const request = batch('S1', [item('T1:1'), item('T1:5')]);
+    const err = await expectApiError(settle(t.ctx, request), status.UNAVAILABLE, 'DEBIT_OUTCOME_PENDING');
+    expect(err.metadata).to.include({ settlement_id: 'S1', tap_ids: 'T1:5' });
+    expect(await tableCounts(t.db)).to.deep.equal(counts);
+    expect((await stateOf('T1:1')).state).to.equal(TapState.TAP_STATE_DEDUCTED);
+
+    await deductStep(t.ctx); // the issuer asks again with the same id and stores the answer
+    const response = await settle(t.ctx, request);
+    expect(response.results.map((r) => r.status)).to.deep.equal([MATCHED, MATCHED]);
+    expect((await stateOf('T1:5')).state).to.equal(TapState.TAP_STATE_SETTLED);
+  });
+
   it('answers a repeated settlement with the stored response and changes nothing', async () => {
     const request = batch('S1', [item('T1:1'), item('T1:9')]);
     const first = await settle(t.ctx, request);

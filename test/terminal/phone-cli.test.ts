@@ -69,7 +69,7 @@ describe('phone app CLI', function () {
       const file = join(dir, 'card.json');
       await phone('card', 'issue', '--card-id', 'C200', '--out', file, '--master-key-file', keyFile);
 
-      const enrolled = await phone('enroll', '--card', file, '--name', 'Li Lei', '--phone', '+8613800138000', '--account', 'acc_1', '--request-id', 'req-1', '--issuer', issuer.address);
+      const enrolled = await phone('enroll', '--card', file, '--name', 'Li Lei', '--phone', '+8613800138000', '--account', 'acc_1', '--request-id', 'req-1', '--issuer', issuer.address, '--insecure');
       expect(enrolled.code, enrolled.stderr).to.equal(0);
       expect(JSON.parse(enrolled.stdout).enrollment).to.deep.include({ cardId: 'C200', accountId: 'acc_1', agreementId: 'agr_C200' });
       const request = issuer.enrollments[0];
@@ -81,7 +81,7 @@ describe('phone app CLI', function () {
       expect(verifyCreditFlag(issuerKeys.publicKey, card.creditFlag!)).to.equal(true);
       expect(JSON.parse((await phone('card', 'show', file)).stdout).creditFlagPresent).to.equal(true);
 
-      const tapped = await phone('tap', '--card', file, '--terminal', terminal.address);
+      const tapped = await phone('tap', '--card', file, '--terminal', terminal.address, '--insecure');
       expect(tapped.code, tapped.stderr).to.equal(0);
       expect(JSON.parse(tapped.stdout)).to.deep.equal({ decision: 'DECISION_ACCEPT', fare: { currencyCode: 'CNY', minorUnits: '200' }, tapId: 'T1:1' });
       expect(readCardFile(file).counter).to.equal('2');
@@ -103,7 +103,7 @@ describe('phone app CLI', function () {
       await phone('card', 'issue', '--card-id', 'C300', '--out', file, '--master-key-file', otherKeyFile);
       writeCardFile(file, { ...readCardFile(file), creditFlag: enrolledCard('C300').creditFlag });
 
-      const tapped = await phone('tap', '--card', file, '--terminal', terminal.address);
+      const tapped = await phone('tap', '--card', file, '--terminal', terminal.address, '--insecure');
       expect(tapped.code, tapped.stderr).to.equal(0);
       expect(JSON.parse(tapped.stdout)).to.deep.equal({ decision: 'DECISION_DECLINE', declineReason: 'DECLINE_REASON_CARD_AUTHENTICATION_FAILED' });
       expect(readCardFile(file).counter).to.equal('1');
@@ -120,7 +120,7 @@ describe('phone app CLI', function () {
       const file = join(dir, 'card.json');
       await phone('card', 'issue', '--card-id', 'C400', '--out', file, '--master-key-file', keyFile);
       writeCardFile(file, { ...readCardFile(file), expiresOn: 'someday' });
-      const tapped = await phone('tap', '--card', file, '--terminal', terminal.address);
+      const tapped = await phone('tap', '--card', file, '--terminal', terminal.address, '--insecure');
       expect(tapped.code).to.equal(1);
       expect(tapped.stderr).to.include('INVALID_ARGUMENT').and.include('reason: INVALID_ARGUMENT').and.include('card.expires_on');
       expect(readFileSync(file, 'utf8')).to.include('someday');

@@ -15,6 +15,9 @@ const tapAt = (sequence: bigint, cardId = 'C1'): Tap => ({
   fare: FARE,
   tappedAt: new Date(1_770_000_000_000 + Number(sequence % 1_000_000n)),
   proof: { cardId, counter: '1', terminalId: 'T1', terminalSequence: sequence.toString(), terminalRandom: Buffer.alloc(8, 1), mac: Buffer.alloc(8, 2) },
+  // Optional fields decode as present-but-undefined.
+  lineId: undefined,
+  traceparent: undefined,
 });
 
 describe('terminal store', () => {

@@ -277,7 +277,11 @@ export function deductDeclineReasonToJSON(object: DeductDeclineReason): string {
 export interface Account {
   /** Account number, chosen when the account is opened. */
   accountId: string;
-  /** The account holder. */
+  /**
+   * Never set in responses: the authorizer keeps the holder's name and phone
+   * number only as keyed hashes, which it compares with a rider's details
+   * (OpenAccount repeats, AuthorizeEnrollment) but cannot show.
+   */
   holder:
     | Rider
     | undefined;
@@ -307,7 +311,11 @@ export interface OpenAccountRequest {
    * account; with other details is ALREADY_EXISTS.
    */
   accountId: string;
-  /** The account holder. */
+  /**
+   * The account holder. Stored as keyed hashes of the name (as compared) and
+   * of the phone number, so a repeat with the same details is recognized
+   * but the details are never returned.
+   */
   holder:
     | Rider
     | undefined;
@@ -450,7 +458,11 @@ export interface Agreement {
   /** Current state. */
   state: AgreementState;
   /** When it was granted. */
-  createdAt: Date | undefined;
+  createdAt:
+    | Date
+    | undefined;
+  /** When it was revoked; unset while it is active. */
+  revokedAt?: Date | undefined;
 }
 
 /** Response of AuthorizerService.AuthorizeEnrollment. */
@@ -470,7 +482,24 @@ export interface DeductItem {
     | Money
     | undefined;
   /** When the ride took place. */
-  tappedAt: Date | undefined;
+  tappedAt:
+    | Date
+    | undefined;
+  /**
+   * The tap the debit pays for; empty means the request id. A retried debit
+   * of a declined fare (a debt) carries a new request id and the same tap id.
+   * Settlement items name this tap id, and at most one debit per tap id is
+   * ever DEBITED.
+   */
+  tapId?:
+    | string
+    | undefined;
+  /**
+   * W3C trace context (a `traceparent` value) of the tap this debit pays
+   * for, so the authorizer logs the debit under the tap's own trace id.
+   * Empty when unknown. Not part of the request's identity.
+   */
+  traceparent?: string | undefined;
 }
 
 /** Request of AuthorizerService.Deduct. */
@@ -501,6 +530,20 @@ export interface DeductResult {
 export interface DeductResponse {
   /** One result per item, in the order of the request. */
   results: DeductResult[];
+}
+
+/** Request of AuthorizerService.RevokeAgreement. */
+export interface RevokeAgreementRequest {
+  /** The issuer asking; it must be the agreement's issuer. */
+  issuerId: string;
+  /** Agreement to revoke. */
+  agreementId: string;
+}
+
+/** Response of AuthorizerService.RevokeAgreement. */
+export interface RevokeAgreementResponse {
+  /** The agreement, now REVOKED. */
+  agreement: Agreement | undefined;
 }
 
 function createBaseAccount(): Account {
@@ -1945,7 +1988,15 @@ export const AuthorizeEnrollmentRequest: MessageFns<AuthorizeEnrollmentRequest> 
 };
 
 function createBaseAgreement(): Agreement {
-  return { agreementId: "", accountId: "", issuerId: "", cardId: "", state: 0, createdAt: undefined };
+  return {
+    agreementId: "",
+    accountId: "",
+    issuerId: "",
+    cardId: "",
+    state: 0,
+    createdAt: undefined,
+    revokedAt: undefined,
+  };
 }
 
 export const Agreement: MessageFns<Agreement> = {
@@ -1967,6 +2018,9 @@ export const Agreement: MessageFns<Agreement> = {
     }
     if (message.createdAt !== undefined) {
       Timestamp.encode(toTimestamp(message.createdAt), writer.uint32(50).fork()).join();
+    }
+    if (message.revokedAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.revokedAt), writer.uint32(58).fork()).join();
     }
     return writer;
   },
@@ -2032,6 +2086,14 @@ export const Agreement: MessageFns<Agreement> = {
             message.createdAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.revokedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2072,6 +2134,11 @@ export const Agreement: MessageFns<Agreement> = {
         : isSet(object.created_at)
         ? fromJsonTimestamp(object.created_at)
         : undefined,
+      revokedAt: isSet(object.revokedAt)
+        ? fromJsonTimestamp(object.revokedAt)
+        : isSet(object.revoked_at)
+        ? fromJsonTimestamp(object.revoked_at)
+        : undefined,
     };
   },
 
@@ -2095,6 +2162,9 @@ export const Agreement: MessageFns<Agreement> = {
     if (message.createdAt !== undefined) {
       obj.createdAt = message.createdAt.toISOString();
     }
+    if (message.revokedAt !== undefined) {
+      obj.revokedAt = message.revokedAt.toISOString();
+    }
     return obj;
   },
 
@@ -2109,6 +2179,7 @@ export const Agreement: MessageFns<Agreement> = {
     message.cardId = object.cardId ?? "";
     message.state = object.state ?? 0;
     message.createdAt = object.createdAt ?? undefined;
+    message.revokedAt = object.revokedAt ?? undefined;
     return message;
   },
 };
@@ -2183,7 +2254,14 @@ export const AuthorizeEnrollmentResponse: MessageFns<AuthorizeEnrollmentResponse
 };
 
 function createBaseDeductItem(): DeductItem {
-  return { requestId: "", agreementId: "", amount: undefined, tappedAt: undefined };
+  return {
+    requestId: "",
+    agreementId: "",
+    amount: undefined,
+    tappedAt: undefined,
+    tapId: undefined,
+    traceparent: undefined,
+  };
 }
 
 export const DeductItem: MessageFns<DeductItem> = {
@@ -2199,6 +2277,12 @@ export const DeductItem: MessageFns<DeductItem> = {
     }
     if (message.tappedAt !== undefined) {
       Timestamp.encode(toTimestamp(message.tappedAt), writer.uint32(34).fork()).join();
+    }
+    if (message.tapId !== undefined) {
+      writer.uint32(42).string(message.tapId);
+    }
+    if (message.traceparent !== undefined) {
+      writer.uint32(50).string(message.traceparent);
     }
     return writer;
   },
@@ -2248,6 +2332,22 @@ export const DeductItem: MessageFns<DeductItem> = {
             message.tappedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.tapId = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.traceparent = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2278,6 +2378,12 @@ export const DeductItem: MessageFns<DeductItem> = {
         : isSet(object.tapped_at)
         ? fromJsonTimestamp(object.tapped_at)
         : undefined,
+      tapId: isSet(object.tapId)
+        ? globalThis.String(object.tapId)
+        : isSet(object.tap_id)
+        ? globalThis.String(object.tap_id)
+        : undefined,
+      traceparent: isSet(object.traceparent) ? globalThis.String(object.traceparent) : undefined,
     };
   },
 
@@ -2295,6 +2401,12 @@ export const DeductItem: MessageFns<DeductItem> = {
     if (message.tappedAt !== undefined) {
       obj.tappedAt = message.tappedAt.toISOString();
     }
+    if (message.tapId !== undefined) {
+      obj.tapId = message.tapId;
+    }
+    if (message.traceparent !== undefined) {
+      obj.traceparent = message.traceparent;
+    }
     return obj;
   },
 
@@ -2309,6 +2421,8 @@ export const DeductItem: MessageFns<DeductItem> = {
       ? Money.fromPartial(object.amount)
       : undefined;
     message.tappedAt = object.tappedAt ?? undefined;
+    message.tapId = object.tapId ?? undefined;
+    message.traceparent = object.traceparent ?? undefined;
     return message;
   },
 };
@@ -2638,6 +2752,168 @@ export const DeductResponse: MessageFns<DeductResponse> = {
   },
 };
 
+function createBaseRevokeAgreementRequest(): RevokeAgreementRequest {
+  return { issuerId: "", agreementId: "" };
+}
+
+export const RevokeAgreementRequest: MessageFns<RevokeAgreementRequest> = {
+  encode(message: RevokeAgreementRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.issuerId !== "") {
+      writer.uint32(10).string(message.issuerId);
+    }
+    if (message.agreementId !== "") {
+      writer.uint32(18).string(message.agreementId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RevokeAgreementRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRevokeAgreementRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.issuerId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.agreementId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RevokeAgreementRequest {
+    return {
+      issuerId: isSet(object.issuerId)
+        ? globalThis.String(object.issuerId)
+        : isSet(object.issuer_id)
+        ? globalThis.String(object.issuer_id)
+        : "",
+      agreementId: isSet(object.agreementId)
+        ? globalThis.String(object.agreementId)
+        : isSet(object.agreement_id)
+        ? globalThis.String(object.agreement_id)
+        : "",
+    };
+  },
+
+  toJSON(message: RevokeAgreementRequest): unknown {
+    const obj: any = {};
+    if (message.issuerId !== "") {
+      obj.issuerId = message.issuerId;
+    }
+    if (message.agreementId !== "") {
+      obj.agreementId = message.agreementId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RevokeAgreementRequest>): RevokeAgreementRequest {
+    return RevokeAgreementRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RevokeAgreementRequest>): RevokeAgreementRequest {
+    const message = createBaseRevokeAgreementRequest();
+    message.issuerId = object.issuerId ?? "";
+    message.agreementId = object.agreementId ?? "";
+    return message;
+  },
+};
+
+function createBaseRevokeAgreementResponse(): RevokeAgreementResponse {
+  return { agreement: undefined };
+}
+
+export const RevokeAgreementResponse: MessageFns<RevokeAgreementResponse> = {
+  encode(message: RevokeAgreementResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.agreement !== undefined) {
+      Agreement.encode(message.agreement, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RevokeAgreementResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRevokeAgreementResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.agreement = Agreement.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RevokeAgreementResponse {
+    return { agreement: isSet(object.agreement) ? Agreement.fromJSON(object.agreement) : undefined };
+  },
+
+  toJSON(message: RevokeAgreementResponse): unknown {
+    const obj: any = {};
+    if (message.agreement !== undefined) {
+      obj.agreement = Agreement.toJSON(message.agreement);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RevokeAgreementResponse>): RevokeAgreementResponse {
+    return RevokeAgreementResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RevokeAgreementResponse>): RevokeAgreementResponse {
+    const message = createBaseRevokeAgreementResponse();
+    message.agreement = (object.agreement !== undefined && object.agreement !== null)
+      ? Agreement.fromPartial(object.agreement)
+      : undefined;
+    return message;
+  },
+};
+
 /**
  * AuthorizerService holds riders' payment accounts in a double-entry ledger,
  * authorizes accounts for card enrollment (agreements), debits fares on the
@@ -2675,6 +2951,23 @@ export const AuthorizerServiceService = {
     requestDeserialize: (value: Buffer): DeductRequest => DeductRequest.decode(value),
     responseSerialize: (value: DeductResponse): Buffer => Buffer.from(DeductResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DeductResponse => DeductResponse.decode(value),
+  },
+  /**
+   * Revokes an agreement (the rider unenrolled the card or reported it
+   * lost). Fares of rides taken before the revocation are still debited;
+   * later ones are declined AGREEMENT_REVOKED. Idempotent: revoking a revoked
+   * agreement returns it unchanged. Called by the issuer that holds it.
+   */
+  revokeAgreement: {
+    path: "/tapcredit.authorizer.v1.AuthorizerService/RevokeAgreement" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RevokeAgreementRequest): Buffer =>
+      Buffer.from(RevokeAgreementRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RevokeAgreementRequest => RevokeAgreementRequest.decode(value),
+    responseSerialize: (value: RevokeAgreementResponse): Buffer =>
+      Buffer.from(RevokeAgreementResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RevokeAgreementResponse => RevokeAgreementResponse.decode(value),
   },
   /**
    * Opens a rider's payment account (administration). Idempotent by
@@ -2750,6 +3043,13 @@ export interface AuthorizerServiceServer extends UntypedServiceImplementation {
    */
   deduct: handleUnaryCall<DeductRequest, DeductResponse>;
   /**
+   * Revokes an agreement (the rider unenrolled the card or reported it
+   * lost). Fares of rides taken before the revocation are still debited;
+   * later ones are declined AGREEMENT_REVOKED. Idempotent: revoking a revoked
+   * agreement returns it unchanged. Called by the issuer that holds it.
+   */
+  revokeAgreement: handleUnaryCall<RevokeAgreementRequest, RevokeAgreementResponse>;
+  /**
    * Opens a rider's payment account (administration). Idempotent by
    * account_id.
    */
@@ -2805,6 +3105,27 @@ export interface AuthorizerServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DeductResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Revokes an agreement (the rider unenrolled the card or reported it
+   * lost). Fares of rides taken before the revocation are still debited;
+   * later ones are declined AGREEMENT_REVOKED. Idempotent: revoking a revoked
+   * agreement returns it unchanged. Called by the issuer that holds it.
+   */
+  revokeAgreement(
+    request: RevokeAgreementRequest,
+    callback: (error: ServiceError | null, response: RevokeAgreementResponse) => void,
+  ): ClientUnaryCall;
+  revokeAgreement(
+    request: RevokeAgreementRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RevokeAgreementResponse) => void,
+  ): ClientUnaryCall;
+  revokeAgreement(
+    request: RevokeAgreementRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RevokeAgreementResponse) => void,
   ): ClientUnaryCall;
   /**
    * Opens a rider's payment account (administration). Idempotent by

@@ -11,7 +11,9 @@ import {
   type ChannelCredentials,
   Client,
   type ClientOptions,
+  type ClientReadableStream,
   type ClientUnaryCall,
+  type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
@@ -34,6 +36,16 @@ export enum CardState {
   CARD_STATE_UNSPECIFIED = 0,
   /** CARD_STATE_ENROLLED - Enrolled: rides are debited to the bound agreement. */
   CARD_STATE_ENROLLED = 1,
+  /**
+   * CARD_STATE_UNENROLLED - Unenrolled by the rider: the agreement is revoked and the card is on the
+   * deny list (REVOKED) until it is enrolled again.
+   */
+  CARD_STATE_UNENROLLED = 2,
+  /**
+   * CARD_STATE_LOST - Reported lost or stolen: the agreement is revoked and the card is on the
+   * deny list (LOST) for good.
+   */
+  CARD_STATE_LOST = 3,
   UNRECOGNIZED = -1,
 }
 
@@ -45,6 +57,12 @@ export function cardStateFromJSON(object: any): CardState {
     case 1:
     case "CARD_STATE_ENROLLED":
       return CardState.CARD_STATE_ENROLLED;
+    case 2:
+    case "CARD_STATE_UNENROLLED":
+      return CardState.CARD_STATE_UNENROLLED;
+    case 3:
+    case "CARD_STATE_LOST":
+      return CardState.CARD_STATE_LOST;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -58,6 +76,10 @@ export function cardStateToJSON(object: CardState): string {
       return "CARD_STATE_UNSPECIFIED";
     case CardState.CARD_STATE_ENROLLED:
       return "CARD_STATE_ENROLLED";
+    case CardState.CARD_STATE_UNENROLLED:
+      return "CARD_STATE_UNENROLLED";
+    case CardState.CARD_STATE_LOST:
+      return "CARD_STATE_LOST";
     case CardState.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -143,6 +165,11 @@ export enum TapState {
    * was not enrolled. Kept for audit.
    */
   TAP_STATE_REJECTED = 6,
+  /**
+   * TAP_STATE_CAPPED - Final: nothing to debit because the card reached its daily fare cap
+   * (amount_due is zero).
+   */
+  TAP_STATE_CAPPED = 7,
   UNRECOGNIZED = -1,
 }
 
@@ -169,6 +196,9 @@ export function tapStateFromJSON(object: any): TapState {
     case 6:
     case "TAP_STATE_REJECTED":
       return TapState.TAP_STATE_REJECTED;
+    case 7:
+    case "TAP_STATE_CAPPED":
+      return TapState.TAP_STATE_CAPPED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -192,6 +222,8 @@ export function tapStateToJSON(object: TapState): string {
       return "TAP_STATE_SETTLED";
     case TapState.TAP_STATE_REJECTED:
       return "TAP_STATE_REJECTED";
+    case TapState.TAP_STATE_CAPPED:
+      return "TAP_STATE_CAPPED";
     case TapState.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -236,6 +268,109 @@ export function settlementItemStatusToJSON(object: SettlementItemStatus): string
     case SettlementItemStatus.SETTLEMENT_ITEM_STATUS_MISMATCHED:
       return "SETTLEMENT_ITEM_STATUS_MISMATCHED";
     case SettlementItemStatus.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/**
+ * Why a card is on the deny list. A card can be listed for several reasons
+ * at once; it leaves the list when none remains.
+ */
+export enum DenyListReason {
+  /** DENY_LIST_REASON_UNSPECIFIED - Not used. */
+  DENY_LIST_REASON_UNSPECIFIED = 0,
+  /** DENY_LIST_REASON_DEBT - A fare debit was declined; removed once every debt is recovered. */
+  DENY_LIST_REASON_DEBT = 1,
+  /** DENY_LIST_REASON_LOST - Reported lost or stolen. */
+  DENY_LIST_REASON_LOST = 2,
+  /** DENY_LIST_REASON_REVOKED - Unenrolled: its agreement was revoked. */
+  DENY_LIST_REASON_REVOKED = 3,
+  /** DENY_LIST_REASON_CLONED - Its counter repeated or went back across taps: a copied card is in use. */
+  DENY_LIST_REASON_CLONED = 4,
+  UNRECOGNIZED = -1,
+}
+
+export function denyListReasonFromJSON(object: any): DenyListReason {
+  switch (object) {
+    case 0:
+    case "DENY_LIST_REASON_UNSPECIFIED":
+      return DenyListReason.DENY_LIST_REASON_UNSPECIFIED;
+    case 1:
+    case "DENY_LIST_REASON_DEBT":
+      return DenyListReason.DENY_LIST_REASON_DEBT;
+    case 2:
+    case "DENY_LIST_REASON_LOST":
+      return DenyListReason.DENY_LIST_REASON_LOST;
+    case 3:
+    case "DENY_LIST_REASON_REVOKED":
+      return DenyListReason.DENY_LIST_REASON_REVOKED;
+    case 4:
+    case "DENY_LIST_REASON_CLONED":
+      return DenyListReason.DENY_LIST_REASON_CLONED;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return DenyListReason.UNRECOGNIZED;
+  }
+}
+
+export function denyListReasonToJSON(object: DenyListReason): string {
+  switch (object) {
+    case DenyListReason.DENY_LIST_REASON_UNSPECIFIED:
+      return "DENY_LIST_REASON_UNSPECIFIED";
+    case DenyListReason.DENY_LIST_REASON_DEBT:
+      return "DENY_LIST_REASON_DEBT";
+    case DenyListReason.DENY_LIST_REASON_LOST:
+      return "DENY_LIST_REASON_LOST";
+    case DenyListReason.DENY_LIST_REASON_REVOKED:
+      return "DENY_LIST_REASON_REVOKED";
+    case DenyListReason.DENY_LIST_REASON_CLONED:
+      return "DENY_LIST_REASON_CLONED";
+    case DenyListReason.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/** What a deny-list change did. */
+export enum DenyListAction {
+  /** DENY_LIST_ACTION_UNSPECIFIED - Not used. */
+  DENY_LIST_ACTION_UNSPECIFIED = 0,
+  /** DENY_LIST_ACTION_ADD - The reason was added to the card's listing. */
+  DENY_LIST_ACTION_ADD = 1,
+  /** DENY_LIST_ACTION_REMOVE - The reason was removed from the card's listing. */
+  DENY_LIST_ACTION_REMOVE = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function denyListActionFromJSON(object: any): DenyListAction {
+  switch (object) {
+    case 0:
+    case "DENY_LIST_ACTION_UNSPECIFIED":
+      return DenyListAction.DENY_LIST_ACTION_UNSPECIFIED;
+    case 1:
+    case "DENY_LIST_ACTION_ADD":
+      return DenyListAction.DENY_LIST_ACTION_ADD;
+    case 2:
+    case "DENY_LIST_ACTION_REMOVE":
+      return DenyListAction.DENY_LIST_ACTION_REMOVE;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return DenyListAction.UNRECOGNIZED;
+  }
+}
+
+export function denyListActionToJSON(object: DenyListAction): string {
+  switch (object) {
+    case DenyListAction.DENY_LIST_ACTION_UNSPECIFIED:
+      return "DENY_LIST_ACTION_UNSPECIFIED";
+    case DenyListAction.DENY_LIST_ACTION_ADD:
+      return "DENY_LIST_ACTION_ADD";
+    case DenyListAction.DENY_LIST_ACTION_REMOVE:
+      return "DENY_LIST_ACTION_REMOVE";
+    case DenyListAction.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
   }
@@ -314,6 +449,10 @@ export interface Card {
     | undefined;
   /** Highest card counter the issuer has seen (enrollment or taps). */
   lastCounter: string;
+  /** Why the card is on the deny list; empty when it is not listed. */
+  denyListReasons: DenyListReason[];
+  /** Sum of the amounts due of the card's DECLINED taps (its debts). */
+  outstandingDebt: Money | undefined;
 }
 
 /** Request of IssuerService.GetCard. */
@@ -373,14 +512,18 @@ export interface IssuerTap {
   state: TapState;
   /**
    * For DECLINED and REJECTED: the stable UPPER_SNAKE reason, e.g.
-   * "INSUFFICIENT_FUNDS" (from the authorizer) or "CARD_NOT_ENROLLED".
+   * "INSUFFICIENT_FUNDS" (from the authorizer) or "CARD_NOT_ENROLLED". For
+   * a recovered debt, the reason of the last decline.
    */
   declineReason: string;
   /** The authorizer's deduction id once DEDUCTED. */
   deductionId: string;
   /** The settlement that settled the tap once SETTLED. */
   settlementId: string;
-  /** Amount debited from the rider (equal to the fare). */
+  /**
+   * Amount debited from the rider: amount_due, set once DEDUCTED (zero for
+   * CAPPED); unset while nothing was debited.
+   */
   charged:
     | Money
     | undefined;
@@ -390,6 +533,42 @@ export interface IssuerTap {
     | undefined;
   /** Every state change, oldest first. */
   history: TapStateChange[];
+  /**
+   * What the ride costs the rider: the nominal fare (tap.fare) reduced so
+   * that the card's total for the service day stays within the daily cap.
+   * Fixed when the tap is stored; the debit asks for exactly this. Unset
+   * for REJECTED taps.
+   */
+  amountDue:
+    | Money
+    | undefined;
+  /**
+   * Service day the tap counts against for the daily cap, "YYYY-MM-DD"
+   * (the local day, starting at the issuer's service-day boundary).
+   */
+  serviceDay: string;
+  /**
+   * The debit was declined (a debt) and later recovered by a retry; the
+   * history shows DECLINED followed by DEDUCTED.
+   */
+  recovered: boolean;
+  /** Number of debit retries of a debt so far (0 for a fare debited at once). */
+  debtRetries: number;
+  /** When a DECLINED tap's debit is retried next; unset otherwise. */
+  nextRetryAt:
+    | Date
+    | undefined;
+  /**
+   * The tap is involved in a suspected card clone (the card is then on the
+   * deny list, CLONED). Kept, and debited as usual, for the dispute desk.
+   */
+  cloneSuspected: boolean;
+  /**
+   * Why the tap is suspected: "COUNTER_REPEATED" (another tap carries the
+   * same card counter) or "COUNTER_WENT_BACK" (a tap taken later carries a
+   * lower counter than one taken earlier).
+   */
+  cloneReason: string;
 }
 
 /** Request of IssuerService.ListCardTaps. */
@@ -461,6 +640,270 @@ export interface SettleResponse {
     | undefined;
   /** Number of mismatched items. */
   mismatchedCount: number;
+}
+
+/** One entry of the deny list's append-only change log. */
+export interface DenyListChange {
+  /**
+   * Version of the deny list after this change: strictly increasing, no
+   * gaps, starting at 1.
+   */
+  version: string;
+  /** The card. */
+  cardId: string;
+  /** ADD or REMOVE. */
+  action: DenyListAction;
+  /** The reason added or removed. */
+  reason: DenyListReason;
+  /**
+   * The card's reasons after the change; empty means the card is no longer
+   * listed. A terminal can apply a change from this field alone.
+   */
+  reasons: DenyListReason[];
+  /** When the change was made. */
+  changedAt: Date | undefined;
+}
+
+/** A card's listing on the deny list. */
+export interface DenyListEntry {
+  /** The card. */
+  cardId: string;
+  /** Why it is listed; empty when it is not listed. */
+  reasons: DenyListReason[];
+  /** When its oldest current reason was added; unset when not listed. */
+  listedAt: Date | undefined;
+}
+
+/** Request of IssuerService.WatchDenyList. */
+export interface WatchDenyListRequest {
+  /** Version the caller already applied (0: nothing yet). */
+  fromVersion: string;
+  /** The terminal watching, for the issuer's logs. */
+  terminalId: string;
+}
+
+/** One message of the WatchDenyList stream. */
+export interface WatchDenyListResponse {
+  /**
+   * Changes after the version the caller holds, oldest first, consecutive.
+   * The first message may carry none: it tells that the caller is up to
+   * date.
+   */
+  changes: DenyListChange[];
+  /** The issuer's latest version when the message was sent. */
+  headVersion: string;
+  /**
+   * The caller's from_version is ahead of the issuer's log (e.g. the issuer
+   * was restored from a backup): drop the local copy and apply changes from
+   * the start; the changes that follow begin at version 1.
+   */
+  reset: boolean;
+}
+
+/** Request of IssuerService.ListDenyListChanges. */
+export interface ListDenyListChangesRequest {
+  /** Version the caller already applied (0: nothing yet). */
+  fromVersion: string;
+  /** Maximum changes to return; 0 means 1000, at most 5000. */
+  pageSize: number;
+}
+
+/** Response of IssuerService.ListDenyListChanges. */
+export interface ListDenyListChangesResponse {
+  /** Changes after from_version, oldest first, consecutive. */
+  changes: DenyListChange[];
+  /**
+   * The issuer's latest version; call again from the last change's version
+   * while it is below this.
+   */
+  headVersion: string;
+  /** As in WatchDenyListResponse: drop the local copy, apply from version 1. */
+  reset: boolean;
+}
+
+/** Request of IssuerService.AddToDenyList. */
+export interface AddToDenyListRequest {
+  /** Card to list. */
+  cardId: string;
+  /** Why. */
+  reason: DenyListReason;
+}
+
+/** Response of IssuerService.AddToDenyList. */
+export interface AddToDenyListResponse {
+  /** The card's listing after the call. */
+  entry:
+    | DenyListEntry
+    | undefined;
+  /** The deny list's version after the call. */
+  version: string;
+}
+
+/** Request of IssuerService.RemoveFromDenyList. */
+export interface RemoveFromDenyListRequest {
+  /** Card to change. */
+  cardId: string;
+  /** Reason to remove. */
+  reason: DenyListReason;
+}
+
+/** Response of IssuerService.RemoveFromDenyList. */
+export interface RemoveFromDenyListResponse {
+  /** The card's listing after the call (no reasons: not listed). */
+  entry:
+    | DenyListEntry
+    | undefined;
+  /** The deny list's version after the call. */
+  version: string;
+}
+
+/** Request of IssuerService.UnenrollCard. */
+export interface UnenrollCardRequest {
+  /** Card to unenroll. */
+  cardId: string;
+  /**
+   * The rider's payment account the card is bound to; must match the
+   * binding, as a check that the caller knows it.
+   */
+  accountId: string;
+}
+
+/** Response of IssuerService.UnenrollCard. */
+export interface UnenrollCardResponse {
+  /** The card after the call (state UNENROLLED). */
+  card: Card | undefined;
+}
+
+/** Request of IssuerService.ReportCardLost. */
+export interface ReportCardLostRequest {
+  /** Card reported lost. */
+  cardId: string;
+  /** The rider's payment account the card is (or was last) bound to. */
+  accountId: string;
+}
+
+/** Response of IssuerService.ReportCardLost. */
+export interface ReportCardLostResponse {
+  /** The card after the call (state LOST). */
+  card: Card | undefined;
+}
+
+/** Request of IssuerService.RetryDebts. */
+export interface RetryDebtsRequest {
+  /** Card whose debts to retry. */
+  cardId: string;
+}
+
+/** Response of IssuerService.RetryDebts. */
+export interface RetryDebtsResponse {
+  /** Debts (DECLINED taps) retried by this call. */
+  retriedCount: number;
+  /** Of those, debited now (the taps are DEDUCTED, recovered). */
+  recoveredCount: number;
+  /** What the card still owes after the call. */
+  outstandingDebt:
+    | Money
+    | undefined;
+  /** The card's deny-list listing after the call. */
+  denyListEntry: DenyListEntry | undefined;
+}
+
+/** Request of IssuerService.GetReconciliationReport. */
+export interface GetReconciliationReportRequest {
+  /**
+   * Service day to report, "YYYY-MM-DD". A tap belongs to the service day in
+   * which it was tapped (tapped_at): the UTC date unless the issuer is
+   * configured with another service-day boundary.
+   */
+  serviceDay: string;
+  /**
+   * Maximum mismatches to return; 0 means 100, at most 1000. The totals
+   * are the same on every page.
+   */
+  pageSize: number;
+  /** next_page_token of the previous page; empty for the first page. */
+  pageToken: string;
+}
+
+/** Count and sums of the day's taps in one state. */
+export interface TapStateTotal {
+  /** The state. */
+  state: TapState;
+  /** Number of taps in it. */
+  tapCount: string;
+  /** Sum of their nominal fares. */
+  fares:
+    | Money
+    | undefined;
+  /** Sum of what was debited for them (zero where nothing was debited). */
+  charged: Money | undefined;
+}
+
+/** A settlement item that did not match the issuer's records. */
+export interface ReconciliationMismatch {
+  /** The settlement that carried it. */
+  settlementId: string;
+  /** Position of the item in that settlement, from 0. */
+  position: number;
+  /** The tap the item named. */
+  tapId: string;
+  /** The authorizer's deduction id the item named. */
+  deductionId: string;
+  /** Amount the item claimed. */
+  amount:
+    | Money
+    | undefined;
+  /**
+   * Why it did not match: "UNKNOWN_TAP", "TAP_NOT_DEDUCTED",
+   * "AMOUNT_MISMATCH", "DEDUCTION_ID_MISMATCH", "ALREADY_SETTLED".
+   */
+  reason: string;
+  /** When the settlement was received. */
+  receivedAt: Date | undefined;
+}
+
+/** Response of IssuerService.GetReconciliationReport. */
+export interface GetReconciliationReportResponse {
+  /** The day reported. */
+  serviceDay: string;
+  /** Start of the day (inclusive): taps with tapped_at from here... */
+  dayStart:
+    | Date
+    | undefined;
+  /** ...to here (exclusive). */
+  dayEnd:
+    | Date
+    | undefined;
+  /** One total per state that has taps, in TapState order. */
+  states: TapStateTotal[];
+  /** Number of taps of the day. */
+  tapCount: string;
+  /** Taps whose fare the authorizer debited (DEDUCTED or SETTLED). */
+  debitedCount: string;
+  /** What was debited for them. */
+  debited:
+    | Money
+    | undefined;
+  /** Of those, taps the authorizer settled with the issuer (SETTLED). */
+  settledCount: string;
+  /** What was settled for them. */
+  settled:
+    | Money
+    | undefined;
+  /** Debited but not settled yet: debited minus settled. */
+  unsettled:
+    | Money
+    | undefined;
+  /**
+   * Mismatched settlement items of the day: those naming a tap of the day,
+   * and those naming a tap the issuer does not know that arrived in a
+   * settlement received that day.
+   */
+  mismatchCount: string;
+  /** The mismatches, oldest settlement first, page_size at a time. */
+  mismatches: ReconciliationMismatch[];
+  /** Token of the next page of mismatches; empty on the last page. */
+  nextPageToken: string;
 }
 
 function createBaseCardReading(): CardReading {
@@ -928,7 +1371,16 @@ export const Enrollment: MessageFns<Enrollment> = {
 };
 
 function createBaseCard(): Card {
-  return { cardId: "", issuerCode: "", expiresOn: "", state: 0, enrollment: undefined, lastCounter: "0" };
+  return {
+    cardId: "",
+    issuerCode: "",
+    expiresOn: "",
+    state: 0,
+    enrollment: undefined,
+    lastCounter: "0",
+    denyListReasons: [],
+    outstandingDebt: undefined,
+  };
 }
 
 export const Card: MessageFns<Card> = {
@@ -950,6 +1402,16 @@ export const Card: MessageFns<Card> = {
     }
     if (message.lastCounter !== "0") {
       writer.uint32(48).uint64(message.lastCounter);
+    }
+    if (message.denyListReasons.length !== 0) {
+      writer.uint32(58).fork();
+      for (const v of message.denyListReasons) {
+        writer.int32(v);
+      }
+      writer.join();
+    }
+    if (message.outstandingDebt !== undefined) {
+      Money.encode(message.outstandingDebt, writer.uint32(66).fork()).join();
     }
     return writer;
   },
@@ -1015,6 +1477,32 @@ export const Card: MessageFns<Card> = {
             message.lastCounter = reader.uint64().toString();
             continue;
           }
+          case 7: {
+            if (tag === 56) {
+              message.denyListReasons.push(reader.int32() as any);
+
+              continue;
+            }
+
+            if (tag === 58) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.denyListReasons.push(reader.int32() as any);
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.outstandingDebt = Money.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1051,6 +1539,16 @@ export const Card: MessageFns<Card> = {
         : isSet(object.last_counter)
         ? globalThis.String(object.last_counter)
         : "0",
+      denyListReasons: globalThis.Array.isArray(object?.denyListReasons)
+        ? object.denyListReasons.map((e: any) => denyListReasonFromJSON(e))
+        : globalThis.Array.isArray(object?.deny_list_reasons)
+        ? object.deny_list_reasons.map((e: any) => denyListReasonFromJSON(e))
+        : [],
+      outstandingDebt: isSet(object.outstandingDebt)
+        ? Money.fromJSON(object.outstandingDebt)
+        : isSet(object.outstanding_debt)
+        ? Money.fromJSON(object.outstanding_debt)
+        : undefined,
     };
   },
 
@@ -1074,6 +1572,12 @@ export const Card: MessageFns<Card> = {
     if (message.lastCounter !== "0") {
       obj.lastCounter = message.lastCounter;
     }
+    if (message.denyListReasons?.length) {
+      obj.denyListReasons = message.denyListReasons.map((e) => denyListReasonToJSON(e));
+    }
+    if (message.outstandingDebt !== undefined) {
+      obj.outstandingDebt = Money.toJSON(message.outstandingDebt);
+    }
     return obj;
   },
 
@@ -1090,6 +1594,10 @@ export const Card: MessageFns<Card> = {
       ? Enrollment.fromPartial(object.enrollment)
       : undefined;
     message.lastCounter = object.lastCounter ?? "0";
+    message.denyListReasons = object.denyListReasons?.map((e) => e) || [];
+    message.outstandingDebt = (object.outstandingDebt !== undefined && object.outstandingDebt !== null)
+      ? Money.fromPartial(object.outstandingDebt)
+      : undefined;
     return message;
   },
 };
@@ -1598,6 +2106,13 @@ function createBaseIssuerTap(): IssuerTap {
     charged: undefined,
     receivedAt: undefined,
     history: [],
+    amountDue: undefined,
+    serviceDay: "",
+    recovered: false,
+    debtRetries: 0,
+    nextRetryAt: undefined,
+    cloneSuspected: false,
+    cloneReason: "",
   };
 }
 
@@ -1626,6 +2141,27 @@ export const IssuerTap: MessageFns<IssuerTap> = {
     }
     for (const v of message.history) {
       TapStateChange.encode(v!, writer.uint32(66).fork()).join();
+    }
+    if (message.amountDue !== undefined) {
+      Money.encode(message.amountDue, writer.uint32(74).fork()).join();
+    }
+    if (message.serviceDay !== "") {
+      writer.uint32(82).string(message.serviceDay);
+    }
+    if (message.recovered !== false) {
+      writer.uint32(88).bool(message.recovered);
+    }
+    if (message.debtRetries !== 0) {
+      writer.uint32(96).int32(message.debtRetries);
+    }
+    if (message.nextRetryAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.nextRetryAt), writer.uint32(106).fork()).join();
+    }
+    if (message.cloneSuspected !== false) {
+      writer.uint32(112).bool(message.cloneSuspected);
+    }
+    if (message.cloneReason !== "") {
+      writer.uint32(122).string(message.cloneReason);
     }
     return writer;
   },
@@ -1707,6 +2243,62 @@ export const IssuerTap: MessageFns<IssuerTap> = {
             message.history.push(TapStateChange.decode(reader, reader.uint32()));
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.amountDue = Money.decode(reader, reader.uint32());
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.serviceDay = reader.string();
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.recovered = reader.bool();
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.debtRetries = reader.int32();
+            continue;
+          }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.nextRetryAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.cloneSuspected = reader.bool();
+            continue;
+          }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.cloneReason = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1747,6 +2339,37 @@ export const IssuerTap: MessageFns<IssuerTap> = {
       history: globalThis.Array.isArray(object?.history)
         ? object.history.map((e: any) => TapStateChange.fromJSON(e))
         : [],
+      amountDue: isSet(object.amountDue)
+        ? Money.fromJSON(object.amountDue)
+        : isSet(object.amount_due)
+        ? Money.fromJSON(object.amount_due)
+        : undefined,
+      serviceDay: isSet(object.serviceDay)
+        ? globalThis.String(object.serviceDay)
+        : isSet(object.service_day)
+        ? globalThis.String(object.service_day)
+        : "",
+      recovered: isSet(object.recovered) ? globalThis.Boolean(object.recovered) : false,
+      debtRetries: isSet(object.debtRetries)
+        ? globalThis.Number(object.debtRetries)
+        : isSet(object.debt_retries)
+        ? globalThis.Number(object.debt_retries)
+        : 0,
+      nextRetryAt: isSet(object.nextRetryAt)
+        ? fromJsonTimestamp(object.nextRetryAt)
+        : isSet(object.next_retry_at)
+        ? fromJsonTimestamp(object.next_retry_at)
+        : undefined,
+      cloneSuspected: isSet(object.cloneSuspected)
+        ? globalThis.Boolean(object.cloneSuspected)
+        : isSet(object.clone_suspected)
+        ? globalThis.Boolean(object.clone_suspected)
+        : false,
+      cloneReason: isSet(object.cloneReason)
+        ? globalThis.String(object.cloneReason)
+        : isSet(object.clone_reason)
+        ? globalThis.String(object.clone_reason)
+        : "",
     };
   },
 
@@ -1776,6 +2399,27 @@ export const IssuerTap: MessageFns<IssuerTap> = {
     if (message.history?.length) {
       obj.history = message.history.map((e) => TapStateChange.toJSON(e));
     }
+    if (message.amountDue !== undefined) {
+      obj.amountDue = Money.toJSON(message.amountDue);
+    }
+    if (message.serviceDay !== "") {
+      obj.serviceDay = message.serviceDay;
+    }
+    if (message.recovered !== false) {
+      obj.recovered = message.recovered;
+    }
+    if (message.debtRetries !== 0) {
+      obj.debtRetries = Math.round(message.debtRetries);
+    }
+    if (message.nextRetryAt !== undefined) {
+      obj.nextRetryAt = message.nextRetryAt.toISOString();
+    }
+    if (message.cloneSuspected !== false) {
+      obj.cloneSuspected = message.cloneSuspected;
+    }
+    if (message.cloneReason !== "") {
+      obj.cloneReason = message.cloneReason;
+    }
     return obj;
   },
 
@@ -1794,6 +2438,15 @@ export const IssuerTap: MessageFns<IssuerTap> = {
       : undefined;
     message.receivedAt = object.receivedAt ?? undefined;
     message.history = object.history?.map((e) => TapStateChange.fromPartial(e)) || [];
+    message.amountDue = (object.amountDue !== undefined && object.amountDue !== null)
+      ? Money.fromPartial(object.amountDue)
+      : undefined;
+    message.serviceDay = object.serviceDay ?? "";
+    message.recovered = object.recovered ?? false;
+    message.debtRetries = object.debtRetries ?? 0;
+    message.nextRetryAt = object.nextRetryAt ?? undefined;
+    message.cloneSuspected = object.cloneSuspected ?? false;
+    message.cloneReason = object.cloneReason ?? "";
     return message;
   },
 };
@@ -2474,6 +3127,2328 @@ export const SettleResponse: MessageFns<SettleResponse> = {
   },
 };
 
+function createBaseDenyListChange(): DenyListChange {
+  return { version: "0", cardId: "", action: 0, reason: 0, reasons: [], changedAt: undefined };
+}
+
+export const DenyListChange: MessageFns<DenyListChange> = {
+  encode(message: DenyListChange, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.version !== "0") {
+      writer.uint32(8).int64(message.version);
+    }
+    if (message.cardId !== "") {
+      writer.uint32(18).string(message.cardId);
+    }
+    if (message.action !== 0) {
+      writer.uint32(24).int32(message.action);
+    }
+    if (message.reason !== 0) {
+      writer.uint32(32).int32(message.reason);
+    }
+    if (message.reasons.length !== 0) {
+      writer.uint32(42).fork();
+      for (const v of message.reasons) {
+        writer.int32(v);
+      }
+      writer.join();
+    }
+    if (message.changedAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.changedAt), writer.uint32(50).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DenyListChange {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDenyListChange();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.version = reader.int64().toString();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.cardId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.action = reader.int32() as any;
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.reason = reader.int32() as any;
+            continue;
+          }
+          case 5: {
+            if (tag === 40) {
+              message.reasons.push(reader.int32() as any);
+
+              continue;
+            }
+
+            if (tag === 42) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.reasons.push(reader.int32() as any);
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.changedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DenyListChange {
+    return {
+      version: isSet(object.version) ? globalThis.String(object.version) : "0",
+      cardId: isSet(object.cardId)
+        ? globalThis.String(object.cardId)
+        : isSet(object.card_id)
+        ? globalThis.String(object.card_id)
+        : "",
+      action: isSet(object.action) ? denyListActionFromJSON(object.action) : 0,
+      reason: isSet(object.reason) ? denyListReasonFromJSON(object.reason) : 0,
+      reasons: globalThis.Array.isArray(object?.reasons)
+        ? object.reasons.map((e: any) => denyListReasonFromJSON(e))
+        : [],
+      changedAt: isSet(object.changedAt)
+        ? fromJsonTimestamp(object.changedAt)
+        : isSet(object.changed_at)
+        ? fromJsonTimestamp(object.changed_at)
+        : undefined,
+    };
+  },
+
+  toJSON(message: DenyListChange): unknown {
+    const obj: any = {};
+    if (message.version !== "0") {
+      obj.version = message.version;
+    }
+    if (message.cardId !== "") {
+      obj.cardId = message.cardId;
+    }
+    if (message.action !== 0) {
+      obj.action = denyListActionToJSON(message.action);
+    }
+    if (message.reason !== 0) {
+      obj.reason = denyListReasonToJSON(message.reason);
+    }
+    if (message.reasons?.length) {
+      obj.reasons = message.reasons.map((e) => denyListReasonToJSON(e));
+    }
+    if (message.changedAt !== undefined) {
+      obj.changedAt = message.changedAt.toISOString();
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DenyListChange>): DenyListChange {
+    return DenyListChange.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DenyListChange>): DenyListChange {
+    const message = createBaseDenyListChange();
+    message.version = object.version ?? "0";
+    message.cardId = object.cardId ?? "";
+    message.action = object.action ?? 0;
+    message.reason = object.reason ?? 0;
+    message.reasons = object.reasons?.map((e) => e) || [];
+    message.changedAt = object.changedAt ?? undefined;
+    return message;
+  },
+};
+
+function createBaseDenyListEntry(): DenyListEntry {
+  return { cardId: "", reasons: [], listedAt: undefined };
+}
+
+export const DenyListEntry: MessageFns<DenyListEntry> = {
+  encode(message: DenyListEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.cardId !== "") {
+      writer.uint32(10).string(message.cardId);
+    }
+    if (message.reasons.length !== 0) {
+      writer.uint32(18).fork();
+      for (const v of message.reasons) {
+        writer.int32(v);
+      }
+      writer.join();
+    }
+    if (message.listedAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.listedAt), writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DenyListEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDenyListEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.cardId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag === 16) {
+              message.reasons.push(reader.int32() as any);
+
+              continue;
+            }
+
+            if (tag === 18) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.reasons.push(reader.int32() as any);
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.listedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DenyListEntry {
+    return {
+      cardId: isSet(object.cardId)
+        ? globalThis.String(object.cardId)
+        : isSet(object.card_id)
+        ? globalThis.String(object.card_id)
+        : "",
+      reasons: globalThis.Array.isArray(object?.reasons)
+        ? object.reasons.map((e: any) => denyListReasonFromJSON(e))
+        : [],
+      listedAt: isSet(object.listedAt)
+        ? fromJsonTimestamp(object.listedAt)
+        : isSet(object.listed_at)
+        ? fromJsonTimestamp(object.listed_at)
+        : undefined,
+    };
+  },
+
+  toJSON(message: DenyListEntry): unknown {
+    const obj: any = {};
+    if (message.cardId !== "") {
+      obj.cardId = message.cardId;
+    }
+    if (message.reasons?.length) {
+      obj.reasons = message.reasons.map((e) => denyListReasonToJSON(e));
+    }
+    if (message.listedAt !== undefined) {
+      obj.listedAt = message.listedAt.toISOString();
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DenyListEntry>): DenyListEntry {
+    return DenyListEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DenyListEntry>): DenyListEntry {
+    const message = createBaseDenyListEntry();
+    message.cardId = object.cardId ?? "";
+    message.reasons = object.reasons?.map((e) => e) || [];
+    message.listedAt = object.listedAt ?? undefined;
+    return message;
+  },
+};
+
+function createBaseWatchDenyListRequest(): WatchDenyListRequest {
+  return { fromVersion: "0", terminalId: "" };
+}
+
+export const WatchDenyListRequest: MessageFns<WatchDenyListRequest> = {
+  encode(message: WatchDenyListRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.fromVersion !== "0") {
+      writer.uint32(8).int64(message.fromVersion);
+    }
+    if (message.terminalId !== "") {
+      writer.uint32(18).string(message.terminalId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WatchDenyListRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWatchDenyListRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.fromVersion = reader.int64().toString();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.terminalId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WatchDenyListRequest {
+    return {
+      fromVersion: isSet(object.fromVersion)
+        ? globalThis.String(object.fromVersion)
+        : isSet(object.from_version)
+        ? globalThis.String(object.from_version)
+        : "0",
+      terminalId: isSet(object.terminalId)
+        ? globalThis.String(object.terminalId)
+        : isSet(object.terminal_id)
+        ? globalThis.String(object.terminal_id)
+        : "",
+    };
+  },
+
+  toJSON(message: WatchDenyListRequest): unknown {
+    const obj: any = {};
+    if (message.fromVersion !== "0") {
+      obj.fromVersion = message.fromVersion;
+    }
+    if (message.terminalId !== "") {
+      obj.terminalId = message.terminalId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<WatchDenyListRequest>): WatchDenyListRequest {
+    return WatchDenyListRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WatchDenyListRequest>): WatchDenyListRequest {
+    const message = createBaseWatchDenyListRequest();
+    message.fromVersion = object.fromVersion ?? "0";
+    message.terminalId = object.terminalId ?? "";
+    return message;
+  },
+};
+
+function createBaseWatchDenyListResponse(): WatchDenyListResponse {
+  return { changes: [], headVersion: "0", reset: false };
+}
+
+export const WatchDenyListResponse: MessageFns<WatchDenyListResponse> = {
+  encode(message: WatchDenyListResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.changes) {
+      DenyListChange.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.headVersion !== "0") {
+      writer.uint32(16).int64(message.headVersion);
+    }
+    if (message.reset !== false) {
+      writer.uint32(24).bool(message.reset);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WatchDenyListResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWatchDenyListResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.changes.push(DenyListChange.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.headVersion = reader.int64().toString();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.reset = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WatchDenyListResponse {
+    return {
+      changes: globalThis.Array.isArray(object?.changes)
+        ? object.changes.map((e: any) => DenyListChange.fromJSON(e))
+        : [],
+      headVersion: isSet(object.headVersion)
+        ? globalThis.String(object.headVersion)
+        : isSet(object.head_version)
+        ? globalThis.String(object.head_version)
+        : "0",
+      reset: isSet(object.reset) ? globalThis.Boolean(object.reset) : false,
+    };
+  },
+
+  toJSON(message: WatchDenyListResponse): unknown {
+    const obj: any = {};
+    if (message.changes?.length) {
+      obj.changes = message.changes.map((e) => DenyListChange.toJSON(e));
+    }
+    if (message.headVersion !== "0") {
+      obj.headVersion = message.headVersion;
+    }
+    if (message.reset !== false) {
+      obj.reset = message.reset;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<WatchDenyListResponse>): WatchDenyListResponse {
+    return WatchDenyListResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WatchDenyListResponse>): WatchDenyListResponse {
+    const message = createBaseWatchDenyListResponse();
+    message.changes = object.changes?.map((e) => DenyListChange.fromPartial(e)) || [];
+    message.headVersion = object.headVersion ?? "0";
+    message.reset = object.reset ?? false;
+    return message;
+  },
+};
+
+function createBaseListDenyListChangesRequest(): ListDenyListChangesRequest {
+  return { fromVersion: "0", pageSize: 0 };
+}
+
+export const ListDenyListChangesRequest: MessageFns<ListDenyListChangesRequest> = {
+  encode(message: ListDenyListChangesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.fromVersion !== "0") {
+      writer.uint32(8).int64(message.fromVersion);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(16).int32(message.pageSize);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListDenyListChangesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListDenyListChangesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.fromVersion = reader.int64().toString();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.pageSize = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListDenyListChangesRequest {
+    return {
+      fromVersion: isSet(object.fromVersion)
+        ? globalThis.String(object.fromVersion)
+        : isSet(object.from_version)
+        ? globalThis.String(object.from_version)
+        : "0",
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+    };
+  },
+
+  toJSON(message: ListDenyListChangesRequest): unknown {
+    const obj: any = {};
+    if (message.fromVersion !== "0") {
+      obj.fromVersion = message.fromVersion;
+    }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListDenyListChangesRequest>): ListDenyListChangesRequest {
+    return ListDenyListChangesRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListDenyListChangesRequest>): ListDenyListChangesRequest {
+    const message = createBaseListDenyListChangesRequest();
+    message.fromVersion = object.fromVersion ?? "0";
+    message.pageSize = object.pageSize ?? 0;
+    return message;
+  },
+};
+
+function createBaseListDenyListChangesResponse(): ListDenyListChangesResponse {
+  return { changes: [], headVersion: "0", reset: false };
+}
+
+export const ListDenyListChangesResponse: MessageFns<ListDenyListChangesResponse> = {
+  encode(message: ListDenyListChangesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.changes) {
+      DenyListChange.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.headVersion !== "0") {
+      writer.uint32(16).int64(message.headVersion);
+    }
+    if (message.reset !== false) {
+      writer.uint32(24).bool(message.reset);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListDenyListChangesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListDenyListChangesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.changes.push(DenyListChange.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.headVersion = reader.int64().toString();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.reset = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListDenyListChangesResponse {
+    return {
+      changes: globalThis.Array.isArray(object?.changes)
+        ? object.changes.map((e: any) => DenyListChange.fromJSON(e))
+        : [],
+      headVersion: isSet(object.headVersion)
+        ? globalThis.String(object.headVersion)
+        : isSet(object.head_version)
+        ? globalThis.String(object.head_version)
+        : "0",
+      reset: isSet(object.reset) ? globalThis.Boolean(object.reset) : false,
+    };
+  },
+
+  toJSON(message: ListDenyListChangesResponse): unknown {
+    const obj: any = {};
+    if (message.changes?.length) {
+      obj.changes = message.changes.map((e) => DenyListChange.toJSON(e));
+    }
+    if (message.headVersion !== "0") {
+      obj.headVersion = message.headVersion;
+    }
+    if (message.reset !== false) {
+      obj.reset = message.reset;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListDenyListChangesResponse>): ListDenyListChangesResponse {
+    return ListDenyListChangesResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListDenyListChangesResponse>): ListDenyListChangesResponse {
+    const message = createBaseListDenyListChangesResponse();
+    message.changes = object.changes?.map((e) => DenyListChange.fromPartial(e)) || [];
+    message.headVersion = object.headVersion ?? "0";
+    message.reset = object.reset ?? false;
+    return message;
+  },
+};
+
+function createBaseAddToDenyListRequest(): AddToDenyListRequest {
+  return { cardId: "", reason: 0 };
+}
+
+export const AddToDenyListRequest: MessageFns<AddToDenyListRequest> = {
+  encode(message: AddToDenyListRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.cardId !== "") {
+      writer.uint32(10).string(message.cardId);
+    }
+    if (message.reason !== 0) {
+      writer.uint32(16).int32(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AddToDenyListRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAddToDenyListRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.cardId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.reason = reader.int32() as any;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AddToDenyListRequest {
+    return {
+      cardId: isSet(object.cardId)
+        ? globalThis.String(object.cardId)
+        : isSet(object.card_id)
+        ? globalThis.String(object.card_id)
+        : "",
+      reason: isSet(object.reason) ? denyListReasonFromJSON(object.reason) : 0,
+    };
+  },
+
+  toJSON(message: AddToDenyListRequest): unknown {
+    const obj: any = {};
+    if (message.cardId !== "") {
+      obj.cardId = message.cardId;
+    }
+    if (message.reason !== 0) {
+      obj.reason = denyListReasonToJSON(message.reason);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<AddToDenyListRequest>): AddToDenyListRequest {
+    return AddToDenyListRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AddToDenyListRequest>): AddToDenyListRequest {
+    const message = createBaseAddToDenyListRequest();
+    message.cardId = object.cardId ?? "";
+    message.reason = object.reason ?? 0;
+    return message;
+  },
+};
+
+function createBaseAddToDenyListResponse(): AddToDenyListResponse {
+  return { entry: undefined, version: "0" };
+}
+
+export const AddToDenyListResponse: MessageFns<AddToDenyListResponse> = {
+  encode(message: AddToDenyListResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.entry !== undefined) {
+      DenyListEntry.encode(message.entry, writer.uint32(10).fork()).join();
+    }
+    if (message.version !== "0") {
+      writer.uint32(16).int64(message.version);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AddToDenyListResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAddToDenyListResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.entry = DenyListEntry.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.version = reader.int64().toString();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AddToDenyListResponse {
+    return {
+      entry: isSet(object.entry) ? DenyListEntry.fromJSON(object.entry) : undefined,
+      version: isSet(object.version) ? globalThis.String(object.version) : "0",
+    };
+  },
+
+  toJSON(message: AddToDenyListResponse): unknown {
+    const obj: any = {};
+    if (message.entry !== undefined) {
+      obj.entry = DenyListEntry.toJSON(message.entry);
+    }
+    if (message.version !== "0") {
+      obj.version = message.version;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<AddToDenyListResponse>): AddToDenyListResponse {
+    return AddToDenyListResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AddToDenyListResponse>): AddToDenyListResponse {
+    const message = createBaseAddToDenyListResponse();
+    message.entry = (object.entry !== undefined && object.entry !== null)
+      ? DenyListEntry.fromPartial(object.entry)
+      : undefined;
+    message.version = object.version ?? "0";
+    return message;
+  },
+};
+
+function createBaseRemoveFromDenyListRequest(): RemoveFromDenyListRequest {
+  return { cardId: "", reason: 0 };
+}
+
+export const RemoveFromDenyListRequest: MessageFns<RemoveFromDenyListRequest> = {
+  encode(message: RemoveFromDenyListRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.cardId !== "") {
+      writer.uint32(10).string(message.cardId);
+    }
+    if (message.reason !== 0) {
+      writer.uint32(16).int32(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RemoveFromDenyListRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRemoveFromDenyListRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.cardId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.reason = reader.int32() as any;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RemoveFromDenyListRequest {
+    return {
+      cardId: isSet(object.cardId)
+        ? globalThis.String(object.cardId)
+        : isSet(object.card_id)
+        ? globalThis.String(object.card_id)
+        : "",
+      reason: isSet(object.reason) ? denyListReasonFromJSON(object.reason) : 0,
+    };
+  },
+
+  toJSON(message: RemoveFromDenyListRequest): unknown {
+    const obj: any = {};
+    if (message.cardId !== "") {
+      obj.cardId = message.cardId;
+    }
+    if (message.reason !== 0) {
+      obj.reason = denyListReasonToJSON(message.reason);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RemoveFromDenyListRequest>): RemoveFromDenyListRequest {
+    return RemoveFromDenyListRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RemoveFromDenyListRequest>): RemoveFromDenyListRequest {
+    const message = createBaseRemoveFromDenyListRequest();
+    message.cardId = object.cardId ?? "";
+    message.reason = object.reason ?? 0;
+    return message;
+  },
+};
+
+function createBaseRemoveFromDenyListResponse(): RemoveFromDenyListResponse {
+  return { entry: undefined, version: "0" };
+}
+
+export const RemoveFromDenyListResponse: MessageFns<RemoveFromDenyListResponse> = {
+  encode(message: RemoveFromDenyListResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.entry !== undefined) {
+      DenyListEntry.encode(message.entry, writer.uint32(10).fork()).join();
+    }
+    if (message.version !== "0") {
+      writer.uint32(16).int64(message.version);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RemoveFromDenyListResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRemoveFromDenyListResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.entry = DenyListEntry.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.version = reader.int64().toString();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RemoveFromDenyListResponse {
+    return {
+      entry: isSet(object.entry) ? DenyListEntry.fromJSON(object.entry) : undefined,
+      version: isSet(object.version) ? globalThis.String(object.version) : "0",
+    };
+  },
+
+  toJSON(message: RemoveFromDenyListResponse): unknown {
+    const obj: any = {};
+    if (message.entry !== undefined) {
+      obj.entry = DenyListEntry.toJSON(message.entry);
+    }
+    if (message.version !== "0") {
+      obj.version = message.version;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RemoveFromDenyListResponse>): RemoveFromDenyListResponse {
+    return RemoveFromDenyListResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RemoveFromDenyListResponse>): RemoveFromDenyListResponse {
+    const message = createBaseRemoveFromDenyListResponse();
+    message.entry = (object.entry !== undefined && object.entry !== null)
+      ? DenyListEntry.fromPartial(object.entry)
+      : undefined;
+    message.version = object.version ?? "0";
+    return message;
+  },
+};
+
+function createBaseUnenrollCardRequest(): UnenrollCardRequest {
+  return { cardId: "", accountId: "" };
+}
+
+export const UnenrollCardRequest: MessageFns<UnenrollCardRequest> = {
+  encode(message: UnenrollCardRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.cardId !== "") {
+      writer.uint32(10).string(message.cardId);
+    }
+    if (message.accountId !== "") {
+      writer.uint32(18).string(message.accountId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UnenrollCardRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUnenrollCardRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.cardId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.accountId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UnenrollCardRequest {
+    return {
+      cardId: isSet(object.cardId)
+        ? globalThis.String(object.cardId)
+        : isSet(object.card_id)
+        ? globalThis.String(object.card_id)
+        : "",
+      accountId: isSet(object.accountId)
+        ? globalThis.String(object.accountId)
+        : isSet(object.account_id)
+        ? globalThis.String(object.account_id)
+        : "",
+    };
+  },
+
+  toJSON(message: UnenrollCardRequest): unknown {
+    const obj: any = {};
+    if (message.cardId !== "") {
+      obj.cardId = message.cardId;
+    }
+    if (message.accountId !== "") {
+      obj.accountId = message.accountId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<UnenrollCardRequest>): UnenrollCardRequest {
+    return UnenrollCardRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<UnenrollCardRequest>): UnenrollCardRequest {
+    const message = createBaseUnenrollCardRequest();
+    message.cardId = object.cardId ?? "";
+    message.accountId = object.accountId ?? "";
+    return message;
+  },
+};
+
+function createBaseUnenrollCardResponse(): UnenrollCardResponse {
+  return { card: undefined };
+}
+
+export const UnenrollCardResponse: MessageFns<UnenrollCardResponse> = {
+  encode(message: UnenrollCardResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.card !== undefined) {
+      Card.encode(message.card, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UnenrollCardResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUnenrollCardResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.card = Card.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UnenrollCardResponse {
+    return { card: isSet(object.card) ? Card.fromJSON(object.card) : undefined };
+  },
+
+  toJSON(message: UnenrollCardResponse): unknown {
+    const obj: any = {};
+    if (message.card !== undefined) {
+      obj.card = Card.toJSON(message.card);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<UnenrollCardResponse>): UnenrollCardResponse {
+    return UnenrollCardResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<UnenrollCardResponse>): UnenrollCardResponse {
+    const message = createBaseUnenrollCardResponse();
+    message.card = (object.card !== undefined && object.card !== null) ? Card.fromPartial(object.card) : undefined;
+    return message;
+  },
+};
+
+function createBaseReportCardLostRequest(): ReportCardLostRequest {
+  return { cardId: "", accountId: "" };
+}
+
+export const ReportCardLostRequest: MessageFns<ReportCardLostRequest> = {
+  encode(message: ReportCardLostRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.cardId !== "") {
+      writer.uint32(10).string(message.cardId);
+    }
+    if (message.accountId !== "") {
+      writer.uint32(18).string(message.accountId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReportCardLostRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReportCardLostRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.cardId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.accountId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReportCardLostRequest {
+    return {
+      cardId: isSet(object.cardId)
+        ? globalThis.String(object.cardId)
+        : isSet(object.card_id)
+        ? globalThis.String(object.card_id)
+        : "",
+      accountId: isSet(object.accountId)
+        ? globalThis.String(object.accountId)
+        : isSet(object.account_id)
+        ? globalThis.String(object.account_id)
+        : "",
+    };
+  },
+
+  toJSON(message: ReportCardLostRequest): unknown {
+    const obj: any = {};
+    if (message.cardId !== "") {
+      obj.cardId = message.cardId;
+    }
+    if (message.accountId !== "") {
+      obj.accountId = message.accountId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ReportCardLostRequest>): ReportCardLostRequest {
+    return ReportCardLostRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ReportCardLostRequest>): ReportCardLostRequest {
+    const message = createBaseReportCardLostRequest();
+    message.cardId = object.cardId ?? "";
+    message.accountId = object.accountId ?? "";
+    return message;
+  },
+};
+
+function createBaseReportCardLostResponse(): ReportCardLostResponse {
+  return { card: undefined };
+}
+
+export const ReportCardLostResponse: MessageFns<ReportCardLostResponse> = {
+  encode(message: ReportCardLostResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.card !== undefined) {
+      Card.encode(message.card, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReportCardLostResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReportCardLostResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.card = Card.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReportCardLostResponse {
+    return { card: isSet(object.card) ? Card.fromJSON(object.card) : undefined };
+  },
+
+  toJSON(message: ReportCardLostResponse): unknown {
+    const obj: any = {};
+    if (message.card !== undefined) {
+      obj.card = Card.toJSON(message.card);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ReportCardLostResponse>): ReportCardLostResponse {
+    return ReportCardLostResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ReportCardLostResponse>): ReportCardLostResponse {
+    const message = createBaseReportCardLostResponse();
+    message.card = (object.card !== undefined && object.card !== null) ? Card.fromPartial(object.card) : undefined;
+    return message;
+  },
+};
+
+function createBaseRetryDebtsRequest(): RetryDebtsRequest {
+  return { cardId: "" };
+}
+
+export const RetryDebtsRequest: MessageFns<RetryDebtsRequest> = {
+  encode(message: RetryDebtsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.cardId !== "") {
+      writer.uint32(10).string(message.cardId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RetryDebtsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRetryDebtsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.cardId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RetryDebtsRequest {
+    return {
+      cardId: isSet(object.cardId)
+        ? globalThis.String(object.cardId)
+        : isSet(object.card_id)
+        ? globalThis.String(object.card_id)
+        : "",
+    };
+  },
+
+  toJSON(message: RetryDebtsRequest): unknown {
+    const obj: any = {};
+    if (message.cardId !== "") {
+      obj.cardId = message.cardId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RetryDebtsRequest>): RetryDebtsRequest {
+    return RetryDebtsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RetryDebtsRequest>): RetryDebtsRequest {
+    const message = createBaseRetryDebtsRequest();
+    message.cardId = object.cardId ?? "";
+    return message;
+  },
+};
+
+function createBaseRetryDebtsResponse(): RetryDebtsResponse {
+  return { retriedCount: 0, recoveredCount: 0, outstandingDebt: undefined, denyListEntry: undefined };
+}
+
+export const RetryDebtsResponse: MessageFns<RetryDebtsResponse> = {
+  encode(message: RetryDebtsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.retriedCount !== 0) {
+      writer.uint32(8).int32(message.retriedCount);
+    }
+    if (message.recoveredCount !== 0) {
+      writer.uint32(16).int32(message.recoveredCount);
+    }
+    if (message.outstandingDebt !== undefined) {
+      Money.encode(message.outstandingDebt, writer.uint32(26).fork()).join();
+    }
+    if (message.denyListEntry !== undefined) {
+      DenyListEntry.encode(message.denyListEntry, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RetryDebtsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRetryDebtsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.retriedCount = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.recoveredCount = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.outstandingDebt = Money.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.denyListEntry = DenyListEntry.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RetryDebtsResponse {
+    return {
+      retriedCount: isSet(object.retriedCount)
+        ? globalThis.Number(object.retriedCount)
+        : isSet(object.retried_count)
+        ? globalThis.Number(object.retried_count)
+        : 0,
+      recoveredCount: isSet(object.recoveredCount)
+        ? globalThis.Number(object.recoveredCount)
+        : isSet(object.recovered_count)
+        ? globalThis.Number(object.recovered_count)
+        : 0,
+      outstandingDebt: isSet(object.outstandingDebt)
+        ? Money.fromJSON(object.outstandingDebt)
+        : isSet(object.outstanding_debt)
+        ? Money.fromJSON(object.outstanding_debt)
+        : undefined,
+      denyListEntry: isSet(object.denyListEntry)
+        ? DenyListEntry.fromJSON(object.denyListEntry)
+        : isSet(object.deny_list_entry)
+        ? DenyListEntry.fromJSON(object.deny_list_entry)
+        : undefined,
+    };
+  },
+
+  toJSON(message: RetryDebtsResponse): unknown {
+    const obj: any = {};
+    if (message.retriedCount !== 0) {
+      obj.retriedCount = Math.round(message.retriedCount);
+    }
+    if (message.recoveredCount !== 0) {
+      obj.recoveredCount = Math.round(message.recoveredCount);
+    }
+    if (message.outstandingDebt !== undefined) {
+      obj.outstandingDebt = Money.toJSON(message.outstandingDebt);
+    }
+    if (message.denyListEntry !== undefined) {
+      obj.denyListEntry = DenyListEntry.toJSON(message.denyListEntry);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RetryDebtsResponse>): RetryDebtsResponse {
+    return RetryDebtsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RetryDebtsResponse>): RetryDebtsResponse {
+    const message = createBaseRetryDebtsResponse();
+    message.retriedCount = object.retriedCount ?? 0;
+    message.recoveredCount = object.recoveredCount ?? 0;
+    message.outstandingDebt = (object.outstandingDebt !== undefined && object.outstandingDebt !== null)
+      ? Money.fromPartial(object.outstandingDebt)
+      : undefined;
+    message.denyListEntry = (object.denyListEntry !== undefined && object.denyListEntry !== null)
+      ? DenyListEntry.fromPartial(object.denyListEntry)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseGetReconciliationReportRequest(): GetReconciliationReportRequest {
+  return { serviceDay: "", pageSize: 0, pageToken: "" };
+}
+
+export const GetReconciliationReportRequest: MessageFns<GetReconciliationReportRequest> = {
+  encode(message: GetReconciliationReportRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.serviceDay !== "") {
+      writer.uint32(10).string(message.serviceDay);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(16).int32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(26).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetReconciliationReportRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetReconciliationReportRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.serviceDay = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.pageSize = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetReconciliationReportRequest {
+    return {
+      serviceDay: isSet(object.serviceDay)
+        ? globalThis.String(object.serviceDay)
+        : isSet(object.service_day)
+        ? globalThis.String(object.service_day)
+        : "",
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: GetReconciliationReportRequest): unknown {
+    const obj: any = {};
+    if (message.serviceDay !== "") {
+      obj.serviceDay = message.serviceDay;
+    }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetReconciliationReportRequest>): GetReconciliationReportRequest {
+    return GetReconciliationReportRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetReconciliationReportRequest>): GetReconciliationReportRequest {
+    const message = createBaseGetReconciliationReportRequest();
+    message.serviceDay = object.serviceDay ?? "";
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseTapStateTotal(): TapStateTotal {
+  return { state: 0, tapCount: "0", fares: undefined, charged: undefined };
+}
+
+export const TapStateTotal: MessageFns<TapStateTotal> = {
+  encode(message: TapStateTotal, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.state !== 0) {
+      writer.uint32(8).int32(message.state);
+    }
+    if (message.tapCount !== "0") {
+      writer.uint32(16).int64(message.tapCount);
+    }
+    if (message.fares !== undefined) {
+      Money.encode(message.fares, writer.uint32(26).fork()).join();
+    }
+    if (message.charged !== undefined) {
+      Money.encode(message.charged, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TapStateTotal {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTapStateTotal();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.state = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.tapCount = reader.int64().toString();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.fares = Money.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.charged = Money.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TapStateTotal {
+    return {
+      state: isSet(object.state) ? tapStateFromJSON(object.state) : 0,
+      tapCount: isSet(object.tapCount)
+        ? globalThis.String(object.tapCount)
+        : isSet(object.tap_count)
+        ? globalThis.String(object.tap_count)
+        : "0",
+      fares: isSet(object.fares) ? Money.fromJSON(object.fares) : undefined,
+      charged: isSet(object.charged) ? Money.fromJSON(object.charged) : undefined,
+    };
+  },
+
+  toJSON(message: TapStateTotal): unknown {
+    const obj: any = {};
+    if (message.state !== 0) {
+      obj.state = tapStateToJSON(message.state);
+    }
+    if (message.tapCount !== "0") {
+      obj.tapCount = message.tapCount;
+    }
+    if (message.fares !== undefined) {
+      obj.fares = Money.toJSON(message.fares);
+    }
+    if (message.charged !== undefined) {
+      obj.charged = Money.toJSON(message.charged);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<TapStateTotal>): TapStateTotal {
+    return TapStateTotal.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<TapStateTotal>): TapStateTotal {
+    const message = createBaseTapStateTotal();
+    message.state = object.state ?? 0;
+    message.tapCount = object.tapCount ?? "0";
+    message.fares = (object.fares !== undefined && object.fares !== null) ? Money.fromPartial(object.fares) : undefined;
+    message.charged = (object.charged !== undefined && object.charged !== null)
+      ? Money.fromPartial(object.charged)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseReconciliationMismatch(): ReconciliationMismatch {
+  return {
+    settlementId: "",
+    position: 0,
+    tapId: "",
+    deductionId: "",
+    amount: undefined,
+    reason: "",
+    receivedAt: undefined,
+  };
+}
+
+export const ReconciliationMismatch: MessageFns<ReconciliationMismatch> = {
+  encode(message: ReconciliationMismatch, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.settlementId !== "") {
+      writer.uint32(10).string(message.settlementId);
+    }
+    if (message.position !== 0) {
+      writer.uint32(16).int32(message.position);
+    }
+    if (message.tapId !== "") {
+      writer.uint32(26).string(message.tapId);
+    }
+    if (message.deductionId !== "") {
+      writer.uint32(34).string(message.deductionId);
+    }
+    if (message.amount !== undefined) {
+      Money.encode(message.amount, writer.uint32(42).fork()).join();
+    }
+    if (message.reason !== "") {
+      writer.uint32(50).string(message.reason);
+    }
+    if (message.receivedAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.receivedAt), writer.uint32(58).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReconciliationMismatch {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReconciliationMismatch();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.settlementId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.position = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.tapId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.deductionId = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.amount = Money.decode(reader, reader.uint32());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.receivedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReconciliationMismatch {
+    return {
+      settlementId: isSet(object.settlementId)
+        ? globalThis.String(object.settlementId)
+        : isSet(object.settlement_id)
+        ? globalThis.String(object.settlement_id)
+        : "",
+      position: isSet(object.position) ? globalThis.Number(object.position) : 0,
+      tapId: isSet(object.tapId)
+        ? globalThis.String(object.tapId)
+        : isSet(object.tap_id)
+        ? globalThis.String(object.tap_id)
+        : "",
+      deductionId: isSet(object.deductionId)
+        ? globalThis.String(object.deductionId)
+        : isSet(object.deduction_id)
+        ? globalThis.String(object.deduction_id)
+        : "",
+      amount: isSet(object.amount) ? Money.fromJSON(object.amount) : undefined,
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+      receivedAt: isSet(object.receivedAt)
+        ? fromJsonTimestamp(object.receivedAt)
+        : isSet(object.received_at)
+        ? fromJsonTimestamp(object.received_at)
+        : undefined,
+    };
+  },
+
+  toJSON(message: ReconciliationMismatch): unknown {
+    const obj: any = {};
+    if (message.settlementId !== "") {
+      obj.settlementId = message.settlementId;
+    }
+    if (message.position !== 0) {
+      obj.position = Math.round(message.position);
+    }
+    if (message.tapId !== "") {
+      obj.tapId = message.tapId;
+    }
+    if (message.deductionId !== "") {
+      obj.deductionId = message.deductionId;
+    }
+    if (message.amount !== undefined) {
+      obj.amount = Money.toJSON(message.amount);
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    if (message.receivedAt !== undefined) {
+      obj.receivedAt = message.receivedAt.toISOString();
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ReconciliationMismatch>): ReconciliationMismatch {
+    return ReconciliationMismatch.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ReconciliationMismatch>): ReconciliationMismatch {
+    const message = createBaseReconciliationMismatch();
+    message.settlementId = object.settlementId ?? "";
+    message.position = object.position ?? 0;
+    message.tapId = object.tapId ?? "";
+    message.deductionId = object.deductionId ?? "";
+    message.amount = (object.amount !== undefined && object.amount !== null)
+      ? Money.fromPartial(object.amount)
+      : undefined;
+    message.reason = object.reason ?? "";
+    message.receivedAt = object.receivedAt ?? undefined;
+    return message;
+  },
+};
+
+function createBaseGetReconciliationReportResponse(): GetReconciliationReportResponse {
+  return {
+    serviceDay: "",
+    dayStart: undefined,
+    dayEnd: undefined,
+    states: [],
+    tapCount: "0",
+    debitedCount: "0",
+    debited: undefined,
+    settledCount: "0",
+    settled: undefined,
+    unsettled: undefined,
+    mismatchCount: "0",
+    mismatches: [],
+    nextPageToken: "",
+  };
+}
+
+export const GetReconciliationReportResponse: MessageFns<GetReconciliationReportResponse> = {
+  encode(message: GetReconciliationReportResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.serviceDay !== "") {
+      writer.uint32(10).string(message.serviceDay);
+    }
+    if (message.dayStart !== undefined) {
+      Timestamp.encode(toTimestamp(message.dayStart), writer.uint32(18).fork()).join();
+    }
+    if (message.dayEnd !== undefined) {
+      Timestamp.encode(toTimestamp(message.dayEnd), writer.uint32(26).fork()).join();
+    }
+    for (const v of message.states) {
+      TapStateTotal.encode(v!, writer.uint32(34).fork()).join();
+    }
+    if (message.tapCount !== "0") {
+      writer.uint32(40).int64(message.tapCount);
+    }
+    if (message.debitedCount !== "0") {
+      writer.uint32(48).int64(message.debitedCount);
+    }
+    if (message.debited !== undefined) {
+      Money.encode(message.debited, writer.uint32(58).fork()).join();
+    }
+    if (message.settledCount !== "0") {
+      writer.uint32(64).int64(message.settledCount);
+    }
+    if (message.settled !== undefined) {
+      Money.encode(message.settled, writer.uint32(74).fork()).join();
+    }
+    if (message.unsettled !== undefined) {
+      Money.encode(message.unsettled, writer.uint32(82).fork()).join();
+    }
+    if (message.mismatchCount !== "0") {
+      writer.uint32(88).int64(message.mismatchCount);
+    }
+    for (const v of message.mismatches) {
+      ReconciliationMismatch.encode(v!, writer.uint32(98).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(106).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetReconciliationReportResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetReconciliationReportResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.serviceDay = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.dayStart = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.dayEnd = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.states.push(TapStateTotal.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.tapCount = reader.int64().toString();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.debitedCount = reader.int64().toString();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.debited = Money.decode(reader, reader.uint32());
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.settledCount = reader.int64().toString();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.settled = Money.decode(reader, reader.uint32());
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.unsettled = Money.decode(reader, reader.uint32());
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.mismatchCount = reader.int64().toString();
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.mismatches.push(ReconciliationMismatch.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetReconciliationReportResponse {
+    return {
+      serviceDay: isSet(object.serviceDay)
+        ? globalThis.String(object.serviceDay)
+        : isSet(object.service_day)
+        ? globalThis.String(object.service_day)
+        : "",
+      dayStart: isSet(object.dayStart)
+        ? fromJsonTimestamp(object.dayStart)
+        : isSet(object.day_start)
+        ? fromJsonTimestamp(object.day_start)
+        : undefined,
+      dayEnd: isSet(object.dayEnd)
+        ? fromJsonTimestamp(object.dayEnd)
+        : isSet(object.day_end)
+        ? fromJsonTimestamp(object.day_end)
+        : undefined,
+      states: globalThis.Array.isArray(object?.states) ? object.states.map((e: any) => TapStateTotal.fromJSON(e)) : [],
+      tapCount: isSet(object.tapCount)
+        ? globalThis.String(object.tapCount)
+        : isSet(object.tap_count)
+        ? globalThis.String(object.tap_count)
+        : "0",
+      debitedCount: isSet(object.debitedCount)
+        ? globalThis.String(object.debitedCount)
+        : isSet(object.debited_count)
+        ? globalThis.String(object.debited_count)
+        : "0",
+      debited: isSet(object.debited) ? Money.fromJSON(object.debited) : undefined,
+      settledCount: isSet(object.settledCount)
+        ? globalThis.String(object.settledCount)
+        : isSet(object.settled_count)
+        ? globalThis.String(object.settled_count)
+        : "0",
+      settled: isSet(object.settled) ? Money.fromJSON(object.settled) : undefined,
+      unsettled: isSet(object.unsettled) ? Money.fromJSON(object.unsettled) : undefined,
+      mismatchCount: isSet(object.mismatchCount)
+        ? globalThis.String(object.mismatchCount)
+        : isSet(object.mismatch_count)
+        ? globalThis.String(object.mismatch_count)
+        : "0",
+      mismatches: globalThis.Array.isArray(object?.mismatches)
+        ? object.mismatches.map((e: any) => ReconciliationMismatch.fromJSON(e))
+        : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: GetReconciliationReportResponse): unknown {
+    const obj: any = {};
+    if (message.serviceDay !== "") {
+      obj.serviceDay = message.serviceDay;
+    }
+    if (message.dayStart !== undefined) {
+      obj.dayStart = message.dayStart.toISOString();
+    }
+    if (message.dayEnd !== undefined) {
+      obj.dayEnd = message.dayEnd.toISOString();
+    }
+    if (message.states?.length) {
+      obj.states = message.states.map((e) => TapStateTotal.toJSON(e));
+    }
+    if (message.tapCount !== "0") {
+      obj.tapCount = message.tapCount;
+    }
+    if (message.debitedCount !== "0") {
+      obj.debitedCount = message.debitedCount;
+    }
+    if (message.debited !== undefined) {
+      obj.debited = Money.toJSON(message.debited);
+    }
+    if (message.settledCount !== "0") {
+      obj.settledCount = message.settledCount;
+    }
+    if (message.settled !== undefined) {
+      obj.settled = Money.toJSON(message.settled);
+    }
+    if (message.unsettled !== undefined) {
+      obj.unsettled = Money.toJSON(message.unsettled);
+    }
+    if (message.mismatchCount !== "0") {
+      obj.mismatchCount = message.mismatchCount;
+    }
+    if (message.mismatches?.length) {
+      obj.mismatches = message.mismatches.map((e) => ReconciliationMismatch.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetReconciliationReportResponse>): GetReconciliationReportResponse {
+    return GetReconciliationReportResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetReconciliationReportResponse>): GetReconciliationReportResponse {
+    const message = createBaseGetReconciliationReportResponse();
+    message.serviceDay = object.serviceDay ?? "";
+    message.dayStart = object.dayStart ?? undefined;
+    message.dayEnd = object.dayEnd ?? undefined;
+    message.states = object.states?.map((e) => TapStateTotal.fromPartial(e)) || [];
+    message.tapCount = object.tapCount ?? "0";
+    message.debitedCount = object.debitedCount ?? "0";
+    message.debited = (object.debited !== undefined && object.debited !== null)
+      ? Money.fromPartial(object.debited)
+      : undefined;
+    message.settledCount = object.settledCount ?? "0";
+    message.settled = (object.settled !== undefined && object.settled !== null)
+      ? Money.fromPartial(object.settled)
+      : undefined;
+    message.unsettled = (object.unsettled !== undefined && object.unsettled !== null)
+      ? Money.fromPartial(object.unsettled)
+      : undefined;
+    message.mismatchCount = object.mismatchCount ?? "0";
+    message.mismatches = object.mismatches?.map((e) => ReconciliationMismatch.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    return message;
+  },
+};
+
 /**
  * IssuerService enrolls cards for credit payment, takes the taps terminals
  * accepted, has the credit authorizer debit their fares and reconciles the
@@ -2514,7 +5489,9 @@ export const IssuerServiceService = {
    * Takes a settlement batch from the credit authorizer, reconciles every
    * item against the issuer's taps and marks the matching taps SETTLED.
    * Mismatches are reported per item, never silently accepted. Idempotent by
-   * settlement_id.
+   * settlement_id. Answers UNAVAILABLE (reason DEBIT_OUTCOME_PENDING) and
+   * stores nothing while a tap of the batch still awaits the answer to its
+   * debit: send the same settlement again later.
    */
   settle: {
     path: "/tapcredit.issuer.v1.IssuerService/Settle" as const,
@@ -2535,7 +5512,11 @@ export const IssuerServiceService = {
     responseSerialize: (value: GetCardResponse): Buffer => Buffer.from(GetCardResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetCardResponse => GetCardResponse.decode(value),
   },
-  /** Lists a card's taps with their life-cycle state, newest first. */
+  /**
+   * Lists a card's taps with their life-cycle state, newest first: the
+   * rider's trip history (terminal, line, fare, charged amount, state, debt
+   * and recovery, clone marks).
+   */
   listCardTaps: {
     path: "/tapcredit.issuer.v1.IssuerService/ListCardTaps" as const,
     requestStream: false as const,
@@ -2545,6 +5526,130 @@ export const IssuerServiceService = {
     responseSerialize: (value: ListCardTapsResponse): Buffer =>
       Buffer.from(ListCardTapsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListCardTapsResponse => ListCardTapsResponse.decode(value),
+  },
+  /**
+   * Reconciliation report of one service day, for the reconciliation desk:
+   * the day's taps counted and summed by state, the money debited against
+   * the money settled, and every settlement item that did not match, as
+   * stored when its settlement was received. Read-only.
+   */
+  getReconciliationReport: {
+    path: "/tapcredit.issuer.v1.IssuerService/GetReconciliationReport" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetReconciliationReportRequest): Buffer =>
+      Buffer.from(GetReconciliationReportRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetReconciliationReportRequest => GetReconciliationReportRequest.decode(value),
+    responseSerialize: (value: GetReconciliationReportResponse): Buffer =>
+      Buffer.from(GetReconciliationReportResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetReconciliationReportResponse =>
+      GetReconciliationReportResponse.decode(value),
+  },
+  /**
+   * Streams the deny list's changes to a terminal: first every change after
+   * from_version, then each new change as it happens, for as long as the
+   * call lasts. A terminal applies them to its local copy and, after a
+   * broken stream, calls again from the last version it applied.
+   */
+  watchDenyList: {
+    path: "/tapcredit.issuer.v1.IssuerService/WatchDenyList" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: WatchDenyListRequest): Buffer => Buffer.from(WatchDenyListRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): WatchDenyListRequest => WatchDenyListRequest.decode(value),
+    responseSerialize: (value: WatchDenyListResponse): Buffer =>
+      Buffer.from(WatchDenyListResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): WatchDenyListResponse => WatchDenyListResponse.decode(value),
+  },
+  /**
+   * The deny list's changes after from_version, oldest first, one page per
+   * call: the polling fallback of WatchDenyList.
+   */
+  listDenyListChanges: {
+    path: "/tapcredit.issuer.v1.IssuerService/ListDenyListChanges" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListDenyListChangesRequest): Buffer =>
+      Buffer.from(ListDenyListChangesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListDenyListChangesRequest => ListDenyListChangesRequest.decode(value),
+    responseSerialize: (value: ListDenyListChangesResponse): Buffer =>
+      Buffer.from(ListDenyListChangesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListDenyListChangesResponse => ListDenyListChangesResponse.decode(value),
+  },
+  /**
+   * Lists a card for a reason (operations). Idempotent: a card already
+   * listed for that reason is returned unchanged and no change is logged.
+   */
+  addToDenyList: {
+    path: "/tapcredit.issuer.v1.IssuerService/AddToDenyList" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AddToDenyListRequest): Buffer => Buffer.from(AddToDenyListRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AddToDenyListRequest => AddToDenyListRequest.decode(value),
+    responseSerialize: (value: AddToDenyListResponse): Buffer =>
+      Buffer.from(AddToDenyListResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AddToDenyListResponse => AddToDenyListResponse.decode(value),
+  },
+  /**
+   * Removes one reason of a card's listing (operations); the card leaves the
+   * deny list when no reason remains. Idempotent.
+   */
+  removeFromDenyList: {
+    path: "/tapcredit.issuer.v1.IssuerService/RemoveFromDenyList" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RemoveFromDenyListRequest): Buffer =>
+      Buffer.from(RemoveFromDenyListRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RemoveFromDenyListRequest => RemoveFromDenyListRequest.decode(value),
+    responseSerialize: (value: RemoveFromDenyListResponse): Buffer =>
+      Buffer.from(RemoveFromDenyListResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RemoveFromDenyListResponse => RemoveFromDenyListResponse.decode(value),
+  },
+  /**
+   * Unenrolls a card at the rider's request: the issuer revokes the
+   * agreement at the credit authorizer and lists the card REVOKED. Rides
+   * taken before are still debited. The card can be enrolled again later.
+   * Idempotent: unenrolling an unenrolled card returns it.
+   */
+  unenrollCard: {
+    path: "/tapcredit.issuer.v1.IssuerService/UnenrollCard" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: UnenrollCardRequest): Buffer => Buffer.from(UnenrollCardRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): UnenrollCardRequest => UnenrollCardRequest.decode(value),
+    responseSerialize: (value: UnenrollCardResponse): Buffer =>
+      Buffer.from(UnenrollCardResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): UnenrollCardResponse => UnenrollCardResponse.decode(value),
+  },
+  /**
+   * Reports a card lost or stolen: it is listed LOST, its agreement revoked,
+   * and it cannot be enrolled again; the rider enrolls a new card on the
+   * same account. Idempotent.
+   */
+  reportCardLost: {
+    path: "/tapcredit.issuer.v1.IssuerService/ReportCardLost" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ReportCardLostRequest): Buffer =>
+      Buffer.from(ReportCardLostRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReportCardLostRequest => ReportCardLostRequest.decode(value),
+    responseSerialize: (value: ReportCardLostResponse): Buffer =>
+      Buffer.from(ReportCardLostResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReportCardLostResponse => ReportCardLostResponse.decode(value),
+  },
+  /**
+   * Retries a card's debts now (e.g. after the rider topped up the payment
+   * account) instead of waiting for the retry schedule, and answers what
+   * was recovered. Safe to repeat.
+   */
+  retryDebts: {
+    path: "/tapcredit.issuer.v1.IssuerService/RetryDebts" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RetryDebtsRequest): Buffer => Buffer.from(RetryDebtsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RetryDebtsRequest => RetryDebtsRequest.decode(value),
+    responseSerialize: (value: RetryDebtsResponse): Buffer => Buffer.from(RetryDebtsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RetryDebtsResponse => RetryDebtsResponse.decode(value),
   },
 } as const;
 
@@ -2566,13 +5671,67 @@ export interface IssuerServiceServer extends UntypedServiceImplementation {
    * Takes a settlement batch from the credit authorizer, reconciles every
    * item against the issuer's taps and marks the matching taps SETTLED.
    * Mismatches are reported per item, never silently accepted. Idempotent by
-   * settlement_id.
+   * settlement_id. Answers UNAVAILABLE (reason DEBIT_OUTCOME_PENDING) and
+   * stores nothing while a tap of the batch still awaits the answer to its
+   * debit: send the same settlement again later.
    */
   settle: handleUnaryCall<SettleRequest, SettleResponse>;
   /** Returns a card with its binding and state. */
   getCard: handleUnaryCall<GetCardRequest, GetCardResponse>;
-  /** Lists a card's taps with their life-cycle state, newest first. */
+  /**
+   * Lists a card's taps with their life-cycle state, newest first: the
+   * rider's trip history (terminal, line, fare, charged amount, state, debt
+   * and recovery, clone marks).
+   */
   listCardTaps: handleUnaryCall<ListCardTapsRequest, ListCardTapsResponse>;
+  /**
+   * Reconciliation report of one service day, for the reconciliation desk:
+   * the day's taps counted and summed by state, the money debited against
+   * the money settled, and every settlement item that did not match, as
+   * stored when its settlement was received. Read-only.
+   */
+  getReconciliationReport: handleUnaryCall<GetReconciliationReportRequest, GetReconciliationReportResponse>;
+  /**
+   * Streams the deny list's changes to a terminal: first every change after
+   * from_version, then each new change as it happens, for as long as the
+   * call lasts. A terminal applies them to its local copy and, after a
+   * broken stream, calls again from the last version it applied.
+   */
+  watchDenyList: handleServerStreamingCall<WatchDenyListRequest, WatchDenyListResponse>;
+  /**
+   * The deny list's changes after from_version, oldest first, one page per
+   * call: the polling fallback of WatchDenyList.
+   */
+  listDenyListChanges: handleUnaryCall<ListDenyListChangesRequest, ListDenyListChangesResponse>;
+  /**
+   * Lists a card for a reason (operations). Idempotent: a card already
+   * listed for that reason is returned unchanged and no change is logged.
+   */
+  addToDenyList: handleUnaryCall<AddToDenyListRequest, AddToDenyListResponse>;
+  /**
+   * Removes one reason of a card's listing (operations); the card leaves the
+   * deny list when no reason remains. Idempotent.
+   */
+  removeFromDenyList: handleUnaryCall<RemoveFromDenyListRequest, RemoveFromDenyListResponse>;
+  /**
+   * Unenrolls a card at the rider's request: the issuer revokes the
+   * agreement at the credit authorizer and lists the card REVOKED. Rides
+   * taken before are still debited. The card can be enrolled again later.
+   * Idempotent: unenrolling an unenrolled card returns it.
+   */
+  unenrollCard: handleUnaryCall<UnenrollCardRequest, UnenrollCardResponse>;
+  /**
+   * Reports a card lost or stolen: it is listed LOST, its agreement revoked,
+   * and it cannot be enrolled again; the rider enrolls a new card on the
+   * same account. Idempotent.
+   */
+  reportCardLost: handleUnaryCall<ReportCardLostRequest, ReportCardLostResponse>;
+  /**
+   * Retries a card's debts now (e.g. after the rider topped up the payment
+   * account) instead of waiting for the retry schedule, and answers what
+   * was recovered. Safe to repeat.
+   */
+  retryDebts: handleUnaryCall<RetryDebtsRequest, RetryDebtsResponse>;
 }
 
 export interface IssuerServiceClient extends Client {
@@ -2621,7 +5780,9 @@ export interface IssuerServiceClient extends Client {
    * Takes a settlement batch from the credit authorizer, reconciles every
    * item against the issuer's taps and marks the matching taps SETTLED.
    * Mismatches are reported per item, never silently accepted. Idempotent by
-   * settlement_id.
+   * settlement_id. Answers UNAVAILABLE (reason DEBIT_OUTCOME_PENDING) and
+   * stores nothing while a tap of the batch still awaits the answer to its
+   * debit: send the same settlement again later.
    */
   settle(
     request: SettleRequest,
@@ -2654,7 +5815,11 @@ export interface IssuerServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetCardResponse) => void,
   ): ClientUnaryCall;
-  /** Lists a card's taps with their life-cycle state, newest first. */
+  /**
+   * Lists a card's taps with their life-cycle state, newest first: the
+   * rider's trip history (terminal, line, fare, charged amount, state, debt
+   * and recovery, clone marks).
+   */
   listCardTaps(
     request: ListCardTapsRequest,
     callback: (error: ServiceError | null, response: ListCardTapsResponse) => void,
@@ -2669,6 +5834,160 @@ export interface IssuerServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListCardTapsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Reconciliation report of one service day, for the reconciliation desk:
+   * the day's taps counted and summed by state, the money debited against
+   * the money settled, and every settlement item that did not match, as
+   * stored when its settlement was received. Read-only.
+   */
+  getReconciliationReport(
+    request: GetReconciliationReportRequest,
+    callback: (error: ServiceError | null, response: GetReconciliationReportResponse) => void,
+  ): ClientUnaryCall;
+  getReconciliationReport(
+    request: GetReconciliationReportRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetReconciliationReportResponse) => void,
+  ): ClientUnaryCall;
+  getReconciliationReport(
+    request: GetReconciliationReportRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetReconciliationReportResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Streams the deny list's changes to a terminal: first every change after
+   * from_version, then each new change as it happens, for as long as the
+   * call lasts. A terminal applies them to its local copy and, after a
+   * broken stream, calls again from the last version it applied.
+   */
+  watchDenyList(
+    request: WatchDenyListRequest,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<WatchDenyListResponse>;
+  watchDenyList(
+    request: WatchDenyListRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<WatchDenyListResponse>;
+  /**
+   * The deny list's changes after from_version, oldest first, one page per
+   * call: the polling fallback of WatchDenyList.
+   */
+  listDenyListChanges(
+    request: ListDenyListChangesRequest,
+    callback: (error: ServiceError | null, response: ListDenyListChangesResponse) => void,
+  ): ClientUnaryCall;
+  listDenyListChanges(
+    request: ListDenyListChangesRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListDenyListChangesResponse) => void,
+  ): ClientUnaryCall;
+  listDenyListChanges(
+    request: ListDenyListChangesRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListDenyListChangesResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Lists a card for a reason (operations). Idempotent: a card already
+   * listed for that reason is returned unchanged and no change is logged.
+   */
+  addToDenyList(
+    request: AddToDenyListRequest,
+    callback: (error: ServiceError | null, response: AddToDenyListResponse) => void,
+  ): ClientUnaryCall;
+  addToDenyList(
+    request: AddToDenyListRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AddToDenyListResponse) => void,
+  ): ClientUnaryCall;
+  addToDenyList(
+    request: AddToDenyListRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AddToDenyListResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Removes one reason of a card's listing (operations); the card leaves the
+   * deny list when no reason remains. Idempotent.
+   */
+  removeFromDenyList(
+    request: RemoveFromDenyListRequest,
+    callback: (error: ServiceError | null, response: RemoveFromDenyListResponse) => void,
+  ): ClientUnaryCall;
+  removeFromDenyList(
+    request: RemoveFromDenyListRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RemoveFromDenyListResponse) => void,
+  ): ClientUnaryCall;
+  removeFromDenyList(
+    request: RemoveFromDenyListRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RemoveFromDenyListResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Unenrolls a card at the rider's request: the issuer revokes the
+   * agreement at the credit authorizer and lists the card REVOKED. Rides
+   * taken before are still debited. The card can be enrolled again later.
+   * Idempotent: unenrolling an unenrolled card returns it.
+   */
+  unenrollCard(
+    request: UnenrollCardRequest,
+    callback: (error: ServiceError | null, response: UnenrollCardResponse) => void,
+  ): ClientUnaryCall;
+  unenrollCard(
+    request: UnenrollCardRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: UnenrollCardResponse) => void,
+  ): ClientUnaryCall;
+  unenrollCard(
+    request: UnenrollCardRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: UnenrollCardResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Reports a card lost or stolen: it is listed LOST, its agreement revoked,
+   * and it cannot be enrolled again; the rider enrolls a new card on the
+   * same account. Idempotent.
+   */
+  reportCardLost(
+    request: ReportCardLostRequest,
+    callback: (error: ServiceError | null, response: ReportCardLostResponse) => void,
+  ): ClientUnaryCall;
+  reportCardLost(
+    request: ReportCardLostRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ReportCardLostResponse) => void,
+  ): ClientUnaryCall;
+  reportCardLost(
+    request: ReportCardLostRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ReportCardLostResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Retries a card's debts now (e.g. after the rider topped up the payment
+   * account) instead of waiting for the retry schedule, and answers what
+   * was recovered. Safe to repeat.
+   */
+  retryDebts(
+    request: RetryDebtsRequest,
+    callback: (error: ServiceError | null, response: RetryDebtsResponse) => void,
+  ): ClientUnaryCall;
+  retryDebts(
+    request: RetryDebtsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RetryDebtsResponse) => void,
+  ): ClientUnaryCall;
+  retryDebts(
+    request: RetryDebtsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RetryDebtsResponse) => void,
   ): ClientUnaryCall;
 }
 

@@ -199,6 +199,13 @@ export interface GetTerminalStatusResponse {
   denyListVersion: string;
   /** Number of cards on the deny list the terminal holds. */
   denyListSize: string;
+  /** Line or route this terminal serves (empty: a single flat fare). */
+  lineId: string;
+  /**
+   * When the terminal last heard from the issuer's deny list (a change or
+   * an up-to-date answer); unset if never since it started.
+   */
+  denyListSyncedAt: Date | undefined;
 }
 
 function createBasePresentCardRequest(): PresentCardRequest {
@@ -472,6 +479,8 @@ function createBaseGetTerminalStatusResponse(): GetTerminalStatusResponse {
     lastForwardedAt: undefined,
     denyListVersion: "0",
     denyListSize: "0",
+    lineId: "",
+    denyListSyncedAt: undefined,
   };
 }
 
@@ -500,6 +509,12 @@ export const GetTerminalStatusResponse: MessageFns<GetTerminalStatusResponse> = 
     }
     if (message.denyListSize !== "0") {
       writer.uint32(64).int64(message.denyListSize);
+    }
+    if (message.lineId !== "") {
+      writer.uint32(74).string(message.lineId);
+    }
+    if (message.denyListSyncedAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.denyListSyncedAt), writer.uint32(82).fork()).join();
     }
     return writer;
   },
@@ -581,6 +596,22 @@ export const GetTerminalStatusResponse: MessageFns<GetTerminalStatusResponse> = 
             message.denyListSize = reader.int64().toString();
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.lineId = reader.string();
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.denyListSyncedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -631,6 +662,16 @@ export const GetTerminalStatusResponse: MessageFns<GetTerminalStatusResponse> = 
         : isSet(object.deny_list_size)
         ? globalThis.String(object.deny_list_size)
         : "0",
+      lineId: isSet(object.lineId)
+        ? globalThis.String(object.lineId)
+        : isSet(object.line_id)
+        ? globalThis.String(object.line_id)
+        : "",
+      denyListSyncedAt: isSet(object.denyListSyncedAt)
+        ? fromJsonTimestamp(object.denyListSyncedAt)
+        : isSet(object.deny_list_synced_at)
+        ? fromJsonTimestamp(object.deny_list_synced_at)
+        : undefined,
     };
   },
 
@@ -660,6 +701,12 @@ export const GetTerminalStatusResponse: MessageFns<GetTerminalStatusResponse> = 
     if (message.denyListSize !== "0") {
       obj.denyListSize = message.denyListSize;
     }
+    if (message.lineId !== "") {
+      obj.lineId = message.lineId;
+    }
+    if (message.denyListSyncedAt !== undefined) {
+      obj.denyListSyncedAt = message.denyListSyncedAt.toISOString();
+    }
     return obj;
   },
 
@@ -676,6 +723,8 @@ export const GetTerminalStatusResponse: MessageFns<GetTerminalStatusResponse> = 
     message.lastForwardedAt = object.lastForwardedAt ?? undefined;
     message.denyListVersion = object.denyListVersion ?? "0";
     message.denyListSize = object.denyListSize ?? "0";
+    message.lineId = object.lineId ?? "";
+    message.denyListSyncedAt = object.denyListSyncedAt ?? undefined;
     return message;
   },
 };

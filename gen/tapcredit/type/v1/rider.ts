@@ -13,8 +13,9 @@ export const protobufFileName = "tapcredit/type/v1/rider.proto";
 
 /**
  * The rider's identifying details, as entered in the phone app and held by
- * the credit authorizer for the rider's payment account. The authorizer only
- * binds a card to an account whose holder matches these details.
+ * the credit authorizer for the rider's payment account (as keyed hashes).
+ * The authorizer only binds a card to an account whose holder matches these
+ * details.
  */
 export interface Rider {
   /**

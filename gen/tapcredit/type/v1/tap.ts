@@ -41,7 +41,23 @@ export interface Tap {
     | Date
     | undefined;
   /** The card's zero-amount debit proof, which the issuer re-verifies. */
-  proof: CardProof | undefined;
+  proof:
+    | CardProof
+    | undefined;
+  /**
+   * Line or route the terminal serves, whose tariff set the fare (empty when
+   * the terminal has a single flat fare).
+   */
+  lineId?:
+    | string
+    | undefined;
+  /**
+   * W3C trace context (a `traceparent` value) of the call that accepted the
+   * tap, so one tap can be followed by its own trace id through the batches
+   * that carry it to the issuer and the authorizer. Empty when unknown. Not
+   * part of the tap's identity: a resend with another value is a duplicate.
+   */
+  traceparent?: string | undefined;
 }
 
 function createBaseTap(): Tap {
@@ -54,6 +70,8 @@ function createBaseTap(): Tap {
     fare: undefined,
     tappedAt: undefined,
     proof: undefined,
+    lineId: undefined,
+    traceparent: undefined,
   };
 }
 
@@ -82,6 +100,12 @@ export const Tap: MessageFns<Tap> = {
     }
     if (message.proof !== undefined) {
       CardProof.encode(message.proof, writer.uint32(66).fork()).join();
+    }
+    if (message.lineId !== undefined) {
+      writer.uint32(74).string(message.lineId);
+    }
+    if (message.traceparent !== undefined) {
+      writer.uint32(82).string(message.traceparent);
     }
     return writer;
   },
@@ -163,6 +187,22 @@ export const Tap: MessageFns<Tap> = {
             message.proof = CardProof.decode(reader, reader.uint32());
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.lineId = reader.string();
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.traceparent = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -209,6 +249,12 @@ export const Tap: MessageFns<Tap> = {
         ? fromJsonTimestamp(object.tapped_at)
         : undefined,
       proof: isSet(object.proof) ? CardProof.fromJSON(object.proof) : undefined,
+      lineId: isSet(object.lineId)
+        ? globalThis.String(object.lineId)
+        : isSet(object.line_id)
+        ? globalThis.String(object.line_id)
+        : undefined,
+      traceparent: isSet(object.traceparent) ? globalThis.String(object.traceparent) : undefined,
     };
   },
 
@@ -238,6 +284,12 @@ export const Tap: MessageFns<Tap> = {
     if (message.proof !== undefined) {
       obj.proof = CardProof.toJSON(message.proof);
     }
+    if (message.lineId !== undefined) {
+      obj.lineId = message.lineId;
+    }
+    if (message.traceparent !== undefined) {
+      obj.traceparent = message.traceparent;
+    }
     return obj;
   },
 
@@ -256,6 +308,8 @@ export const Tap: MessageFns<Tap> = {
     message.proof = (object.proof !== undefined && object.proof !== null)
       ? CardProof.fromPartial(object.proof)
       : undefined;
+    message.lineId = object.lineId ?? undefined;
+    message.traceparent = object.traceparent ?? undefined;
     return message;
   },
 };

@@ -1,0 +1,114 @@
+// Authorization by peer identity, in one place per server: a table
+// (RPC -> roles allowed, plus an optional check that the request names the
+// caller itself) enforced by a server interceptor before any handler runs.
+// RPCs not in the table are refused (fail closed), so a new RPC must be
+// added to its service's table to be callable. Only active with mTLS: on a
+// plaintext (--insecure, loopback-only) server there is no peer identity.
+import { status, ServerInterceptingCall, type ServerInterceptor, type ServiceDefinition } from '@grpc/grpc-js';
+import { ApiError, toServiceError } from './errors.js';
+import type { PeerIdentity, Role } from './identity.js';
+import type { Logger } from './log.js';
+import { peerIdentity } from './tls.js';
+
+export interface AccessRule {
+  /** Roles that may call the RPC. */
+  allow: readonly Role[];
+  /**
+   * For RPCs whose request names the caller (a terminal's taps, the issuer
+   * asking for a debit): a refusal text when it names someone else.
+   */
+  bind?: (peer: PeerIdentity, request: any) => string | undefined;
+}
+
+export interface AccessPolicy {
+  /** Fully-qualified service name, e.g. "tapcredit.issuer.v1.IssuerService". */
+  service: string;
+  /** ErrorInfo domain of the service's errors. */
+  domain: string;
+  /** RPC name as in the proto -> who may call it. */
+  rules: Record<string, AccessRule>;
+}
+
+/** Services every authenticated peer may use: health checks and reflection. */
+export const OPEN_SERVICES = ['grpc.health.v1.Health', 'grpc.reflection.v1.ServerReflection', 'grpc.reflection.v1alpha.ServerReflection'];
+
+/** The RPC names of a generated service definition that have no rule (to keep tables complete). */
+export const rpcsWithoutRule = (policy: AccessPolicy, definition: ServiceDefinition): string[] =>
+  Object.values(definition)
+    .map((m) => m.path.slice(m.path.lastIndexOf('/') + 1))
+    .filter((rpc) => !(rpc in policy.rules));
+
+/** Convenience for rules: refuse unless the request's field equals the caller's name. */
+export const namesCaller = (field: string, value: string, peer: PeerIdentity): string | undefined =>
+  value === peer.name ? undefined : `${field} ${JSON.stringify(value)} is not the caller (${peer.uri})`;
+
+type Decision = { ok: true } | { ok: false; error: ApiError };
+
+/** The decision for a call to path by peer, before its request is read. */
+export function decideCall(policies: AccessPolicy[], path: string, peer: PeerIdentity | undefined): Decision & { rule?: AccessRule } {
+  const [, service = '', rpc = ''] = /^\/([^/]+)\/([^/]+)$/.exec(path) ?? [];
+  const meta = { rpc: `${service}/${rpc}`, peer: peer?.uri ?? '' };
+  if (!peer) {
+    return { ok: false, error: new ApiError(status.UNAUTHENTICATED, 'PEER_IDENTITY_MISSING', 'the client certificate carries no tapcredit identity (spiffe://tapcredit/<role>/<name>)', meta) };
+  }
+  if (OPEN_SERVICES.includes(service)) return { ok: true };
+  const rule = policies.find((p) => p.service === service)?.rules[rpc];
+  if (!rule) return { ok: false, error: new ApiError(status.PERMISSION_DENIED, 'RPC_NOT_IN_POLICY', `${meta.rpc} is not open to any caller`, meta) };
+  if (!rule.allow.includes(peer.role)) {
+    return {
+      ok: false,
+      error: new ApiError(status.PERMISSION_DENIED, 'PEER_ROLE_NOT_ALLOWED', `${rpc} may be called by ${rule.allow.join(', ')}; not by ${peer.uri}`, {
+        ...meta,
+        allowed_roles: rule.allow.join(','),
+      }),
+    };
+  }
+  return { ok: true, rule };
+}
+
+/** The decision once the request is read, for rules that bind it to the caller. */
+export function decideRequest(rule: AccessRule | undefined, path: string, peer: PeerIdentity, request: unknown): Decision {
+  // A body that did not parse (common/server.ts MalformedRequest) goes on to be refused as INVALID_ARGUMENT.
+  if (Object.getPrototypeOf(request) !== Object.prototype) return { ok: true };
+  const refusal = rule?.bind?.(peer, request);
+  if (!refusal) return { ok: true };
+  const rpc = path.slice(1);
+  return { ok: false, error: new ApiError(status.PERMISSION_DENIED, 'PEER_IDENTITY_MISMATCH', refusal, { rpc, peer: peer.uri }) };
+}
+
+/** The interceptor that enforces the policies; a refused call ends with the status and never reaches its handler. */
+export function authorizationInterceptor(policies: AccessPolicy[], log: Logger): ServerInterceptor {
+  return (method, call) => {
+    let peer: PeerIdentity | undefined;
+    let rule: AccessRule | undefined;
+    let refused = false;
+    const domainOf = () => policies.find((p) => method.path.startsWith(`/${p.service}/`))?.domain ?? 'tapcredit';
+    const refuse = (error: ApiError) => {
+      refused = true;
+      log.warn({ rpc: method.path, peer: peer?.uri, code: error.code, reason: error.reason }, 'rpc refused by access policy');
+      const { code, details, metadata } = toServiceError(error, domainOf());
+      call.sendStatus({ code: code!, details: details!, metadata: metadata! });
+    };
+    return new ServerInterceptingCall(call, {
+      start: (next) =>
+        next({
+          onReceiveMetadata: (metadata, nextMetadata) => {
+            peer = peerIdentity(call);
+            const decision = decideCall(policies, method.path, peer);
+            if (!decision.ok) return refuse(decision.error);
+            rule = decision.rule;
+            nextMetadata(metadata);
+          },
+          onReceiveMessage: (message, nextMessage) => {
+            if (refused) return;
+            const decision = decideRequest(rule, method.path, peer!, message);
+            if (!decision.ok) return refuse(decision.error);
+            nextMessage(message);
+          },
+          onReceiveHalfClose: (nextHalfClose) => {
+            if (!refused) nextHalfClose();
+          },
+        }),
+    });
+  };
+}

@@ -1,0 +1,218 @@
+// Debt recovery. A declined debit leaves its tap DECLINED (a debt) and lists
+// the card DEBT. The debt is retried on a schedule (backoff doubling per
+// retry) and when the rider asks (RetryDebts, e.g. after a top-up). Each
+// retry is a new debit at the authorizer: the authorizer keeps the declined
+// answer of a request id for good, so attempt n uses request id
+// "<tap id>:r<n>" and names the tap in tap_id. The attempt is stored PENDING
+// before it is sent (the outbox), so a crash resends the same request id,
+// and the authorizer debits a tap at most once whatever the request id. A
+// recovered debt turns the tap DEDUCTED (recovered); once a card owes
+// nothing, its DEBT listing is removed.
+import { createHash } from 'node:crypto';
+import { asText, isUniqueViolation, type Db } from '../common/db.js';
+import { notFound } from '../common/errors.js';
+import { MAX_BATCH, Violations } from '../common/validate.js';
+import { DeductStatus, type DeductItem } from '../gen/tapcredit/authorizer/v1/authorizer.js';
+import type { RetryDebtsRequest, RetryDebtsResponse } from '../gen/tapcredit/issuer/v1/issuer.js';
+import { chunks, DEFAULT_DEBT_RETRY, debtRetryDelay, type IssuerContext } from './context.js';
+import { checkResults, declineReasonName } from './deductions.js';
+import { denyListEntry, removeReason } from './deny-list.js';
+
+export const DEFAULT_DEBT_BATCH_SIZE = 500;
+
+/** Authorizer request id of retry n (n >= 1) of a tap's debit; the first debit used the tap id itself. */
+export function retryRequestId(tapId: string, n: number): string {
+  const id = `${tapId}:r${n}`;
+  // Ids are at most 64 characters: a long tap id is replaced by its digest (the tap travels in tap_id).
+  return id.length <= 64 ? id : `r${n}:${createHash('sha256').update(tapId).digest('hex').slice(0, 48)}`;
+}
+
+interface Attempt {
+  request_id: string;
+  tap_id: string;
+  attempt: number;
+  card_id: string;
+  agreement_id: string;
+  fare_currency: string;
+  due_minor: string;
+  tapped_at: string;
+}
+
+export interface DebtStepResult {
+  retried: number;
+  recovered: number;
+  /** A full batch was due: more may be waiting. */
+  more: boolean;
+}
+
+const attemptColumns = (db: Db) => [
+  'a.request_id',
+  'a.tap_id',
+  'a.attempt',
+  't.card_id',
+  't.agreement_id',
+  't.fare_currency',
+  asText(db, 't.due_minor'),
+  asText(db, 't.tapped_at'),
+];
+
+/**
+ * Claims attempts to send: those a crash or a failed call left PENDING, then
+ * a new attempt for each due debt (every debt of cardId when given, whatever
+ * its schedule). One transaction; a concurrent claimer of the same attempt
+ * number fails on the (tap_id, attempt) key.
+ */
+async function claimAttempts(db: Db, now: number, batchSize: number, cardId?: string): Promise<Attempt[]> {
+  return db.transaction(async (trx) => {
+    const pendingQuery = trx('debit_attempts as a').join('taps as t', 't.tap_id', 'a.tap_id').where('a.state', 'PENDING').orderBy('a.created_at').limit(batchSize);
+    if (cardId) pendingQuery.where('t.card_id', cardId);
+    const pending: Attempt[] = await pendingQuery.select(attemptColumns(trx));
+    const room = batchSize - pending.length;
+    if (room <= 0) return pending;
+
+    const dueQuery = trx('taps')
+      .where({ state: 'DECLINED' })
+      .whereNotExists(trx('debit_attempts').whereRaw('debit_attempts.tap_id = taps.tap_id').where('debit_attempts.state', 'PENDING'))
+      .orderBy('id')
+      .limit(room);
+    if (cardId) dueQuery.where({ card_id: cardId });
+    else dueQuery.where('next_retry_at', '<=', String(now));
+    const due = await dueQuery.select('tap_id', 'card_id', 'agreement_id', 'fare_currency', asText(trx, 'due_minor'), asText(trx, 'tapped_at'), 'debt_retries');
+
+    const claimed: Attempt[] = due.map((t: any) => {
+      const attempt = Number(t.debt_retries) + 1;
+      return { ...t, attempt, request_id: retryRequestId(t.tap_id, attempt) };
+    });
+    for (const part of chunks(claimed)) {
+      await trx('debit_attempts').insert(
+        part.map((a) => ({ request_id: a.request_id, tap_id: a.tap_id, attempt: a.attempt, state: 'PENDING', created_at: String(now) })),
+      );
+    }
+    for (const a of claimed) await trx('taps').where({ tap_id: a.tap_id }).update({ debt_retries: a.attempt, updated_at: String(now) });
+    return [...pending, ...claimed];
+  });
+}
+
+/**
+ * The agreement a debt is collected under: the card's current binding when it
+ * is enrolled (after a re-enrollment that is the new agreement), else the
+ * agreement the tap was taken under.
+ */
+async function collectingAgreements(db: Db, cardIds: string[]): Promise<Map<string, string>> {
+  const current = new Map<string, string>();
+  for (const ids of chunks(cardIds)) {
+    const rows = await db('cards as c')
+      .join('enrollments as e', 'e.request_id', 'c.enrollment_request_id')
+      .whereIn('c.card_id', ids)
+      .where('c.state', 'ENROLLED')
+      .select('c.card_id', 'e.agreement_id');
+    for (const r of rows) current.set(r.card_id, r.agreement_id);
+  }
+  return current;
+}
+
+/**
+ * One step of the debt worker: sends the claimed attempts in one Deduct call
+ * and stores the answers. Rejects when the call fails (the attempts stay
+ * PENDING and are resent with the same request ids).
+ */
+export async function debtStep(ctx: IssuerContext, opts: { cardId?: string; batchSize?: number } = {}): Promise<DebtStepResult> {
+  const { db } = ctx;
+  const batchSize = opts.batchSize ?? DEFAULT_DEBT_BATCH_SIZE;
+  let attempts: Attempt[];
+  for (let i = 1; ; i++) {
+    try {
+      attempts = await claimAttempts(db, ctx.now().getTime(), batchSize, opts.cardId);
+      break;
+    } catch (err) {
+      // A concurrent claimer took the same attempt number first: claim again, it is PENDING now.
+      if (!isUniqueViolation(err) || i >= 3) throw err;
+    }
+  }
+  if (attempts.length === 0) return { retried: 0, recovered: 0, more: false };
+
+  const agreements = await collectingAgreements(db, [...new Set(attempts.map((a) => a.card_id))]);
+  const items: DeductItem[] = attempts.map((a) => ({
+    requestId: a.request_id,
+    tapId: a.tap_id,
+    agreementId: agreements.get(a.card_id) ?? a.agreement_id,
+    amount: { currencyCode: a.fare_currency, minorUnits: a.due_minor },
+    tappedAt: new Date(Number(a.tapped_at)),
+  }));
+  const { results } = await ctx.authorizer.deduct({ issuerId: ctx.issuerId, items });
+  checkResults(items, results);
+
+  const retry = ctx.debtRetry ?? DEFAULT_DEBT_RETRY;
+  const now = ctx.now().getTime();
+  const byRequest = new Map(attempts.map((a) => [a.request_id, a]));
+  let recovered = 0;
+  let unlisted = false;
+  await db.transaction(async (trx) => {
+    const recoveredCards = new Set<string>();
+    for (const r of results) {
+      const a = byRequest.get(r.requestId)!;
+      const outcome =
+        r.status === DeductStatus.DEDUCT_STATUS_DEBITED
+          ? { state: 'DEBITED', reason: null, deduction_id: r.deductionId }
+          : r.status === DeductStatus.DEDUCT_STATUS_DECLINED
+            ? { state: 'DECLINED', reason: declineReasonName(r.declineReason), deduction_id: null }
+            : { state: 'REJECTED', reason: r.errorReason || 'REJECTED_BY_AUTHORIZER', deduction_id: null };
+      // Guarded by state: an answer is stored once, whatever a concurrent sender did.
+      const stored = await trx('debit_attempts').where({ request_id: a.request_id, state: 'PENDING' }).update({ ...outcome, answered_at: String(now) });
+      if (stored === 0) continue;
+      if (outcome.state === 'DEBITED') {
+        const updated = await trx('taps').where({ tap_id: a.tap_id, state: 'DECLINED' }).update({
+          state: 'DEDUCTED',
+          deduction_id: r.deductionId,
+          charged_currency: a.fare_currency,
+          charged_minor: a.due_minor,
+          recovered_at: String(now),
+          next_retry_at: null,
+          updated_at: String(now),
+        });
+        if (updated > 0) {
+          await trx('tap_state_changes').insert({ tap_id: a.tap_id, state: 'DEDUCTED', changed_at: String(now) });
+          recovered++;
+          recoveredCards.add(a.card_id);
+        }
+      } else {
+        if (outcome.state === 'REJECTED') ctx.log.error({ tapId: a.tap_id, requestId: a.request_id, reason: outcome.reason }, 'debt retry rejected by the authorizer');
+        const update: Record<string, string> = { next_retry_at: String(now + debtRetryDelay(retry, a.attempt)), updated_at: String(now) };
+        if (outcome.state === 'DECLINED') update.decline_reason = outcome.reason!;
+        await trx('taps').where({ tap_id: a.tap_id, state: 'DECLINED' }).update(update);
+      }
+    }
+    // A card that owes nothing any more leaves the deny list (for DEBT; other reasons stay).
+    for (const cardId of recoveredCards) {
+      const owing = await trx('taps').where({ card_id: cardId, state: 'DECLINED' }).first('tap_id');
+      if (!owing && (await removeReason(trx, cardId, 'DEBT', now))) unlisted = true;
+    }
+  });
+  if (unlisted) ctx.denyListFeed?.notify();
+  ctx.log.info({ retried: attempts.length, recovered, cardId: opts.cardId }, 'debts retried');
+  return { retried: attempts.length, recovered, more: attempts.length === batchSize };
+}
+
+/** Sum of the amounts due of a card's DECLINED taps. */
+export async function outstandingDebt(db: Db, cardId: string): Promise<bigint> {
+  const [row] = await db('taps').where({ card_id: cardId, state: 'DECLINED' }).select(db.raw('CAST(COALESCE(SUM(due_minor), 0) AS TEXT) AS total'));
+  return BigInt(row.total);
+}
+
+/** RetryDebts: every debt of the card is retried now, once. */
+export async function retryDebts(ctx: IssuerContext, req: RetryDebtsRequest): Promise<RetryDebtsResponse> {
+  const v = new Violations();
+  v.id('card_id', req.cardId);
+  v.throwIfAny();
+  if (!(await ctx.db('cards').where({ card_id: req.cardId }).first('card_id'))) {
+    throw notFound('CARD_NOT_FOUND', `card ${req.cardId} is not known to this issuer`, { card_id: req.cardId });
+  }
+  // One Deduct call: a card is blocked at its first debt, so it never owes more than a few taps.
+  const { retried, recovered } = await debtStep(ctx, { cardId: req.cardId, batchSize: MAX_BATCH });
+  return {
+    retriedCount: retried,
+    recoveredCount: recovered,
+    outstandingDebt: { currencyCode: ctx.currencyCode, minorUnits: (await outstandingDebt(ctx.db, req.cardId)).toString() },
+    denyListEntry: await denyListEntry(ctx.db, req.cardId),
+  };
+}

@@ -1,0 +1,159 @@
+// What the issuer decides about authenticated taps while it stores them, in
+// the TapReport transaction: the amount due under the daily fare cap, and
+// clone detection from the card counter.
+//
+// A genuine card's counter rises by one on every zero-amount debit, so two
+// taps with the same counter, or a tap taken later with a lower counter than
+// one taken earlier, mean two chips share one card image: a clone. Taps reach
+// the issuer out of order (each terminal forwards on its own), so a counter
+// lower than the highest seen is not evidence by itself; only the order of
+// tapped_at is, beyond a clock tolerance between terminals.
+import { asText, type Db } from '../common/db.js';
+import type { Tap } from '../gen/tapcredit/type/v1/tap.js';
+import { chunks, DEFAULT_CLONE_CLOCK_SKEW_MS, type IssuerContext } from './context.js';
+import { addReason } from './deny-list.js';
+import { amountDue, NO_CAP, serviceDay } from './fares.js';
+
+export type CloneReason = 'COUNTER_REPEATED' | 'COUNTER_WENT_BACK';
+
+export interface CounterTap {
+  tapId: string;
+  counter: bigint;
+  /** Epoch ms, by the terminal's clock. */
+  tappedAt: number;
+}
+
+/** Why two taps of one card show a clone, or undefined when they are consistent with one genuine card. */
+export function cloneEvidence(a: CounterTap, b: CounterTap, skewMs: number): CloneReason | undefined {
+  if (a.tapId === b.tapId) return undefined;
+  if (a.counter === b.counter) return 'COUNTER_REPEATED';
+  const [earlier, later] = a.tappedAt <= b.tappedAt ? [a, b] : [b, a];
+  if (later.tappedAt - earlier.tappedAt > skewMs && later.counter < earlier.counter) return 'COUNTER_WENT_BACK';
+  return undefined;
+}
+
+export interface TapAssessment {
+  serviceDay: string;
+  due: bigint;
+  cloneReason?: CloneReason;
+}
+
+interface CardState {
+  /** Highest counter seen (enrollment proof or taps). */
+  lastCounter: bigint;
+  lastTappedAt: number | undefined;
+  /** Taps of this batch assessed so far. */
+  batch: CounterTap[];
+}
+
+/**
+ * Assesses the authenticated taps of enrolled cards in arrival order and
+ * stores what concerns already stored rows: clone marks on earlier taps,
+ * CLONED listings, the cards' latest tapped_at. Returns each tap's
+ * assessment and whether the deny list changed.
+ */
+export async function assessTaps(trx: Db, ctx: IssuerContext, taps: Tap[], now: number): Promise<{ byTap: Map<string, TapAssessment>; denyListChanged: boolean }> {
+  const cap = ctx.fareCap ?? NO_CAP;
+  const skew = ctx.cloneClockSkewMs ?? DEFAULT_CLONE_CLOCK_SKEW_MS;
+  const cardIds = [...new Set(taps.map((t) => t.cardId))].sort();
+  const cards = new Map<string, CardState>();
+  for (const ids of chunks(cardIds)) {
+    // On PostgreSQL, concurrent reports of one card queue here, so the day's
+    // total and the counter history each sees include the other's taps.
+    if (trx.client.config.client === 'pg') await trx('cards').whereIn('card_id', ids).orderBy('card_id').forUpdate().select('card_id');
+    const rows = await trx('cards').whereIn('card_id', ids).select('card_id', asText(trx, 'last_counter'), asText(trx, 'last_tapped_at'));
+    for (const r of rows) {
+      cards.set(r.card_id, { lastCounter: BigInt(r.last_counter), lastTappedAt: r.last_tapped_at == null ? undefined : Number(r.last_tapped_at), batch: [] });
+    }
+  }
+
+  const byTap = new Map<string, TapAssessment>();
+  // "<card>\0<day>" -> amount due so far that day: what is stored, read in one grouped query per chunk of cards.
+  const spent = new Map<string, bigint>();
+  if (cap.dailyCapMinor !== undefined) {
+    const days = [...new Set(taps.map((t) => serviceDay(t.tappedAt!.getTime(), cap)))];
+    for (const ids of chunks(cardIds, 400)) {
+      for (const someDays of chunks(days, 400)) {
+        const rows = await trx('taps')
+          .whereIn('card_id', ids)
+          .whereIn('service_day', someDays)
+          .whereNot({ state: 'REJECTED' })
+          .groupBy('card_id', 'service_day')
+          .select('card_id', 'service_day', trx.raw('CAST(COALESCE(SUM(due_minor), 0) AS TEXT) AS total'));
+        for (const r of rows) spent.set(`${r.card_id}\0${r.service_day}`, BigInt(r.total));
+      }
+    }
+  }
+  const markStored = new Map<string, CloneReason>();
+  const cloned = new Set<string>();
+  for (const tap of taps) {
+    const card = cards.get(tap.cardId)!;
+    const tappedAt = tap.tappedAt!.getTime();
+    const day = serviceDay(tappedAt, cap);
+
+    let due = BigInt(tap.fare!.minorUnits);
+    if (cap.dailyCapMinor !== undefined) {
+      const key = `${tap.cardId}\0${day}`;
+      const sofar = spent.get(key) ?? 0n;
+      due = amountDue(due, sofar, cap.dailyCapMinor);
+      spent.set(key, sofar + due);
+    }
+    const assessment: TapAssessment = { serviceDay: day, due };
+    byTap.set(tap.tapId, assessment);
+
+    const self: CounterTap = { tapId: tap.tapId, counter: BigInt(tap.proof!.counter), tappedAt };
+    // A tap that is the newest so far (counter above all seen, in this batch
+    // too, and not taken before the latest by more than the tolerance) cannot
+    // contradict any: only otherwise are the batch and the history compared.
+    const inOrder = self.counter > card.lastCounter && (card.lastTappedAt === undefined || tappedAt >= card.lastTappedAt - skew);
+    if (!inOrder) {
+      for (const other of card.batch) {
+        const reason = cloneEvidence(self, other, skew);
+        if (reason) {
+          assessment.cloneReason ??= reason;
+          byTap.get(other.tapId)!.cloneReason ??= reason;
+          cloned.add(tap.cardId);
+        }
+      }
+      const rows = await trx('taps')
+        .where({ card_id: tap.cardId })
+        .whereNot({ state: 'REJECTED' })
+        .where((q) =>
+          q
+            .where('proof_counter', self.counter.toString())
+            .orWhere((q2) => q2.where('proof_counter', '>', self.counter.toString()).where('tapped_at', '<', String(tappedAt - skew)))
+            .orWhere((q3) => q3.where('proof_counter', '<', self.counter.toString()).where('tapped_at', '>', String(tappedAt + skew))),
+        )
+        .limit(50)
+        .select('tap_id', asText(trx, 'proof_counter'), asText(trx, 'tapped_at'), 'clone_reason');
+      for (const r of rows) {
+        const reason = cloneEvidence(self, { tapId: r.tap_id, counter: BigInt(r.proof_counter), tappedAt: Number(r.tapped_at) }, skew);
+        if (!reason) continue;
+        assessment.cloneReason ??= reason;
+        if (!r.clone_reason && !markStored.has(r.tap_id)) markStored.set(r.tap_id, reason);
+        cloned.add(tap.cardId);
+      }
+    }
+    card.batch.push(self);
+    if (self.counter > card.lastCounter) card.lastCounter = self.counter;
+    if (card.lastTappedAt === undefined || tappedAt > card.lastTappedAt) card.lastTappedAt = tappedAt;
+  }
+
+  for (const [tapId, reason] of markStored) {
+    await trx('taps').where({ tap_id: tapId }).whereNull('clone_reason').update({ clone_reason: reason, updated_at: String(now) });
+  }
+  for (const [cardId, card] of cards) {
+    if (card.batch.length === 0 || card.lastTappedAt === undefined) continue;
+    const at = String(card.lastTappedAt);
+    await trx('cards')
+      .where({ card_id: cardId })
+      .where((q) => q.whereNull('last_tapped_at').orWhere('last_tapped_at', '<', at))
+      .update({ last_tapped_at: at });
+  }
+  let denyListChanged = false;
+  for (const cardId of cloned) {
+    if (await addReason(trx, cardId, 'CLONED', now)) denyListChanged = true;
+    ctx.log.warn({ cardId }, 'card counter shows a clone; card listed CLONED');
+  }
+  return { byTap, denyListChanged };
+}

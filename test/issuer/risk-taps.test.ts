@@ -1,0 +1,210 @@
+// What TapReport decides besides storing: the amount due under the daily cap
+// (arrival order, service-day boundary, CAPPED taps) and clone detection from
+// the card counter (repeats and counters going back in time, not mere
+// out-of-order arrival).
+import { status } from '@grpc/grpc-js';
+import { expect } from 'chai';
+import { TapState } from '../../gen/tapcredit/issuer/v1/issuer.js';
+import type { CardImage } from '../../gen/tapcredit/type/v1/card.js';
+import type { Tap } from '../../gen/tapcredit/type/v1/tap.js';
+import { getCard, listCardTaps } from '../../issuer/cards.js';
+import { deductStep } from '../../issuer/deductions.js';
+import { cardReasons } from '../../issuer/deny-list.js';
+import { enrollCard } from '../../issuer/enrollment.js';
+import { amountDue, parseClockTime, parseUtcOffset, serviceDay } from '../../issuer/fares.js';
+import { cloneEvidence } from '../../issuer/tap-risk.js';
+import { reportTaps } from '../../issuer/taps.js';
+import { enrollRequest, expectApiError, money, newCard, openTestIssuer, tapOf, type TestIssuer } from './fixtures.js';
+
+const MINUTE = 60_000;
+const T0 = Date.parse('2030-03-10T02:00:00Z'); // 10:00 at UTC+8
+
+describe('fares: service day and cap arithmetic', () => {
+  const cfg = { dayStartMinutes: 240, utcOffsetMinutes: 480 }; // 04:00 at UTC+8
+
+  it('puts a ride before the boundary on the previous service day', () => {
+    expect(serviceDay(Date.parse('2030-03-10T19:59:00Z'), cfg)).to.equal('2030-03-10'); // 03:59 local on the 11th
+    expect(serviceDay(Date.parse('2030-03-10T20:00:00Z'), cfg)).to.equal('2030-03-11'); // 04:00 local
+    expect(serviceDay(Date.parse('2030-03-10T15:59:00Z'), cfg)).to.equal('2030-03-10'); // 23:59 local
+    expect(serviceDay(Date.parse('2030-03-10T12:00:00Z'), { dayStartMinutes: 0, utcOffsetMinutes: 0 })).to.equal('2030-03-10');
+  });
+
+  it('reduces a fare to what is left under the cap, never below zero', () => {
+    expect(amountDue(200n, 0n, 500n)).to.equal(200n);
+    expect(amountDue(200n, 400n, 500n)).to.equal(100n);
+    expect(amountDue(200n, 500n, 500n)).to.equal(0n);
+    expect(amountDue(200n, 700n, 500n)).to.equal(0n);
+    expect(amountDue(200n, 10_000n, undefined)).to.equal(200n);
+  });
+
+  it('parses the boundary and the offset', () => {
+    expect(parseClockTime('04:00')).to.equal(240);
+    expect(parseUtcOffset('+08:00')).to.equal(480);
+    expect(parseUtcOffset('-03:30')).to.equal(-210);
+    expect(parseUtcOffset('Z')).to.equal(0);
+    expect(() => parseClockTime('24:00')).to.throw(/HH:MM/);
+    expect(() => parseUtcOffset('8')).to.throw(/UTC offset/);
+  });
+});
+
+describe('clone evidence between two taps of a card', () => {
+  const skew = MINUTE;
+  const at = (tapId: string, counter: bigint, tappedAt: number) => ({ tapId, counter, tappedAt });
+
+  it('is a repeated counter, or a later tap with a lower counter beyond the clock tolerance', () => {
+    expect(cloneEvidence(at('a', 5n, T0), at('b', 5n, T0 + 60 * MINUTE), skew)).to.equal('COUNTER_REPEATED');
+    expect(cloneEvidence(at('a', 9n, T0), at('b', 4n, T0 + 60 * MINUTE), skew)).to.equal('COUNTER_WENT_BACK');
+    expect(cloneEvidence(at('b', 4n, T0 + 60 * MINUTE), at('a', 9n, T0), skew)).to.equal('COUNTER_WENT_BACK');
+  });
+
+  it('is not a lower counter that arrives late, nor an inversion within the tolerance, nor the tap itself', () => {
+    expect(cloneEvidence(at('a', 4n, T0), at('b', 9n, T0 + 60 * MINUTE), skew)).to.equal(undefined);
+    expect(cloneEvidence(at('a', 9n, T0), at('b', 4n, T0 + 30_000), skew)).to.equal(undefined);
+    expect(cloneEvidence(at('a', 5n, T0), at('a', 5n, T0), skew)).to.equal(undefined);
+  });
+});
+
+describe('issuer: TapReport risk decisions', () => {
+  let t: TestIssuer;
+  let card: CardImage;
+  let agreementId: string;
+
+  beforeEach(async () => {
+    t = await openTestIssuer();
+    const enrolled = enrollRequest(newCard(t.masterKey, 'C1'), 'req-1');
+    agreementId = (await enrollCard(t.ctx, enrolled.request)).enrollment!.agreementId;
+    card = enrolled.card;
+  });
+  afterEach(() => t.close());
+
+  /** The card's next tap at a terminal, taken at a given time. */
+  function next(terminalId: string, sequence: number, tappedAt: number, fare = 200n, from = card): Tap {
+    const made = tapOf(from, agreementId, terminalId, sequence, fare);
+    if (from === card) card = made.card;
+    return { ...made.tap, tappedAt: new Date(tappedAt) };
+  }
+  const held = async () => (await listCardTaps(t.ctx, { cardId: 'C1', pageSize: 500, pageToken: '' })).taps.reverse();
+
+  it('stores the line a tap was taken on, and refuses a malformed line id', async () => {
+    const onLine = { ...next('T1', 1, T0), lineId: 'M1' };
+    await reportTaps(t.ctx, { terminalId: 'T1', taps: [onLine] });
+    expect((await held())[0].tap).to.deep.equal(onLine);
+    const err = await expectApiError(reportTaps(t.ctx, { terminalId: 'T1', taps: [{ ...next('T1', 2, T0), lineId: 'M 1' }] }), status.INVALID_ARGUMENT, 'INVALID_ARGUMENT');
+    expect(err.fieldViolations.map((v) => v.field)).to.deep.equal(['taps[0].line_id']);
+  });
+
+  describe('daily cap', () => {
+    beforeEach(() => {
+      t.ctx.fareCap = { dailyCapMinor: 500n, dayStartMinutes: 240, utcOffsetMinutes: 480 };
+    });
+
+    it('charges fares in arrival order until the cap, then the rest, then nothing (CAPPED, final, charged zero)', async () => {
+      const taps = [0, 1, 2, 3].map((i) => next('T1', i + 1, T0 + i * MINUTE));
+      await reportTaps(t.ctx, { terminalId: 'T1', taps: taps.slice(0, 2) });
+      await reportTaps(t.ctx, { terminalId: 'T1', taps: taps.slice(2) });
+      const h = await held();
+      expect(h.map((x) => [x.amountDue?.minorUnits, x.state])).to.deep.equal([
+        ['200', TapState.TAP_STATE_RECEIVED],
+        ['200', TapState.TAP_STATE_RECEIVED],
+        ['100', TapState.TAP_STATE_RECEIVED],
+        ['0', TapState.TAP_STATE_CAPPED],
+      ]);
+      expect(h[3].charged).to.deep.equal(money(0));
+      expect(h[3].history.map((x) => x.state)).to.deep.equal([TapState.TAP_STATE_CAPPED]);
+      expect(h.every((x) => x.serviceDay === '2030-03-10')).to.equal(true);
+
+      // The debit asks for the amount due; a CAPPED tap is never sent.
+      await deductStep(t.ctx);
+      expect(t.authorizer.deductCalls[0].items.map((i) => [i.requestId, i.amount!.minorUnits])).to.deep.equal([
+        ['T1:1', '200'],
+        ['T1:2', '200'],
+        ['T1:3', '100'],
+      ]);
+      expect((await held()).map((x) => x.charged?.minorUnits)).to.deep.equal(['200', '200', '100', '0']);
+    });
+
+    it('starts a new service day at the boundary, not at midnight', async () => {
+      const lateNight = Date.parse('2030-03-10T19:30:00Z'); // 03:30 on the 11th, local: still the 10th's service day
+      const taps = [
+        next('T1', 1, lateNight - 60 * MINUTE),
+        next('T1', 2, lateNight - 30 * MINUTE),
+        next('T1', 3, lateNight),
+        next('T1', 4, lateNight + 31 * MINUTE), // 04:01 local: a new day
+      ];
+      await reportTaps(t.ctx, { terminalId: 'T1', taps });
+      expect((await held()).map((x) => [x.serviceDay, x.amountDue?.minorUnits])).to.deep.equal([
+        ['2030-03-10', '200'],
+        ['2030-03-10', '200'],
+        ['2030-03-10', '100'],
+        ['2030-03-11', '200'],
+      ]);
+    });
+
+    it('counts nothing without a cap', async () => {
+      t.ctx.fareCap = undefined;
+      await reportTaps(t.ctx, { terminalId: 'T1', taps: [1, 2, 3, 4].map((i) => next('T1', i, T0 + i * MINUTE)) });
+      expect((await held()).map((x) => x.amountDue?.minorUnits)).to.deep.equal(['200', '200', '200', '200']);
+    });
+  });
+
+  describe('clone detection', () => {
+    it('does not flag taps that arrive out of order from two terminals', async () => {
+      const a = next('T1', 1, T0);
+      const b = next('T2', 1, T0 + 10 * MINUTE);
+      const c = next('T1', 2, T0 + 20 * MINUTE);
+      await reportTaps(t.ctx, { terminalId: 'T2', taps: [b] });
+      await reportTaps(t.ctx, { terminalId: 'T1', taps: [a, c] });
+      expect((await held()).map((x) => x.cloneSuspected)).to.deep.equal([false, false, false]);
+      expect(await cardReasons(t.db, 'C1')).to.deep.equal([]);
+      expect((await getCard(t.ctx, { cardId: 'C1' })).card!.lastCounter).to.equal('4');
+    });
+
+    it('lists the card CLONED when two taps carry the same counter, and keeps and marks both', async () => {
+      const copy = { ...card };
+      const genuine = next('T1', 1, T0);
+      const cloned = next('T2', 1, T0 + 5 * MINUTE, 200n, copy);
+      expect(genuine.proof!.counter).to.equal(cloned.proof!.counter);
+      await reportTaps(t.ctx, { terminalId: 'T1', taps: [genuine] });
+      await reportTaps(t.ctx, { terminalId: 'T2', taps: [cloned] });
+      const h = await held();
+      expect(h.map((x) => [x.tap!.tapId, x.state, x.cloneSuspected, x.cloneReason])).to.deep.equal([
+        ['T1:1', TapState.TAP_STATE_RECEIVED, true, 'COUNTER_REPEATED'],
+        ['T2:1', TapState.TAP_STATE_RECEIVED, true, 'COUNTER_REPEATED'],
+      ]);
+      expect(await cardReasons(t.db, 'C1')).to.deep.equal(['CLONED']);
+    });
+
+    it('flags a later tap whose counter went back, and the earlier taps it contradicts', async () => {
+      // An image copied before the enrollment read: an hour after two genuine rides its counter is behind.
+      const copy = { ...card, counter: String(BigInt(card.counter) - 1n) };
+      const genuine = [next('T1', 1, T0), next('T1', 2, T0 + MINUTE)];
+      const cloned = next('T2', 1, T0 + 60 * MINUTE, 200n, copy);
+      await reportTaps(t.ctx, { terminalId: 'T1', taps: genuine });
+      await reportTaps(t.ctx, { terminalId: 'T2', taps: [cloned] });
+      const h = await held();
+      expect(h.filter((x) => x.cloneSuspected).map((x) => [x.tap!.tapId, x.cloneReason])).to.deep.equal([
+        ['T1:1', 'COUNTER_WENT_BACK'],
+        ['T1:2', 'COUNTER_WENT_BACK'],
+        ['T2:1', 'COUNTER_WENT_BACK'],
+      ]);
+      expect(await cardReasons(t.db, 'C1')).to.deep.equal(['CLONED']);
+    });
+
+    it('finds the evidence inside one batch', async () => {
+      const copy = { ...card };
+      const genuine = next('T1', 1, T0);
+      const cloned = { ...next('T1', 2, T0 + MINUTE, 200n, copy) };
+      await reportTaps(t.ctx, { terminalId: 'T1', taps: [genuine, cloned] });
+      expect((await held()).map((x) => x.cloneReason)).to.deep.equal(['COUNTER_REPEATED', 'COUNTER_REPEATED']);
+      expect(await cardReasons(t.db, 'C1')).to.deep.equal(['CLONED']);
+    });
+
+    it('tolerates terminal clocks a little apart', async () => {
+      const first = next('T1', 1, T0 + 30_000);
+      const second = next('T2', 1, T0); // taken after "first", by a clock 30 s behind
+      await reportTaps(t.ctx, { terminalId: 'T1', taps: [first] });
+      await reportTaps(t.ctx, { terminalId: 'T2', taps: [second] });
+      expect((await held()).map((x) => x.cloneSuspected)).to.deep.equal([false, false]);
+    });
+  });
+});
