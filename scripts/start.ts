@@ -16,6 +16,8 @@ const root = new URL('..', import.meta.url).pathname;
 const dir = dataDir();
 const keys = ensureDevKeys(join(dir, 'keys'));
 const host = process.env.HOST ?? '127.0.0.1';
+// Peers dial by name: TLS server names may not be IP addresses (RFC 6066).
+const peerHost = host === '127.0.0.1' ? 'localhost' : host;
 const insecure = booleanFlag('insecure');
 const certs = certsDir();
 if (!insecure) {
@@ -37,9 +39,9 @@ const env = {
   TAPCREDIT_MASTER_KEY_FILE: keys.masterKeyFile,
   TAPCREDIT_SIGNING_KEY_FILE: keys.signingKeyFile,
   TAPCREDIT_ISSUER_PUBLIC_KEY_FILE: keys.publicKeyFile,
-  AUTHORIZER_ADDRESS: `${host}:${DEFAULT_PORTS.authorizer}`,
-  ISSUER_ADDRESS: `${host}:${DEFAULT_PORTS.issuer}`,
-  ISSUER_ADDRESSES: `issuer-1=${host}:${DEFAULT_PORTS.issuer}`,
+  AUTHORIZER_ADDRESS: `${peerHost}:${DEFAULT_PORTS.authorizer}`,
+  ISSUER_ADDRESS: `${peerHost}:${DEFAULT_PORTS.issuer}`,
+  ISSUER_ADDRESSES: `issuer-1=${peerHost}:${DEFAULT_PORTS.issuer}`,
 };
 
 const services = [
@@ -77,7 +79,7 @@ process.on('SIGINT', () => stopAll(0));
 process.on('SIGTERM', () => stopAll(0));
 
 async function waitListening(port: number, role: Role): Promise<void> {
-  const client = new Client(`${host}:${port}`, credentialsFor(role));
+  const client = new Client(`${peerHost}:${port}`, credentialsFor(role));
   try {
     await new Promise<void>((resolve, reject) =>
       client.waitForReady(Date.now() + 60_000, (err) => (err ? reject(new Error(`nothing listening on ${host}:${port}`)) : resolve())),
