@@ -1,11 +1,34 @@
 // The issuers the authorizer settles with, reached through the generated
 // IssuerServiceClient, every call with a deadline.
-import { callUnary } from '../common/rpc.js';
+import { callUnary, channelTarget } from '../common/rpc.js';
 import { channelCredentials, type TlsConfig } from '../common/tls.js';
 import { IssuerServiceClient, SettlementItemStatus } from '../gen/tapcredit/issuer/v1/issuer.js';
 import type { SettlementAck, SettlementBatch } from './settlement.js';
 
 export const DEFAULT_SETTLE_DEADLINE_MS = 10_000;
+
+/**
+ * Parses ISSUER_ADDRESSES: "issuer-1=127.0.0.1:50052,issuer-2=10.0.0.5:50052".
+ * An issuer with several replicas lists each: "issuer-1=10.0.0.5:50052,10.0.0.6:50052"
+ * (an entry without "=" belongs to the issuer before it), or repeats its id.
+ */
+export function parseIssuerAddresses(raw: string): Record<string, string> {
+  const lists = new Map<string, string[]>();
+  let last: string[] | undefined;
+  for (const entry of raw.split(',').map((p) => p.trim()).filter(Boolean)) {
+    const at = entry.indexOf('=');
+    if (at === -1 && last) {
+      last.push(entry);
+      continue;
+    }
+    if (at <= 0 || at === entry.length - 1) throw new Error(`ISSUER_ADDRESSES: expected issuer-id=host:port, got ${JSON.stringify(entry)}`);
+    const issuerId = entry.slice(0, at);
+    last = lists.get(issuerId) ?? [];
+    lists.set(issuerId, last);
+    last.push(entry.slice(at + 1));
+  }
+  return Object.fromEntries([...lists].map(([issuerId, addresses]) => [issuerId, addresses.join(',')]));
+}
 
 export class IssuerDirectory {
   private readonly addresses = new Map<string, string>();
@@ -34,7 +57,9 @@ export class IssuerDirectory {
     if (!client) {
       const address = this.addresses.get(issuerId);
       if (!address) throw new Error(`no address configured for issuer ${issuerId}`);
-      client = new IssuerServiceClient(address, channelCredentials(this.tls, { role: 'issuer', name: issuerId }));
+      // address may list the issuer's replicas: settlements go round robin over them.
+      const { target, options } = channelTarget(address);
+      client = new IssuerServiceClient(target, channelCredentials(this.tls, { role: 'issuer', name: issuerId }), options);
       this.clients.set(issuerId, client);
     }
     return client;

@@ -4,25 +4,16 @@ import { DEFAULT_METRICS_PORTS, DEFAULT_PORTS, dataDir, intSetting, setting } fr
 import { ensureDevHolderKey, loadHolderKey } from '../common/keys.js';
 import { createLogger } from '../common/log.js';
 import { onShutdownSignal } from '../common/server.js';
+import { splitAddresses } from '../common/rpc.js';
 import { transportFromSettings } from '../common/tls.js';
+import { parseIssuerAddresses } from './issuers.js';
 import { startAuthorizer } from './service.js';
-
-/** Parses "issuer-1=127.0.0.1:50052,issuer-2=10.0.0.5:50052". */
-export function parseIssuerAddresses(raw: string): Record<string, string> {
-  const issuers: Record<string, string> = {};
-  for (const pair of raw.split(',').map((p) => p.trim()).filter(Boolean)) {
-    const at = pair.indexOf('=');
-    if (at <= 0 || at === pair.length - 1) throw new Error(`ISSUER_ADDRESSES: expected issuer-id=host:port, got ${JSON.stringify(pair)}`);
-    issuers[pair.slice(0, at)] = pair.slice(at + 1);
-  }
-  return issuers;
-}
 
 const log = createLogger('authorizer');
 const host = setting('host', 'HOST', '127.0.0.1');
 const issuers = parseIssuerAddresses(setting('issuer-addresses', 'ISSUER_ADDRESSES', `issuer-1=127.0.0.1:${DEFAULT_PORTS.issuer}`));
 // mTLS with the authorizer's certificate; plaintext only with --insecure, on loopback.
-const tls = transportFromSettings('authorizer', host, Object.values(issuers));
+const tls = transportFromSettings('authorizer', host, Object.values(issuers).flatMap(splitAddresses));
 
 const authorizer = await startAuthorizer({
   authorizerId: setting('authorizer-id', 'AUTHORIZER_ID', 'authorizer-1'),
@@ -31,6 +22,9 @@ const authorizer = await startAuthorizer({
   port: intSetting('port', 'AUTHORIZER_PORT', DEFAULT_PORTS.authorizer),
   metricsPort: intSetting('metrics-port', 'AUTHORIZER_METRICS_PORT', DEFAULT_METRICS_PORTS.authorizer),
   healthProbeIntervalMs: intSetting('health-probe-interval-ms', 'HEALTH_PROBE_INTERVAL_MS', 2000),
+  // Replicas sharing one database: each names itself in its settlement claims.
+  replicaId: setting('replica-id', 'REPLICA_ID', '') || undefined,
+  claimTtlMs: intSetting('claim-ttl-ms', 'CLAIM_TTL_MS', 30_000),
   issuers,
   tls,
   // A development key is created on first run unless one is given.

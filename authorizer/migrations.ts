@@ -3,6 +3,7 @@
 // and the settlement outbox. Money and balances are bigInteger minor units;
 // times are bigInteger epoch milliseconds.
 import type { Migration } from '../common/db.js';
+import { addLeaseColumns } from '../common/leases.js';
 
 export const migrations: Migration[] = [
   {
@@ -160,6 +161,14 @@ export const migrations: Migration[] = [
         t.string('holder_name_hash', 64).nullable();
         t.string('holder_phone_hash', 64).nullable();
       });
+    },
+  },
+  {
+    name: '006_scale_settlement_leases',
+    async up(db) {
+      // Leases (common/leases.ts): several authorizer replicas send the
+      // pending settlements of one database, each held by one replica at a time.
+      await db.schema.alterTable('settlements', (t) => addLeaseColumns(t));
     },
   },
 ];

@@ -1,6 +1,7 @@
 // Starts the authorizer: its database, the AuthorizerService server and the
 // settlement worker that pays debited fares out to the issuers.
 import { openDatabase, type Db } from '../common/db.js';
+import { Leases } from '../common/leases.js';
 import { createLogger, type Logger } from '../common/log.js';
 import { startServer } from '../common/server.js';
 import { assertOwnIdentity, type TlsConfig } from '../common/tls.js';
@@ -24,7 +25,7 @@ export interface AuthorizerConfig {
   host: string;
   /** 0 picks a free port. */
   port: number;
-  /** Where each issuer's IssuerService listens: issuer id -> host:port. */
+  /** Where each issuer's IssuerService listens: issuer id -> host:port, or several comma-separated for its replicas. */
   issuers: Record<string, string>;
   /** Largest single debit, in minor units; larger ones are declined LIMIT_EXCEEDED. Default 100000. */
   maxDebitMinorUnits?: number;
@@ -52,6 +53,10 @@ export interface AuthorizerConfig {
   metricsPort?: number;
   /** Time between database probes of the health check (default 2000 ms). */
   healthProbeIntervalMs?: number;
+  /** This replica's name in settlement claims (default: host/pid/random); replicas sharing a database must differ. */
+  replicaId?: string;
+  /** How long a settlement claim lasts before another replica may take it over (default 30 s). */
+  claimTtlMs?: number;
   log?: Logger;
 }
 
@@ -82,7 +87,13 @@ export async function startAuthorizer(config: AuthorizerConfig): Promise<Authori
   if (hashed > 0) log.info({ accounts: hashed }, 'replaced clear holder details with keyed hashes');
   const observed = authorizerMetrics(db);
   const issuers = new IssuerDirectory(config.authorizerId, config.issuers, config.settleDeadlineMs, config.tls);
-  const settler = new Worker(settlementStep({ db, send: issuers.settle, batchSize: config.settlementBatchSize ?? DEFAULT_SETTLEMENT_BATCH_SIZE, log }), {
+  const settler = new Worker(settlementStep({
+      db,
+      send: issuers.settle,
+      batchSize: config.settlementBatchSize ?? DEFAULT_SETTLEMENT_BATCH_SIZE,
+      log,
+      leases: new Leases({ owner: config.replicaId, ttlMs: config.claimTtlMs }),
+    }), {
     name: 'settlement',
     intervalMs: config.settlementIntervalMs ?? 200,
     log,

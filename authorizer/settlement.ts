@@ -4,9 +4,14 @@
 // (and re-sent after any failure) unchanged until the issuer acknowledges it.
 // On acknowledgement the matched total moves from "payable to issuer" to
 // "paid to issuer" and the issuer's per-item answer is stored; mismatched
-// items stay payable for an operator to resolve.
+// items stay payable for an operator to resolve. Replicas sharing the
+// database each claim a settlement (a lease, common/leases.ts) before
+// sending it, so one is in flight from one replica at a time and a dead
+// replica's settlement is taken over when its claim expires.
+import type { Knex } from 'knex';
 import { asText, toNumber, type Db } from '../common/db.js';
 import { newId } from '../common/ids.js';
+import { Leases, skipLocked, type Claim } from '../common/leases.js';
 import type { Logger } from '../common/log.js';
 import { LedgerBook, chunks, ledgerAccountId } from './ledger.js';
 
@@ -67,34 +72,80 @@ async function loadBatch(db: Db, settlementId: string): Promise<SettlementBatch>
 }
 
 /**
+ * Forms a new settlement of up to batchSize unsettled debits of the issuer in
+ * one currency, oldest first, in trx; resolves its id, or undefined when
+ * nothing is left to settle. Safe beside another replica forming one at the
+ * same time: on PostgreSQL the debits are selected FOR UPDATE SKIP LOCKED
+ * (the other's are left out), each is assigned only while it has no
+ * settlement, and the total is summed from what was actually assigned, so no
+ * debit lands in two settlements and no settlement is empty.
+ */
+async function formSettlement(trx: Knex.Transaction, issuerId: string, batchSize: number, now: number, claim?: Omit<Claim, 'keys'>): Promise<string | undefined> {
+  const unsettled = () => trx('deductions').where({ issuer_id: issuerId, status: 'DEBITED' }).whereNull('settlement_id');
+  const oldest = await unsettled().orderBy('seq').first('currency');
+  if (!oldest) return undefined;
+  const rows = await skipLocked(trx, unsettled().where({ currency: oldest.currency }).orderBy('seq').limit(batchSize).select('seq'));
+  if (rows.length === 0) return undefined;
+  const settlementId = newId('stl');
+  await trx('settlements').insert({
+    settlement_id: settlementId,
+    issuer_id: issuerId,
+    currency: oldest.currency,
+    total: '0',
+    item_count: 0,
+    state: 'PENDING',
+    created_at: now,
+    ...(claim ? Leases.columns(claim) : {}),
+  });
+  for (const part of chunks(rows.map((r) => toNumber(r.seq)))) {
+    await trx('deductions').whereIn('seq', part).whereNull('settlement_id').update({ settlement_id: settlementId });
+  }
+  const [assigned] = await trx('deductions').where({ settlement_id: settlementId }).select(trx.raw('COUNT(*) AS n'), trx.raw('CAST(COALESCE(SUM(amount), 0) AS TEXT) AS total'));
+  if (toNumber(assigned.n) === 0) {
+    await trx('settlements').where({ settlement_id: settlementId }).delete();
+    return undefined;
+  }
+  await trx('settlements').where({ settlement_id: settlementId }).update({ total: assigned.total, item_count: toNumber(assigned.n) });
+  return settlementId;
+}
+
+/**
  * The issuer's next settlement to send: its oldest unacknowledged one if any
  * (sent again unchanged), else a new batch of up to batchSize unsettled
  * debits in one currency, oldest first; undefined when nothing is owed.
+ * Ignores claims: the worker uses claimSettlement.
  */
 export async function nextSettlement(db: Db, issuerId: string, batchSize = DEFAULT_SETTLEMENT_BATCH_SIZE, now = Date.now()): Promise<SettlementBatch | undefined> {
   return db.transaction(async (trx) => {
     const pending = await trx('settlements').where({ issuer_id: issuerId, state: 'PENDING' }).orderBy(['created_at', 'settlement_id']).first('settlement_id');
-    if (pending) return loadBatch(trx, pending.settlement_id);
+    const settlementId = pending?.settlement_id ?? (await formSettlement(trx, issuerId, batchSize, now));
+    return settlementId ? loadBatch(trx, settlementId) : undefined;
+  });
+}
 
-    const unsettled = () => trx('deductions').where({ issuer_id: issuerId, status: 'DEBITED' }).whereNull('settlement_id');
-    const oldest = await unsettled().orderBy('seq').first('currency');
-    if (!oldest) return undefined;
-    const rows = await unsettled().where({ currency: oldest.currency }).orderBy('seq').limit(batchSize).select('seq', asText(trx, 'amount'));
-    const settlementId = newId('stl');
-    const total = rows.reduce((sum, r) => sum + BigInt(r.amount), 0n);
-    await trx('settlements').insert({
-      settlement_id: settlementId,
-      issuer_id: issuerId,
-      currency: oldest.currency,
-      total: total.toString(),
-      item_count: rows.length,
-      state: 'PENDING',
-      created_at: now,
+/**
+ * Like nextSettlement, for one replica among several: claims the issuer's
+ * oldest unacknowledged settlement that no other replica holds, else forms a
+ * new one held by this replica. The claim ends with the acknowledgement, or
+ * with release() after a failed send, or expires when the replica dies.
+ */
+export async function claimSettlement(
+  db: Db,
+  leases: Leases,
+  issuerId: string,
+  batchSize = DEFAULT_SETTLEMENT_BATCH_SIZE,
+  now = Date.now(),
+): Promise<{ batch: SettlementBatch; claim: Claim } | undefined> {
+  return db.transaction(async (trx) => {
+    const held = await leases.claim(trx, {
+      table: 'settlements',
+      key: 'settlement_id',
+      candidates: (q) => q.where({ issuer_id: issuerId, state: 'PENDING' }).orderBy(['created_at', 'settlement_id']),
+      limit: 1,
     });
-    for (const part of chunks(rows.map((r) => toNumber(r.seq)))) {
-      await trx('deductions').whereIn('seq', part).whereNull('settlement_id').update({ settlement_id: settlementId });
-    }
-    return loadBatch(trx, settlementId);
+    if (held.keys.length > 0) return { batch: await loadBatch(trx, held.keys[0]), claim: held };
+    const formed = await formSettlement(trx, issuerId, batchSize, now, held);
+    return formed ? { batch: await loadBatch(trx, formed), claim: { ...held, keys: [formed] } } : undefined;
   });
 }
 
@@ -114,9 +165,15 @@ export interface AcknowledgedSettlement {
  */
 export async function acknowledgeSettlement(db: Db, settlementId: string, ack: SettlementAck, now = Date.now()): Promise<AcknowledgedSettlement> {
   return db.transaction(async (trx) => {
-    const s = await trx('settlements').where({ settlement_id: settlementId }).first('state', asText(trx, 'matched_total'));
-    if (!s) throw new Error(`settlement ${settlementId} does not exist`);
-    if (s.state === 'ACKNOWLEDGED') return { settlementId, matchedTotal: BigInt(s.matched_total), mismatched: [], booked: false };
+    // Claims the acknowledgement first (the row's lock on PostgreSQL): a
+    // concurrent acknowledgement of the same settlement (two replicas, one
+    // after a takeover) waits here, then finds it acknowledged and books nothing.
+    const won = await trx('settlements').where({ settlement_id: settlementId, state: 'PENDING' }).update({ state: 'ACKNOWLEDGED' });
+    if (won === 0) {
+      const s = await trx('settlements').where({ settlement_id: settlementId }).first('state', asText(trx, 'matched_total'));
+      if (!s) throw new Error(`settlement ${settlementId} does not exist`);
+      return { settlementId, matchedTotal: BigInt(s.matched_total), mismatched: [], booked: false };
+    }
 
     const batch = await loadBatch(trx, settlementId);
     if (ack.results.length !== batch.items.length) {
@@ -173,6 +230,7 @@ export async function acknowledgeSettlement(db: Db, settlementId: string, ack: S
       acknowledged_at: now,
       attempts: trx.raw('attempts + 1'),
       last_error: null,
+      ...Leases.free,
     });
     return { settlementId, matchedTotal, mismatched, booked: true };
   });
@@ -221,25 +279,32 @@ export async function listSettlements(db: Db): Promise<SettlementView[]> {
  * when more may be waiting; rejects (so the worker backs off) when any send
  * failed, after trying every issuer.
  */
-export function settlementStep(opts: { db: Db; send: SendSettlement; batchSize?: number; log: Logger }): () => Promise<boolean> {
+export function settlementStep(opts: { db: Db; send: SendSettlement; batchSize?: number; log: Logger; leases?: Leases }): () => Promise<boolean> {
   const { db, send, log } = opts;
+  const leases = opts.leases ?? new Leases();
   return async () => {
     let more = false;
     const failed: string[] = [];
     for (const issuerId of await issuersToSettle(db)) {
-      const batch = await nextSettlement(db, issuerId, opts.batchSize);
-      if (!batch) continue;
+      const claimed = await claimSettlement(db, leases, issuerId, opts.batchSize);
+      if (!claimed) continue;
+      const { batch, claim } = claimed;
       let ack: SettlementAck;
       try {
         ack = await send(batch);
       } catch (err) {
         const error = err instanceof Error ? err.message : String(err);
         await recordSettlementFailure(db, batch.settlementId, error);
+        // Freed, the settlement is sent again unchanged by whichever replica claims it next.
+        await leases.release(db, 'settlements', 'settlement_id', claim);
         log.warn({ settlementId: batch.settlementId, issuerId, error }, 'settlement not acknowledged; will retry');
         failed.push(issuerId);
         continue;
       }
-      const done = await acknowledgeSettlement(db, batch.settlementId, ack);
+      const done = await acknowledgeSettlement(db, batch.settlementId, ack).catch(async (err) => {
+        await leases.release(db, 'settlements', 'settlement_id', claim);
+        throw err;
+      });
       if (ack.matchedTotal !== undefined && ack.matchedTotal !== done.matchedTotal) {
         log.warn({ settlementId: batch.settlementId, issuerId, ours: String(done.matchedTotal), theirs: String(ack.matchedTotal) }, 'issuer reported another matched total');
       }

@@ -69,8 +69,36 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Knex> {
     };
   }
   const db = knexFactory(config);
-  await db.migrate.latest({ migrationSource: migrationSource(opts.migrations), tableName: opts.migrationsTable });
+  const migrate = () => db.migrate.latest({ migrationSource: migrationSource(opts.migrations), tableName: opts.migrationsTable });
+  try {
+    await (isPostgresUrl(opts.url) ? withAdvisoryLock(db, opts.migrationsTable, migrate) : migrate());
+  } catch (err) {
+    await db.destroy();
+    throw err;
+  }
   return db;
+}
+
+/**
+ * Runs fn while holding a PostgreSQL session lock named by key. Replicas that
+ * start together on one database migrate one after the other: the first runs
+ * the migrations, the others then find nothing to do (knex's own lock table
+ * would fail them with "Migration table is already locked" instead, and two
+ * replicas creating knex's tables at once collide). The lock goes with the
+ * connection, so a replica that dies while migrating does not keep it.
+ */
+async function withAdvisoryLock<T>(db: Knex, key: string, fn: () => Promise<T>): Promise<T> {
+  const conn = await db.client.acquireConnection();
+  try {
+    await db.raw('SELECT pg_advisory_lock(hashtext(?))', [key]).connection(conn);
+    try {
+      return await fn();
+    } finally {
+      await db.raw('SELECT pg_advisory_unlock(hashtext(?))', [key]).connection(conn);
+    }
+  } finally {
+    await db.client.releaseConnection(conn);
+  }
 }
 
 /** Selects a column as text, so int64 values are never read back as lossy JS numbers. */

@@ -3,7 +3,7 @@
 // so the issuer's handlers pass them on with the same code and reason.
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { ApiError, decodeErrorDetails, unavailable } from '../common/errors.js';
-import { callUnary } from '../common/rpc.js';
+import { callUnary, channelTarget } from '../common/rpc.js';
 import { channelCredentials, type TlsConfig } from '../common/tls.js';
 import { AuthorizerServiceClient } from '../gen/tapcredit/authorizer/v1/authorizer.js';
 import type { AuthorizerPort } from './context.js';
@@ -26,7 +26,9 @@ function fromServiceError(err: unknown, address: string): unknown {
 
 /** With tls, calls go over mTLS and only to a server whose certificate names a credit authorizer. */
 export function authorizerClient(address: string, tls?: TlsConfig): AuthorizerPort & { close(): void } {
-  const client = new AuthorizerServiceClient(address, channelCredentials(tls, { role: 'authorizer' }));
+  // address may list several replicas: calls go round robin over them.
+  const { target, options } = channelTarget(address);
+  const client = new AuthorizerServiceClient(target, channelCredentials(tls, { role: 'authorizer' }), options);
   return {
     authorizeEnrollment: (request) =>
       callUnary(client, client.authorizeEnrollment, request, ENROLL_DEADLINE_MS).catch((err) => {

@@ -2,6 +2,7 @@
 // and keys, a clock (tests move it), and the port to the credit authorizer.
 import type { KeyObject } from 'node:crypto';
 import type { Db } from '../common/db.js';
+import { Leases } from '../common/leases.js';
 import type { Logger } from '../common/log.js';
 import type {
   AuthorizeEnrollmentRequest,
@@ -59,7 +60,14 @@ export interface IssuerContext {
   cloneClockSkewMs?: number;
   /** Wakes WatchDenyList streams after a committed deny-list change. */
   denyListFeed?: DenyListFeed;
+  /** This replica's claims on the debit and debt outboxes (several replicas may share the database); the process's when unset. */
+  leases?: Leases;
 }
+
+/** Leases of contexts that bring none (tests): one set per process, every claim with its own token. */
+const processLeases = new Leases();
+
+export const leasesOf = (ctx: IssuerContext): Leases => ctx.leases ?? processLeases;
 
 /** Tap life-cycle states as stored (the TapState enum names without prefix). */
 export type TapStateName = 'RECEIVED' | 'DEDUCTING' | 'DEDUCTED' | 'DECLINED' | 'SETTLED' | 'REJECTED' | 'CAPPED';

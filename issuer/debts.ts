@@ -11,10 +11,11 @@
 import { createHash } from 'node:crypto';
 import { asText, isUniqueViolation, type Db } from '../common/db.js';
 import { notFound } from '../common/errors.js';
+import { Leases, skipLocked, type Claim } from '../common/leases.js';
 import { MAX_BATCH, Violations } from '../common/validate.js';
 import { DeductStatus, type DeductItem } from '../gen/tapcredit/authorizer/v1/authorizer.js';
 import type { RetryDebtsRequest, RetryDebtsResponse } from '../gen/tapcredit/issuer/v1/issuer.js';
-import { chunks, DEFAULT_DEBT_RETRY, debtRetryDelay, type IssuerContext } from './context.js';
+import { chunks, DEFAULT_DEBT_RETRY, debtRetryDelay, leasesOf, type IssuerContext } from './context.js';
 import { checkResults, declineReasonName } from './deductions.js';
 import { denyListEntry, removeReason } from './deny-list.js';
 
@@ -57,19 +58,33 @@ const attemptColumns = (db: Db) => [
 ];
 
 /**
- * Claims attempts to send: those a crash or a failed call left PENDING, then
- * a new attempt for each due debt (every debt of cardId when given, whatever
- * its schedule). One transaction; a concurrent claimer of the same attempt
+ * Claims attempts to send: those a crash or a failed call left PENDING (and
+ * no live claim of another replica holds), then a new attempt for each due
+ * debt (every debt of cardId when given, whatever its schedule), inserted
+ * already claimed. One transaction; a concurrent claimer of the same attempt
  * number fails on the (tap_id, attempt) key.
  */
-async function claimAttempts(db: Db, now: number, batchSize: number, cardId?: string): Promise<Attempt[]> {
+async function claimAttempts(db: Db, leases: Leases, now: number, batchSize: number, cardId?: string): Promise<{ claim: Claim; attempts: Attempt[] }> {
   return db.transaction(async (trx) => {
-    const pendingQuery = trx('debit_attempts as a').join('taps as t', 't.tap_id', 'a.tap_id').where('a.state', 'PENDING').orderBy('a.created_at').limit(batchSize);
-    if (cardId) pendingQuery.where('t.card_id', cardId);
-    const pending: Attempt[] = await pendingQuery.select(attemptColumns(trx));
+    const held = await leases.claim(trx, {
+      table: 'debit_attempts',
+      key: 'request_id',
+      candidates: (q) => {
+        q.where({ state: 'PENDING' }).orderBy(['created_at', 'request_id']);
+        return cardId ? q.whereIn('tap_id', trx('taps').where({ card_id: cardId }).select('tap_id')) : q;
+      },
+      limit: batchSize,
+    });
+    const pending: Attempt[] = [];
+    for (const ids of chunks(held.keys)) {
+      pending.push(...(await trx('debit_attempts as a').join('taps as t', 't.tap_id', 'a.tap_id').whereIn('a.request_id', ids).select(attemptColumns(trx))));
+    }
+    const order = new Map(held.keys.map((k, i) => [k, i]));
+    pending.sort((x, y) => order.get(x.request_id)! - order.get(y.request_id)!);
     const room = batchSize - pending.length;
-    if (room <= 0) return pending;
+    if (room <= 0) return { claim: held, attempts: pending };
 
+    // Taps another replica is claiming right now are skipped (PostgreSQL); the key above catches the rest.
     const dueQuery = trx('taps')
       .where({ state: 'DECLINED' })
       .whereNotExists(trx('debit_attempts').whereRaw('debit_attempts.tap_id = taps.tap_id').where('debit_attempts.state', 'PENDING'))
@@ -77,7 +92,7 @@ async function claimAttempts(db: Db, now: number, batchSize: number, cardId?: st
       .limit(room);
     if (cardId) dueQuery.where({ card_id: cardId });
     else dueQuery.where('next_retry_at', '<=', String(now));
-    const due = await dueQuery.select('tap_id', 'card_id', 'agreement_id', 'fare_currency', asText(trx, 'due_minor'), asText(trx, 'tapped_at'), 'debt_retries');
+    const due = await skipLocked(trx, dueQuery.select('tap_id', 'card_id', 'agreement_id', 'fare_currency', asText(trx, 'due_minor'), asText(trx, 'tapped_at'), 'debt_retries'));
 
     const claimed: Attempt[] = due.map((t: any) => {
       const attempt = Number(t.debt_retries) + 1;
@@ -85,11 +100,11 @@ async function claimAttempts(db: Db, now: number, batchSize: number, cardId?: st
     });
     for (const part of chunks(claimed)) {
       await trx('debit_attempts').insert(
-        part.map((a) => ({ request_id: a.request_id, tap_id: a.tap_id, attempt: a.attempt, state: 'PENDING', created_at: String(now) })),
+        part.map((a) => ({ request_id: a.request_id, tap_id: a.tap_id, attempt: a.attempt, state: 'PENDING', created_at: String(now), ...Leases.columns(held) })),
       );
     }
     for (const a of claimed) await trx('taps').where({ tap_id: a.tap_id }).update({ debt_retries: a.attempt, updated_at: String(now) });
-    return [...pending, ...claimed];
+    return { claim: { ...held, keys: [...held.keys, ...claimed.map((a) => a.request_id)] }, attempts: [...pending, ...claimed] };
   });
 }
 
@@ -119,17 +134,31 @@ async function collectingAgreements(db: Db, cardIds: string[]): Promise<Map<stri
 export async function debtStep(ctx: IssuerContext, opts: { cardId?: string; batchSize?: number } = {}): Promise<DebtStepResult> {
   const { db } = ctx;
   const batchSize = opts.batchSize ?? DEFAULT_DEBT_BATCH_SIZE;
-  let attempts: Attempt[];
+  const leases = leasesOf(ctx);
+  let claimed: { claim: Claim; attempts: Attempt[] };
   for (let i = 1; ; i++) {
     try {
-      attempts = await claimAttempts(db, ctx.now().getTime(), batchSize, opts.cardId);
+      claimed = await claimAttempts(db, leases, ctx.now().getTime(), batchSize, opts.cardId);
       break;
     } catch (err) {
       // A concurrent claimer took the same attempt number first: claim again, it is PENDING now.
       if (!isUniqueViolation(err) || i >= 3) throw err;
     }
   }
+  const { claim, attempts } = claimed;
   if (attempts.length === 0) return { retried: 0, recovered: 0, more: false };
+  try {
+    return await sendAttempts(ctx, attempts, batchSize, opts.cardId);
+  } catch (err) {
+    // The attempts stay PENDING; freed, any replica may resend them now.
+    await leases.release(db, 'debit_attempts', 'request_id', claim).catch((e) => ctx.log.warn({ err: String(e) }, 'could not release claimed debt attempts; their claim expires'));
+    throw err;
+  }
+}
+
+/** Sends the claimed attempts in one Deduct call and stores the answers (which also frees their claims). */
+async function sendAttempts(ctx: IssuerContext, attempts: Attempt[], batchSize: number, forCard: string | undefined): Promise<DebtStepResult> {
+  const { db } = ctx;
 
   const agreements = await collectingAgreements(db, [...new Set(attempts.map((a) => a.card_id))]);
   const items: DeductItem[] = attempts.map((a) => ({
@@ -158,7 +187,7 @@ export async function debtStep(ctx: IssuerContext, opts: { cardId?: string; batc
             ? { state: 'DECLINED', reason: declineReasonName(r.declineReason), deduction_id: null }
             : { state: 'REJECTED', reason: r.errorReason || 'REJECTED_BY_AUTHORIZER', deduction_id: null };
       // Guarded by state: an answer is stored once, whatever a concurrent sender did.
-      const stored = await trx('debit_attempts').where({ request_id: a.request_id, state: 'PENDING' }).update({ ...outcome, answered_at: String(now) });
+      const stored = await trx('debit_attempts').where({ request_id: a.request_id, state: 'PENDING' }).update({ ...outcome, ...Leases.free, answered_at: String(now) });
       if (stored === 0) continue;
       if (outcome.state === 'DEBITED') {
         const updated = await trx('taps').where({ tap_id: a.tap_id, state: 'DECLINED' }).update({
@@ -189,7 +218,7 @@ export async function debtStep(ctx: IssuerContext, opts: { cardId?: string; batc
     }
   });
   if (unlisted) ctx.denyListFeed?.notify();
-  ctx.log.info({ retried: attempts.length, recovered, cardId: opts.cardId }, 'debts retried');
+  ctx.log.info({ retried: attempts.length, recovered, cardId: forCard }, 'debts retried');
   return { retried: attempts.length, recovered, more: attempts.length === batchSize };
 }
 

@@ -2,8 +2,12 @@
 // DeductRequest items (request id = tap id) and each outcome is stored. A tap
 // is marked DEDUCTING before it is sent, so a crash or a failed call after
 // sending is recovered by resending the DEDUCTING taps with the same request
-// ids: the authorizer answers a repeat with its first result.
+// ids: the authorizer answers a repeat with its first result. Replicas
+// sharing the database claim their batches with leases (common/leases.ts),
+// so a tap is sent by one replica at a time, and a dead replica's taps are
+// taken over once its claims expire.
 import { asText } from '../common/db.js';
+import { Leases } from '../common/leases.js';
 import { itemTraceFields, runForBatch } from '../common/trace.js';
 import {
   DeductDeclineReason,
@@ -12,12 +16,13 @@ import {
   type DeductItem,
   type DeductResult,
 } from '../gen/tapcredit/authorizer/v1/authorizer.js';
-import { chunks, DEFAULT_DEBT_RETRY, debtRetryDelay, type IssuerContext } from './context.js';
+import { chunks, DEFAULT_DEBT_RETRY, debtRetryDelay, leasesOf, type IssuerContext } from './context.js';
 import { addReason } from './deny-list.js';
 
 export const DEFAULT_DEDUCT_BATCH_SIZE = 1000;
 
 interface PendingTap {
+  id: number | string;
   tap_id: string;
   card_id: string;
   /** The fare after the daily cap: what is debited. */
@@ -41,23 +46,47 @@ export const declineReasonName = (reason: DeductDeclineReason) =>
  */
 export async function deductStep(ctx: IssuerContext, batchSize = DEFAULT_DEDUCT_BATCH_SIZE): Promise<boolean> {
   const { db } = ctx;
-  const pending: PendingTap[] = await db('taps')
-    .whereIn('state', ['RECEIVED', 'DEDUCTING'])
-    .orderBy('id')
-    .limit(batchSize)
-    .select('tap_id', 'card_id', 'agreement_id', 'fare_currency', asText(db, 'fare_minor'), asText(db, 'due_minor'), asText(db, 'tapped_at'), 'state', 'traceparent');
-  if (pending.length === 0) return false;
-
-  const received = pending.filter((t) => t.state === 'RECEIVED').map((t) => t.tap_id);
-  if (received.length > 0) {
-    const now = String(ctx.now().getTime());
-    await db.transaction(async (trx) => {
-      for (const ids of chunks(received)) {
-        await trx('taps').whereIn('tap_id', ids).where({ state: 'RECEIVED' }).update({ state: 'DEDUCTING', updated_at: now });
-        await trx('tap_state_changes').insert(ids.map((tap_id) => ({ tap_id, state: 'DEDUCTING', changed_at: now })));
-      }
+  const leases = leasesOf(ctx);
+  // Claim the batch (other replicas may drain the same outbox) and mark its
+  // RECEIVED taps DEDUCTING in one transaction.
+  const { claim, pending } = await db.transaction(async (trx) => {
+    const claim = await leases.claim(trx, {
+      table: 'taps',
+      key: 'tap_id',
+      candidates: (q) => q.whereIn('state', ['RECEIVED', 'DEDUCTING']).orderBy('id'),
+      limit: batchSize,
     });
+    const pending: PendingTap[] = [];
+    for (const ids of chunks(claim.keys)) {
+      pending.push(
+        ...(await trx('taps')
+          .whereIn('tap_id', ids)
+          .select('id', 'tap_id', 'card_id', 'agreement_id', 'fare_currency', asText(trx, 'fare_minor'), asText(trx, 'due_minor'), asText(trx, 'tapped_at'), 'state', 'traceparent')),
+      );
+    }
+    pending.sort((a, b) => Number(a.id) - Number(b.id));
+    const received = pending.filter((t) => t.state === 'RECEIVED').map((t) => t.tap_id);
+    const now = String(ctx.now().getTime());
+    for (const ids of chunks(received)) {
+      await trx('taps').whereIn('tap_id', ids).where({ state: 'RECEIVED' }).update({ state: 'DEDUCTING', updated_at: now });
+      await trx('tap_state_changes').insert(ids.map((tap_id) => ({ tap_id, state: 'DEDUCTING', changed_at: now })));
+    }
+    return { claim, pending };
+  });
+  if (pending.length === 0) return false;
+  try {
+    await sendAndStore(ctx, pending);
+  } catch (err) {
+    // The taps stay DEDUCTING; freed, any replica may resend them now.
+    await leases.release(db, 'taps', 'tap_id', claim).catch((e) => ctx.log.warn({ err: String(e) }, 'could not release claimed taps; their claim expires'));
+    throw err;
   }
+  return claim.keys.length === batchSize;
+}
+
+/** Sends the claimed taps as one Deduct call and stores each outcome (which also frees the tap's claim). */
+async function sendAndStore(ctx: IssuerContext, pending: PendingTap[]): Promise<void> {
+  const { db } = ctx;
 
   const items: DeductItem[] = pending.map((t) => ({
     requestId: t.tap_id,
@@ -94,7 +123,7 @@ export async function deductStep(ctx: IssuerContext, batchSize = DEFAULT_DEDUCT_
         change = { state: 'REJECTED', decline_reason: r.errorReason || 'REJECTED_BY_AUTHORIZER' };
       }
       // Guarded by state: an outcome is stored once, whatever a concurrent sender did.
-      const updated = await trx('taps').where({ tap_id: r.requestId, state: 'DEDUCTING' }).update({ ...change, updated_at: now });
+      const updated = await trx('taps').where({ tap_id: r.requestId, state: 'DEDUCTING' }).update({ ...change, ...Leases.free, updated_at: now });
       if (updated > 0) await trx('tap_state_changes').insert({ tap_id: r.requestId, state: change.state, changed_at: now });
       if (updated > 0 && change.state === 'DECLINED' && (await addReason(trx, tap.card_id, 'DEBT', Number(now)))) listed = true;
       ctx.log.info({ ...itemTraceFields(tap.traceparent ?? undefined), tapId: r.requestId, state: change.state, reason: change.decline_reason ?? undefined }, 'tap debit answered');
@@ -102,7 +131,6 @@ export async function deductStep(ctx: IssuerContext, batchSize = DEFAULT_DEDUCT_
   });
   if (listed) ctx.denyListFeed?.notify();
   ctx.log.debug({ sent: items.length, debited, declined, rejected }, 'deduct batch stored');
-  return pending.length === batchSize;
 }
 
 /** Refuses an answer that does not give one well-formed result per item, in order (nothing is stored then). */

@@ -4,6 +4,7 @@ import { DEFAULT_METRICS_PORTS, DEFAULT_PORTS, dataDir, intSetting, setting } fr
 import { ensureDevKeys, loadMasterKey, loadSigningKey } from '../common/keys.js';
 import { createLogger } from '../common/log.js';
 import { onShutdownSignal } from '../common/server.js';
+import { splitAddresses } from '../common/rpc.js';
 import { transportFromSettings } from '../common/tls.js';
 import { fareCapFromSettings } from './fares.js';
 import { startIssuer } from './service.js';
@@ -18,7 +19,7 @@ const devKeys = needDevKeys ? ensureDevKeys(join(dir, 'keys')) : undefined;
 const host = setting('host', 'HOST', '127.0.0.1');
 const authorizerAddress = setting('authorizer-address', 'AUTHORIZER_ADDRESS', `127.0.0.1:${DEFAULT_PORTS.authorizer}`);
 // mTLS with the issuer's certificate; plaintext only with --insecure, on loopback.
-const tls = transportFromSettings('issuer', host, [authorizerAddress]);
+const tls = transportFromSettings('issuer', host, splitAddresses(authorizerAddress));
 
 const issuer = await startIssuer({
   issuerId: setting('issuer-id', 'ISSUER_ID', 'issuer-1'),
@@ -29,6 +30,9 @@ const issuer = await startIssuer({
   port: intSetting('port', 'ISSUER_PORT', DEFAULT_PORTS.issuer),
   metricsPort: intSetting('metrics-port', 'ISSUER_METRICS_PORT', DEFAULT_METRICS_PORTS.issuer),
   healthProbeIntervalMs: intSetting('health-probe-interval-ms', 'HEALTH_PROBE_INTERVAL_MS', 2000),
+  // Replicas sharing one database: each names itself in its outbox claims.
+  replicaId: setting('replica-id', 'REPLICA_ID', '') || undefined,
+  claimTtlMs: intSetting('claim-ttl-ms', 'CLAIM_TTL_MS', 30_000),
   authorizerAddress,
   tls,
   masterKey: loadMasterKey(process.env.TAPCREDIT_MASTER_KEY_FILE ?? devKeys!.masterKeyFile),

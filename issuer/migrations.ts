@@ -2,6 +2,7 @@
 // int64 amounts, counters and epoch-millisecond times are bigInteger columns,
 // written as strings and read back as text (see common/db.ts asText).
 import type { Migration } from '../common/db.js';
+import { addLeaseColumns } from '../common/leases.js';
 
 export const MIGRATIONS_TABLE = 'issuer_migrations';
 
@@ -188,6 +189,16 @@ export const migrations: Migration[] = [
       await db.schema.alterTable('taps', (t) => {
         t.string('traceparent', 64).nullable();
       });
+    },
+  },
+  {
+    name: '008_scale_outbox_leases',
+    async up(db) {
+      // Leases (common/leases.ts): several issuer replicas drain the debit
+      // outbox (taps) and the debt retries (debit_attempts) of one database,
+      // each row held by at most one replica at a time.
+      await db.schema.alterTable('taps', (t) => addLeaseColumns(t));
+      await db.schema.alterTable('debit_attempts', (t) => addLeaseColumns(t));
     },
   },
 ];

@@ -2,6 +2,7 @@
 // debit outbox worker that sends RECEIVED taps to the credit authorizer.
 import type { KeyObject } from 'node:crypto';
 import { openDatabase, type Db } from '../common/db.js';
+import { Leases } from '../common/leases.js';
 import { createLogger, type Logger } from '../common/log.js';
 import { startServer } from '../common/server.js';
 import { assertOwnIdentity, type TlsConfig } from '../common/tls.js';
@@ -28,7 +29,7 @@ export interface IssuerConfig {
   databaseUrl: string;
   host: string;
   port: number;
-  /** host:port of the credit authorizer. */
+  /** host:port of the credit authorizer; several comma-separated for its replicas (see common/rpc.ts channelTarget). */
   authorizerAddress: string;
   /** Card master key (verifies card proofs). */
   masterKey: Buffer;
@@ -59,6 +60,10 @@ export interface IssuerConfig {
   metricsPort?: number;
   /** Time between database probes of the health check (default 2000 ms). */
   healthProbeIntervalMs?: number;
+  /** This replica's name in outbox claims (default: host/pid/random); replicas sharing a database must differ. */
+  replicaId?: string;
+  /** How long an outbox claim lasts before another replica may take it over (default 30 s). */
+  claimTtlMs?: number;
   log?: Logger;
 }
 
@@ -91,6 +96,7 @@ export async function startIssuer(config: IssuerConfig): Promise<IssuerHandle> {
     debtRetry: config.debtRetry,
     cloneClockSkewMs: config.cloneClockSkewMs,
     denyListFeed: new DenyListFeed(),
+    leases: new Leases({ owner: config.replicaId, ttlMs: config.claimTtlMs }),
   };
   const feed = ctx.denyListFeed!;
   const debtWorker = new Worker(async () => (await debtStep(ctx)).more, {

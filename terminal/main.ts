@@ -5,6 +5,7 @@ import { ensureDevKeys, loadMasterKey, loadPublicKey } from '../common/keys.js';
 import { createLogger } from '../common/log.js';
 import { identityFile } from '../common/identity.js';
 import { onShutdownSignal } from '../common/server.js';
+import { splitAddresses } from '../common/rpc.js';
 import { transportFromSettings } from '../common/tls.js';
 import { startTerminal } from './service.js';
 import { fareForLine, parseTariff, readTariffFile } from './tariff.js';
@@ -21,7 +22,7 @@ const devKeys = needDevKeys ? ensureDevKeys(join(dir, 'keys')) : undefined;
 const host = setting('host', 'HOST', '127.0.0.1');
 const issuerAddress = setting('issuer-address', 'ISSUER_ADDRESS', `127.0.0.1:${DEFAULT_PORTS.issuer}`);
 // mTLS with this terminal's certificate; plaintext only with --insecure, on loopback.
-const tls = transportFromSettings(identityFile('terminal', terminalId), host, [issuerAddress]);
+const tls = transportFromSettings(identityFile('terminal', terminalId), host, splitAddresses(issuerAddress));
 
 // The fare: the tariff's fare of this terminal's line (TARIFF_FILE or TARIFF, with TERMINAL_LINE),
 // else the flat FARE_MINOR_UNITS.

@@ -2,6 +2,7 @@
 import type { KeyObject } from 'node:crypto';
 import { openDatabase, type Db } from '../common/db.js';
 import { createLogger, type Logger } from '../common/log.js';
+import { channelTarget } from '../common/rpc.js';
 import { startServer } from '../common/server.js';
 import { assertOwnIdentity, channelCredentials, type TlsConfig } from '../common/tls.js';
 import { Violations } from '../common/validate.js';
@@ -26,7 +27,7 @@ export interface TerminalConfig {
   host: string;
   /** 0 picks a free port. */
   port: number;
-  /** host:port of IssuerService, where taps are forwarded. */
+  /** host:port of IssuerService, where taps are forwarded; several comma-separated for issuer replicas (see common/rpc.ts channelTarget). */
   issuerAddress: string;
   /** The issuer master key, as the terminal's SAM holds it. */
   masterKey: Buffer;
@@ -83,7 +84,15 @@ export async function startTerminal(config: TerminalConfig): Promise<TerminalHan
   const log = (config.log ?? createLogger('terminal')).child({ terminalId: config.terminalId });
   const db = await openDatabase({ url: config.databaseUrl, migrations: terminalMigrations, migrationsTable: 'terminal_migrations', log });
   const store = await TerminalStore.open(db);
-  const issuerClient = new IssuerServiceClient(config.issuerAddress, channelCredentials(config.tls, { role: 'issuer' }));
+  // issuerAddress may list several issuer replicas: calls go round robin over them.
+  const { target, options } = channelTarget(config.issuerAddress);
+  const issuerClient = new IssuerServiceClient(target, channelCredentials(config.tls, { role: 'issuer' }), {
+    ...options,
+    // grpc-js backs reconnects off up to 2 minutes by default; a terminal must
+    // be back on the deny-list stream within seconds of the issuer's return.
+    'grpc.initial_reconnect_backoff_ms': 200,
+    'grpc.max_reconnect_backoff_ms': 5_000,
+  });
   const forwarder = createForwarder({
     store,
     client: issuerClient,

@@ -4,7 +4,7 @@ import { status } from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { signCreditFlag, verifyCreditFlag } from '../../common/card.js';
 import { callUnary } from '../../common/rpc.js';
-import { CardState, TapState, type IssuerTap } from '../../gen/tapcredit/issuer/v1/issuer.js';
+import { CardState, DenyListReason, TapState, type IssuerTap } from '../../gen/tapcredit/issuer/v1/issuer.js';
 import { Decision, DeclineReason } from '../../gen/tapcredit/terminal/v1/terminal.js';
 import { enroll, openAccount, rider, tap } from '../helpers/rider.js';
 import { FARE, expectGrpcError, newCard, startSystem, tableCounts, waitFor, type System } from '../helpers/system.js';
@@ -127,6 +127,9 @@ for (const { backend, tls } of modes)
       });
       expect(declined.declineReason).to.equal('INSUFFICIENT_FUNDS');
       expect(declined.settlementId).to.equal('');
+      // The debt puts the card on the deny list (see test/e2e/risk.test.ts for its recovery).
+      const { card: held } = await callUnary(sys.issuerClient, sys.issuerClient.getCard, { cardId: 'C11' });
+      expect(held!.denyListReasons).to.deep.equal([DenyListReason.DENY_LIST_REASON_DEBT]);
       expect(await balance(sys, r.accountId)).to.equal(0n);
       await sys.authorizer.checkLedger();
     });

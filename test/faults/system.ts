@@ -180,35 +180,43 @@ export class FaultSystem {
   }
 
   /**
-   * Presents cards[c] at terminal t until a terminal answers, moving to the
-   * next terminal while one is down. Only an answer (ACCEPT or DECLINE)
+   * Presents cards[c] at terminal t once. Only an answer (ACCEPT or DECLINE)
    * updates the card: a call that failed may or may not have reached the
-   * card, and the driver cannot know.
+   * card, and the driver cannot know. Resolves the failed call's code, or
+   * undefined when the terminal answered.
    */
+  async presentOnce(cards: CardImage[], c: number, t: number, record: DriverRecord): Promise<status | undefined> {
+    const client = this.clients.terminals[t];
+    try {
+      const response = await callUnary(client, client.presentCard, { card: cards[c] }, 5_000);
+      cards[c] = response.card!;
+      if (response.decision === Decision.DECISION_ACCEPT) {
+        record.accepted.push({ tapId: response.tap!.tapId, cardId: cards[c].cardId, terminalId: this.terminalIds[t] });
+      } else {
+        const reason = declineReasonToJSON(response.declineReason ?? DeclineReason.DECLINE_REASON_UNSPECIFIED);
+        record.declined[reason] = (record.declined[reason] ?? 0) + 1;
+      }
+      return undefined;
+    } catch (err) {
+      const e = err as ServiceError;
+      if (!TERMINAL_DOWN.has(e.code)) record.errors.push(`card ${cards[c].cardId} at terminal ${this.terminalIds[t]}: ${status[e.code] ?? ''} ${e.message}`);
+      return e.code;
+    }
+  }
+
+  /** Presents cards[c] until a terminal answers, starting at terminal t and moving to the next while one is down. */
   async present(cards: CardImage[], c: number, t: number, record: DriverRecord, giveUpMs = 120_000): Promise<void> {
     const giveUpAt = Date.now() + giveUpMs;
     for (let attempt = 1; ; attempt++) {
-      const client = this.clients.terminals[t];
-      try {
-        const response = await callUnary(client, client.presentCard, { card: cards[c] }, 5_000);
-        cards[c] = response.card!;
-        if (response.decision === Decision.DECISION_ACCEPT) {
-          record.accepted.push({ tapId: response.tap!.tapId, cardId: cards[c].cardId, terminalId: this.terminalIds[t] });
-        } else {
-          const reason = declineReasonToJSON(response.declineReason ?? DeclineReason.DECLINE_REASON_UNSPECIFIED);
-          record.declined[reason] = (record.declined[reason] ?? 0) + 1;
-        }
+      const failed = await this.presentOnce(cards, c, t, record);
+      if (failed === undefined || !TERMINAL_DOWN.has(failed)) return;
+      if (Date.now() > giveUpAt) {
+        record.errors.push(`card ${cards[c].cardId}: no terminal answered within ${giveUpMs} ms`);
         return;
-      } catch (err) {
-        const e = err as ServiceError;
-        if (!TERMINAL_DOWN.has(e.code) || Date.now() > giveUpAt) {
-          record.errors.push(`card ${cards[c].cardId} at terminal ${this.terminalIds[t]}: ${status[e.code] ?? ''} ${e.message}`);
-          return;
-        }
-        record.retried++;
-        t = (t + 1) % this.terminalIds.length;
-        await sleep(Math.min(20 * attempt, 200));
       }
+      record.retried++;
+      t = (t + 1) % this.terminalIds.length;
+      await sleep(Math.min(20 * attempt, 200));
     }
   }
 

@@ -139,7 +139,8 @@ describe('terminal: deny-list syncer', () => {
     const port = issuer!.port;
     await issuer!.close();
     await startRealIssuer(port);
-    const second = await list('C2');
+    // The channel to the old address may still be backing off: retry until the new issuer answers.
+    const second = await waitFor(() => list('C2'));
     await waitFor(async () => (await heldVersion()) === second.version);
     expect((await decision('C2')).declineReason).to.equal(DeclineReason.DECLINE_REASON_DENY_LISTED);
   });

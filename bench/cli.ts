@@ -1,0 +1,95 @@
+// `npm run bench -- [--duration 60] [--cards 5000] [--terminals 4] [--readers 8] [--quick] ...`
+// Runs the benchmark (bench/run.ts), prints the Markdown report and writes it
+// with the JSON to bench/reports/<timestamp>.{json,md}.
+import { join } from 'node:path';
+import { Command, InvalidArgumentError } from 'commander';
+import { ROOT } from './cluster.js';
+import { renderMarkdown, writeReport } from './report.js';
+import { runBench, type BenchOptions } from './run.js';
+
+const int = (value: string) => {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('expected a whole number');
+  return n;
+};
+
+const opts = new Command()
+  .name('bench')
+  .description('start the servers, enroll cards, drive taps and report latency, throughput and memory against the transport and storage limits')
+  .option('--duration <s>', 'seconds of the end-to-end drive (>= 60 for the sustained figure)', int)
+  .option('--cards <n>', 'enrolled cards (one rider and account each)', int)
+  .option('--terminals <m>', 'terminal processes (each a real TerminalService with its own store and forwarder)', int)
+  .option('--readers <r>', 'concurrent card readers per terminal in the end-to-end drive', int)
+  .option('--rate <taps/s>', 'pace the end-to-end drive at this many taps/s over all terminals (default: as fast as they answer)', int)
+  .option('--latency-seconds <s>', 'seconds of the isolated decision-latency phase', int)
+  .option('--latency-rate <taps/s>', 'taps/s of the isolated decision-latency phase over all terminals', int)
+  .option('--senders <n>', 'virtual terminals sending TapReport batches at once', int)
+  .option('--forward-batch-size <n>', 'terminal -> issuer TapReport batch size', int)
+  .option('--forward-window-ms <ms>', 'terminal forwarder: wait this long for a batch to fill', int)
+  .option('--deduct-batch-size <n>', 'issuer -> authorizer Deduct batch size', int)
+  .option('--deduct-window-ms <ms>', 'issuer debit worker: wait this long for a batch to fill', int)
+  .option('--settlement-batch-size <n>', 'authorizer -> issuer Settle batch size', int)
+  .option('--settlement-window-ms <ms>', 'authorizer settlement worker: wait this long for a batch to fill', int)
+  .option('--insecure', 'plaintext on loopback instead of mTLS')
+  .option('--log-level <level>', 'LOG_LEVEL of the servers (their logs go to the data directory)', 'info')
+  .option('--profile', 'write a CPU profile of each server (node --cpu-prof) next to the report')
+  .option('--keep', 'keep the data directory (SQLite files, logs)')
+  .option('--quick', 'a few seconds with a handful of cards: proves the harness works, figures mean nothing')
+  .option('--out <dir>', 'where reports go', join(ROOT, 'bench', 'reports'))
+  .parse()
+  .opts<{
+    duration?: number;
+    cards?: number;
+    terminals?: number;
+    readers?: number;
+    rate?: number;
+    latencySeconds?: number;
+    latencyRate?: number;
+    senders?: number;
+    forwardBatchSize?: number;
+    forwardWindowMs?: number;
+    deductBatchSize?: number;
+    deductWindowMs?: number;
+    settlementBatchSize?: number;
+    settlementWindowMs?: number;
+    insecure?: boolean;
+    logLevel: string;
+    profile?: boolean;
+    keep?: boolean;
+    quick?: boolean;
+    out: string;
+  }>();
+
+const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+const options: Partial<BenchOptions> = Object.fromEntries(
+  Object.entries({
+    durationSeconds: opts.duration,
+    cards: opts.cards,
+    terminals: opts.terminals,
+    readersPerTerminal: opts.readers,
+    rate: opts.rate,
+    latencySeconds: opts.latencySeconds,
+    latencyRate: opts.latencyRate,
+    senders: opts.senders,
+    tls: !opts.insecure,
+    logLevel: opts.logLevel,
+    hops: Object.fromEntries(
+      Object.entries({
+        forwardBatchSize: opts.forwardBatchSize,
+        forwardWindowMs: opts.forwardWindowMs,
+        deductBatchSize: opts.deductBatchSize,
+        deductWindowMs: opts.deductWindowMs,
+        settlementBatchSize: opts.settlementBatchSize,
+        settlementWindowMs: opts.settlementWindowMs,
+      }).filter(([, v]) => v !== undefined),
+    ),
+    profileDir: opts.profile ? join(opts.out, `${stamp}-profiles`) : undefined,
+    keep: opts.keep ?? false,
+    quick: opts.quick ?? false,
+  }).filter(([, v]) => v !== undefined),
+);
+
+const report = await runBench(options);
+const files = writeReport(report, opts.out);
+console.log(renderMarkdown(report));
+console.log(`report: ${files.markdown}\n        ${files.json}${options.profileDir ? `\nprofiles: ${options.profileDir}` : ''}`);

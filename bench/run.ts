@@ -1,0 +1,488 @@
+// The benchmark: starts the servers as child processes, enrolls the riders,
+// measures the two baselines, the terminal's decision latency, the issuer's
+// TapReport ingest at three batch sizes and the end-to-end flow from ACCEPT
+// to SETTLED, and returns the report (bench/report.ts writes it).
+import { mkdtempSync, rmSync } from 'node:fs';
+import { cpus, freemem, loadavg, totalmem, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { TerminalServiceClient } from '../gen/tapcredit/terminal/v1/terminal.js';
+import { startEchoServer, storageBaseline, transportBaseline, unaryEchoBaseline, type StorageResult } from './baselines.js';
+import { Cluster, type HopSettings, type ProcessFigures } from './cluster.js';
+import { drive, type DriveStats } from './drive.js';
+import { batchesOf, sendBatches, TapFactory, type IngestResult, type Sender } from './ingest.js';
+import { IssuerStore } from './issuer-store.js';
+import { Progress } from './progress.js';
+import { CardPool, enrollRiders } from './riders.js';
+import { round, summarize, type LatencySummary } from './stats.js';
+
+export interface BenchOptions {
+  /** Seconds of the end-to-end drive (>= 60 for the sustained figure). */
+  durationSeconds: number;
+  cards: number;
+  terminals: number;
+  /** Concurrent readers per terminal in the end-to-end drive. */
+  readersPerTerminal: number;
+  /** Taps per second of the end-to-end drive over all terminals; 0: as fast as the terminals answer. */
+  rate: number;
+  /** Seconds of the isolated decision-latency phase, and its rate over all terminals. */
+  latencySeconds: number;
+  latencyRate: number;
+  /** Taps sent per batch size in the ingest phase and the baselines. */
+  ingestTaps: Record<number, number>;
+  /** Virtual terminals sending TapReport batches at once. */
+  senders: number;
+  tls: boolean;
+  logLevel: string;
+  hops: HopSettings;
+  fareMinorUnits: number;
+  /** Write CPU profiles of the servers here. */
+  profileDir?: string;
+  /** Keep the data directory (SQLite files, logs) afterwards. */
+  keep: boolean;
+  quiet: boolean;
+  quick: boolean;
+}
+
+export const BATCH_SIZES = [1, 100, 1000] as const;
+
+export const DEFAULT_OPTIONS: BenchOptions = {
+  durationSeconds: 60,
+  cards: 5000,
+  terminals: 4,
+  readersPerTerminal: 8,
+  rate: 0,
+  latencySeconds: 10,
+  latencyRate: 200,
+  ingestTaps: { 1: 2000, 100: 20_000, 1000: 50_000 },
+  senders: 4,
+  tls: true,
+  logLevel: 'info',
+  hops: {},
+  fareMinorUnits: 200,
+  keep: false,
+  quiet: false,
+  quick: false,
+};
+
+/** A few seconds end to end: proves the harness works, measures nothing worth quoting. */
+export const QUICK_OPTIONS: Partial<BenchOptions> = {
+  durationSeconds: 3,
+  cards: 40,
+  terminals: 2,
+  readersPerTerminal: 2,
+  latencySeconds: 1,
+  latencyRate: 50,
+  ingestTaps: { 1: 40, 100: 400, 1000: 2000 },
+  senders: 2,
+  quick: true,
+};
+
+export interface Machine {
+  nproc: number;
+  cpuModel: string;
+  memoryMb: number;
+  freeMemoryMb: number;
+  /** 1, 5 and 15 minute load averages at the start and at the end of the run. */
+  loadAverageStart: number[];
+  loadAverageEnd: number[];
+  node: string;
+  platform: string;
+}
+
+export interface TapReportFigure {
+  batchSize: number;
+  tapsPerSecond: number;
+  callLatency: LatencySummary;
+  notStored: Record<string, number>;
+  /** The same batches through the echo server, and the same rows into bare SQLite. */
+  transportTapsPerSecond: number;
+  storageRowsPerSecond: number;
+  ratioToTransport: number;
+  ratioToStorage: number;
+}
+
+export interface EndToEnd {
+  durationSeconds: number;
+  terminals: number;
+  readersPerTerminal: number;
+  rate: number;
+  presented: number;
+  accepted: number;
+  declined: Record<string, number>;
+  errors: Record<string, number>;
+  acceptedPerSecond: number;
+  /** Taps accepted in the drive that reached SETTLED, and those that did not within the drain timeout. */
+  settled: number;
+  unsettled: number;
+  /** Accepted taps settled per second, from the drive's start to the last one settled. */
+  settledPerSecond: number;
+  /** Taps settled during the drive window itself, per second. */
+  settledPerSecondInWindow: number;
+  /** Seconds from the end of the drive until the last accepted tap was settled. */
+  drainSeconds: number;
+  lag: LatencySummary;
+  /** PresentCard latency under this load. */
+  presentCardLatency: LatencySummary;
+  /** Per second of the drive: taps accepted, taps (of the drive) settled. */
+  timeline: { accepted: number[]; settled: number[] };
+  /** CPU seconds each process used from the drive's start to the end of the drain, and the share of the machine. */
+  cpu: Record<string, { seconds: number; shareOfMachine: number }>;
+  ratioToTransport: number;
+  ratioToStorage: number;
+}
+
+export interface BenchReport {
+  version: 1;
+  startedAt: string;
+  finishedAt: string;
+  quick: boolean;
+  options: Omit<BenchOptions, 'quiet' | 'keep' | 'profileDir'>;
+  machine: Machine;
+  transport: 'mtls' | 'plaintext';
+  durability: Record<string, string>;
+  setup: { riders: number; seconds: number };
+  presentCard: {
+    /** Each terminal with one reader (a gate presents one card at a time), paced. */
+    isolated: LatencySummary & { rate: number; terminals: number };
+    /** Under the end-to-end load. */
+    underLoad: LatencySummary;
+    /** Floor: the echo server's unary latency plus one durable single-row commit. */
+    floor: { transportP50Ms: number; transportP99Ms: number; commitP50Ms: number; commitP99Ms: number };
+    ratioP99ToFloor: number;
+  };
+  tapReport: TapReportFigure[];
+  endToEnd: EndToEnd;
+  baselines: {
+    transport: IngestResult[];
+    storage: StorageResult[];
+    unaryTransport: { inFlight: number; callsPerSecond: number; latency: LatencySummary };
+  };
+  servers: Record<string, { peakRssMb: number }>;
+  targets: { name: string; target: string; measured: string; met: boolean }[];
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
+
+function machine(): Machine {
+  const load = loadavg().map((x) => round(x, 2));
+  return {
+    nproc: cpus().length,
+    cpuModel: cpus()[0]?.model ?? 'unknown',
+    memoryMb: Math.round(totalmem() / 2 ** 20),
+    freeMemoryMb: Math.round(freemem() / 2 ** 20),
+    loadAverageStart: load,
+    loadAverageEnd: load,
+    node: process.version,
+    platform: `${process.platform} ${process.arch}`,
+  };
+}
+
+/** Waits until the issuer holds `expected` final taps of these terminals (or the timeout passes); resolves how many it holds. */
+async function waitSettled(store: IssuerStore, terminalIds: string[], expected: number, timeoutMs: number, progress: Progress, label: string): Promise<number> {
+  const started = Date.now();
+  for (;;) {
+    const counts = await store.stateCounts(terminalIds);
+    const settled = counts.SETTLED ?? 0;
+    const final = settled + (counts.REJECTED ?? 0) + (counts.DECLINED ?? 0) + (counts.CAPPED ?? 0);
+    progress.update(label, expected === 0 ? 1 : settled / expected, `${fmt(settled)} / ${fmt(expected)} settled`);
+    if (final >= expected || Date.now() - started > timeoutMs) {
+      progress.done();
+      return settled;
+    }
+    await sleep(250);
+  }
+}
+
+export async function runBench(partial: Partial<BenchOptions> = {}): Promise<BenchReport> {
+  const opts: BenchOptions = { ...DEFAULT_OPTIONS, ...(partial.quick ? QUICK_OPTIONS : {}), ...partial };
+  const progress = new Progress(process.stderr, opts.quiet);
+  const startedAt = new Date();
+  const host = machine();
+  const dir = mkdtempSync(join(tmpdir(), 'tapcredit-bench-'));
+  const virtualTerminals = Array.from({ length: opts.senders }, (_, i) => `BENCH${i + 1}`);
+  progress.log(
+    `tapcredit bench: ${opts.terminals} terminals x ${opts.readersPerTerminal} readers, ${opts.cards} cards, ${opts.durationSeconds} s, ` +
+      `${opts.tls ? 'mTLS' : 'plaintext'}, data in ${dir}; ${host.nproc} cores, load ${host.loadAverageStart.join(' ')}`,
+  );
+  const cluster = await Cluster.start({
+    dir,
+    terminals: opts.terminals,
+    virtualTerminals,
+    tls: opts.tls,
+    logLevel: opts.logLevel,
+    profileDir: opts.profileDir,
+    hops: opts.hops,
+    fareMinorUnits: opts.fareMinorUnits,
+  });
+  const store = IssuerStore.open(join(dir, 'issuer.sqlite'));
+  const phone = { role: 'phone' as const, name: 'phone-app' };
+  const terminalClients = cluster.terminals.map((t) => new TerminalServiceClient(t.address, cluster.credentials(phone, 'terminal')));
+  const peak: Record<string, ProcessFigures> = {};
+  const notePeaks = () => {
+    for (const [name, f] of Object.entries(cluster.figures())) if (f) peak[name] = f;
+  };
+  try {
+    // --- setup: accounts and enrolled cards ---
+    const t0 = Date.now();
+    // Enough money for every tap of the run, so no debit is declined.
+    const riders = await enrollRiders(cluster, {
+      riders: opts.cards,
+      topUp: () => 100_000_000n,
+      onProgress: (done) => progress.update('enroll', done / opts.cards, `${fmt(done)} / ${fmt(opts.cards)} cards`),
+    });
+    progress.done();
+    const setup = { riders: riders.length, seconds: round((Date.now() - t0) / 1000, 1) };
+    const pool = new CardPool(riders);
+    const factory = new TapFactory(riders, opts.fareMinorUnits);
+    const senders: Sender[] = virtualTerminals.map((terminalId) => ({ terminalId, credentials: cluster.credentials({ role: 'terminal', name: terminalId }, 'issuer') }));
+
+    // --- baselines (while nothing else runs) ---
+    const tapsFor = (batchSize: number) => virtualTerminals.map((id) => factory.build(id, Math.ceil(opts.ingestTaps[batchSize] / opts.senders)));
+    const echo = await startEchoServer(cluster);
+    const transport: IngestResult[] = [];
+    const storage: StorageResult[] = [];
+    let unaryTransport;
+    try {
+      for (const b of BATCH_SIZES) {
+        progress.update('baselines', transport.length / BATCH_SIZES.length, `transport, batch ${b}`);
+        // Taps built for the baselines only: never sent to the issuer, so their cards' counters simply skip those values.
+        const taps = tapsFor(b);
+        transport.push(await transportBaseline(echo, senders, taps, b));
+        progress.update('baselines', (transport.length - 0.5) / BATCH_SIZES.length, `storage, batch ${b}`);
+        storage.push(await storageBaseline(dir, taps.flat(), b));
+      }
+      const one = factory.build(virtualTerminals[0], 1)[0];
+      unaryTransport = await unaryEchoBaseline(echo, senders[0], one, opts.terminals * opts.readersPerTerminal, opts.quick ? 1000 : 5000);
+      progress.update('baselines', 1, 'done');
+      progress.done();
+    } finally {
+      await echo.stop();
+    }
+
+    // --- PresentCard latency, each terminal one card at a time, paced ---
+    const isolated = await drive({
+      pool,
+      terminals: terminalClients,
+      readersPerTerminal: 1,
+      durationMs: opts.latencySeconds * 1000,
+      rate: opts.latencyRate,
+      onTick: (d, ms) => progress.update('latency', ms / (opts.latencySeconds * 1000), `${fmt(d.presented)} cards presented`),
+    });
+    progress.done();
+    await waitSettled(store, cluster.terminalIds, isolated.accepted, 120_000, progress, 'settle');
+
+    // --- TapReport ingest ---
+    const tapReport: TapReportFigure[] = [];
+    for (const [i, b] of BATCH_SIZES.entries()) {
+      progress.update('tapreport', i / BATCH_SIZES.length, `batch ${b}`);
+      const taps = tapsFor(b);
+      const result = await sendBatches(cluster.issuer.address, senders, taps.map((t) => batchesOf(t, b)));
+      const total = taps.reduce((n, t) => n + t.length, 0);
+      // Let the pipeline digest the batch before the next measurement.
+      const before = Date.now();
+      while ((await store.inFlight()) > 0 && Date.now() - before < 300_000) await sleep(250);
+      const tr = transport[i];
+      const st = storage[i];
+      tapReport.push({
+        batchSize: b,
+        tapsPerSecond: round(result.tapsPerSecond, 1),
+        callLatency: result.callLatency,
+        notStored: result.notStored,
+        transportTapsPerSecond: round(tr.tapsPerSecond, 1),
+        storageRowsPerSecond: round(st.rowsPerSecond, 1),
+        ratioToTransport: round(result.tapsPerSecond / tr.tapsPerSecond),
+        ratioToStorage: round(result.tapsPerSecond / st.rowsPerSecond),
+      });
+      if (total !== result.taps) throw new Error(`sent ${result.taps} of ${total} taps`);
+    }
+    progress.update('tapreport', 1, 'done');
+    progress.done();
+
+    // --- end to end: ACCEPT at the terminals -> SETTLED at the issuer ---
+    const cpuBefore = cpuSnapshot(cluster);
+    const window = await drive({
+      pool,
+      terminals: terminalClients,
+      readersPerTerminal: opts.readersPerTerminal,
+      durationMs: opts.durationSeconds * 1000,
+      rate: opts.rate,
+      onTick: (d, ms) => {
+        notePeaks();
+        progress.update('e2e', ms / (opts.durationSeconds * 1000), `${fmt(d.accepted)} accepted (${fmt(d.accepted / (ms / 1000))}/s)`);
+      },
+    });
+    progress.done();
+    notePeaks();
+    const settled = await waitSettled(store, cluster.terminalIds, window.accepted + isolated.accepted, Math.max(120_000, opts.durationSeconds * 2000), progress, 'drain');
+    const cpuAfter = cpuSnapshot(cluster);
+    notePeaks();
+    const endToEnd = await endToEndFigures(opts, store, cluster, window, settled - isolated.accepted, cpuBefore, cpuAfter);
+    const crashed = cluster.crashed();
+    if (crashed) throw new Error(crashed);
+
+    const unaryLimit = unaryTransport!;
+    const commit1 = storage.find((s) => s.batchSize === 1)!.commitLatency;
+    const floor = {
+      transportP50Ms: unaryLimit.latency.p50Ms,
+      transportP99Ms: unaryLimit.latency.p99Ms,
+      commitP50Ms: commit1.p50Ms,
+      commitP99Ms: commit1.p99Ms,
+    };
+    const isolatedLatency = isolated.latency.summary();
+    endToEnd.ratioToTransport = round(endToEnd.settledPerSecond / unaryLimit.callsPerSecond);
+    endToEnd.ratioToStorage = round(endToEnd.settledPerSecond / storage.find((s) => s.batchSize === 1000)!.rowsPerSecond);
+    const servers = Object.fromEntries(Object.entries(peak).map(([name, f]) => [name, { peakRssMb: round(f.peakRssMb, 1) }]));
+
+    const report: BenchReport = {
+      version: 1,
+      startedAt: startedAt.toISOString(),
+      finishedAt: new Date().toISOString(),
+      quick: opts.quick,
+      options: {
+        durationSeconds: opts.durationSeconds,
+        cards: opts.cards,
+        terminals: opts.terminals,
+        readersPerTerminal: opts.readersPerTerminal,
+        rate: opts.rate,
+        latencySeconds: opts.latencySeconds,
+        latencyRate: opts.latencyRate,
+        ingestTaps: opts.ingestTaps,
+        senders: opts.senders,
+        tls: opts.tls,
+        logLevel: opts.logLevel,
+        hops: opts.hops,
+        fareMinorUnits: opts.fareMinorUnits,
+        quick: opts.quick,
+      },
+      machine: { ...host, loadAverageEnd: loadavg().map((x) => round(x, 2)) },
+      transport: opts.tls ? 'mtls' : 'plaintext',
+      durability: DURABILITY,
+      setup,
+      presentCard: {
+        isolated: { ...isolatedLatency, rate: opts.latencyRate, terminals: opts.terminals },
+        underLoad: endToEnd.presentCardLatency,
+        floor,
+        ratioP99ToFloor: round(isolatedLatency.p99Ms / (floor.transportP99Ms + floor.commitP99Ms)),
+      },
+      tapReport,
+      endToEnd,
+      baselines: {
+        transport: transport.map((t) => ({ ...t, tapsPerSecond: round(t.tapsPerSecond, 1), seconds: round(t.seconds) })),
+        storage: storage.map((s) => ({ ...s, rowsPerSecond: round(s.rowsPerSecond, 1), seconds: round(s.seconds) })),
+        unaryTransport: { inFlight: unaryLimit.inFlight, callsPerSecond: round(unaryLimit.callsPerSecond, 1), latency: unaryLimit.latency },
+      },
+      servers,
+      targets: [],
+    };
+    report.targets = targets(report);
+    return report;
+  } finally {
+    for (const c of terminalClients) c.close();
+    await store.close();
+    await cluster.stop();
+    if (!opts.keep) rmSync(dir, { recursive: true, force: true });
+    else progress.log(`data directory (SQLite files, logs) kept in ${dir}`);
+  }
+}
+
+/** What each database promises once a write is acknowledged (common/db.ts sets the pragmas). */
+export const DURABILITY: Record<string, string> = {
+  terminal:
+    'SQLite WAL, synchronous=FULL: the WAL is fsynced at every commit, so an accepted tap survives a power loss before the gate opens (the terminal may be the only copy until the issuer acknowledges it).',
+  issuer:
+    'SQLite WAL, synchronous=FULL: a tap is acknowledged to the terminal only once committed and fsynced, because the terminal then stops resending it; debit outcomes and settlements are money.',
+  authorizer: 'SQLite WAL, synchronous=FULL: every debit, ledger entry and settlement is fsynced before it is answered (money).',
+};
+
+type CpuSnapshot = { at: number; figures: Record<string, ProcessFigures | undefined>; self: NodeJS.CpuUsage };
+
+function cpuSnapshot(cluster: Cluster): CpuSnapshot {
+  return { at: Date.now(), figures: cluster.figures(), self: process.cpuUsage() };
+}
+
+async function endToEndFigures(
+  opts: BenchOptions,
+  store: IssuerStore,
+  cluster: Cluster,
+  window: DriveStats,
+  settledCount: number,
+  before: CpuSnapshot,
+  after: CpuSnapshot,
+): Promise<EndToEnd> {
+  const times = await store.settledTimes(cluster.terminalIds, window.startedAt, window.endedAt + 1);
+  const lags = times.map((t) => t.settledAt - t.tappedAt);
+  const lastSettled = times.reduce((m, t) => Math.max(m, t.settledAt), window.endedAt);
+  const seconds = Math.ceil((window.endedAt - window.startedAt) / 1000);
+  const settledTimeline = new Array(seconds).fill(0);
+  let inWindow = 0;
+  for (const t of times) {
+    const s = Math.floor((t.settledAt - window.startedAt) / 1000);
+    if (s < seconds) settledTimeline[s]++;
+    if (t.settledAt <= window.endedAt) inWindow++;
+  }
+  const elapsed = (after.at - before.at) / 1000;
+  const cpu: EndToEnd['cpu'] = {};
+  const cores = cpus().length;
+  for (const [name, f] of Object.entries(after.figures)) {
+    const b = before.figures[name];
+    if (!f || !b) continue;
+    const used = f.cpuSeconds - b.cpuSeconds;
+    cpu[name] = { seconds: round(used, 1), shareOfMachine: round(used / elapsed / cores, 3) };
+  }
+  const selfUsed = (after.self.user + after.self.system - before.self.user - before.self.system) / 1e6;
+  cpu['bench (load generator)'] = { seconds: round(selfUsed, 1), shareOfMachine: round(selfUsed / elapsed / cores, 3) };
+  const driveSeconds = (window.endedAt - window.startedAt) / 1000;
+  return {
+    durationSeconds: round(driveSeconds, 1),
+    terminals: opts.terminals,
+    readersPerTerminal: opts.readersPerTerminal,
+    rate: opts.rate,
+    presented: window.presented,
+    accepted: window.accepted,
+    declined: window.declined,
+    errors: window.errors,
+    acceptedPerSecond: round(window.accepted / driveSeconds, 1),
+    settled: times.length,
+    unsettled: Math.max(0, window.accepted - settledCount),
+    settledPerSecond: round(times.length / ((lastSettled - window.startedAt) / 1000), 1),
+    settledPerSecondInWindow: round(inWindow / driveSeconds, 1),
+    drainSeconds: round((lastSettled - window.endedAt) / 1000, 2),
+    lag: summarize(lags),
+    presentCardLatency: window.latency.summary(),
+    timeline: { accepted: window.acceptedPerSecond, settled: settledTimeline },
+    cpu,
+    ratioToTransport: 0,
+    ratioToStorage: 0,
+  };
+}
+
+function targets(r: BenchReport): BenchReport['targets'] {
+  const e = r.endToEnd;
+  const out: BenchReport['targets'] = [
+    {
+      name: 'PresentCard p99 (isolated gate)',
+      target: '<= 2 ms',
+      measured: `${r.presentCard.isolated.p99Ms} ms`,
+      met: r.presentCard.isolated.p99Ms <= 2,
+    },
+    {
+      name: 'TapReport ingest at batch 1000',
+      target: '>= 50,000 taps/s',
+      measured: `${fmt(r.tapReport.find((t) => t.batchSize === 1000)?.tapsPerSecond ?? 0)} taps/s`,
+      met: (r.tapReport.find((t) => t.batchSize === 1000)?.tapsPerSecond ?? 0) >= 50_000,
+    },
+    {
+      name: 'End to end, sustained',
+      target: `>= 10,000 taps/s for >= 60 s`,
+      measured: `${fmt(e.settledPerSecond)} taps/s for ${e.durationSeconds} s`,
+      met: e.settledPerSecond >= 10_000 && e.durationSeconds >= 60 && e.unsettled === 0,
+    },
+    { name: 'accept -> settled p99', target: '<= 2 s', measured: `${round(e.lag.p99Ms / 1000, 2)} s`, met: e.lag.p99Ms <= 2000 },
+  ];
+  for (const [name, s] of Object.entries(r.servers)) {
+    out.push({ name: `peak RSS ${name}`, target: '<= 200 MB', measured: `${s.peakRssMb} MB`, met: s.peakRssMb <= 200 });
+  }
+  return out;
+}
+
