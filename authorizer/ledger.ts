@@ -184,8 +184,12 @@ export class LedgerBook {
       );
     }
     for (const part of chunks(this.entries)) await this.trx('ledger_entries').insert(part);
-    for (const id of this.touched) {
-      await this.trx('ledger_accounts').where({ ledger_account_id: id }).update({ balance: this.account(id).balance.toString() });
+    // One UPDATE per chunk of accounts (a batch of fares touches an account per rider), not one per account.
+    for (const part of chunks([...this.touched])) {
+      const cases = part.map(() => 'WHEN ? THEN CAST(? AS BIGINT)').join(' ');
+      await this.trx('ledger_accounts')
+        .whereIn('ledger_account_id', part)
+        .update({ balance: this.trx.raw(`CASE ledger_account_id ${cases} END`, part.flatMap((id) => [id, this.account(id).balance.toString()])) });
     }
     this.transfers.length = 0;
     this.entries.length = 0;

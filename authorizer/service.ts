@@ -33,6 +33,8 @@ export interface AuthorizerConfig {
   settlementBatchSize?: number;
   /** Settlement worker poll interval when idle. Default 200 ms. */
   settlementIntervalMs?: number;
+  /** Batching window of the settlement worker: how long after a debit it waits for more to join the settlement. Default 0. */
+  settlementWindowMs?: number;
   /** Deadline of each Settle call. Default 10 s. */
   settleDeadlineMs?: number;
   /**
@@ -96,6 +98,7 @@ export async function startAuthorizer(config: AuthorizerConfig): Promise<Authori
     }), {
     name: 'settlement',
     intervalMs: config.settlementIntervalMs ?? 200,
+    windowMs: config.settlementWindowMs,
     log,
   });
 

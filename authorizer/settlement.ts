@@ -13,6 +13,7 @@ import { asText, toNumber, type Db } from '../common/db.js';
 import { newId } from '../common/ids.js';
 import { Leases, skipLocked, type Claim } from '../common/leases.js';
 import type { Logger } from '../common/log.js';
+import { retryOnUniqueViolation } from './accounts.js';
 import { LedgerBook, chunks, ledgerAccountId } from './ledger.js';
 
 export const DEFAULT_SETTLEMENT_BATCH_SIZE = 1000;
@@ -164,76 +165,79 @@ export interface AcknowledgedSettlement {
  * the items is refused (the settlement stays pending).
  */
 export async function acknowledgeSettlement(db: Db, settlementId: string, ack: SettlementAck, now = Date.now()): Promise<AcknowledgedSettlement> {
-  return db.transaction(async (trx) => {
-    // Claims the acknowledgement first (the row's lock on PostgreSQL): a
-    // concurrent acknowledgement of the same settlement (two replicas, one
-    // after a takeover) waits here, then finds it acknowledged and books nothing.
-    const won = await trx('settlements').where({ settlement_id: settlementId, state: 'PENDING' }).update({ state: 'ACKNOWLEDGED' });
-    if (won === 0) {
-      const s = await trx('settlements').where({ settlement_id: settlementId }).first('state', asText(trx, 'matched_total'));
-      if (!s) throw new Error(`settlement ${settlementId} does not exist`);
-      return { settlementId, matchedTotal: BigInt(s.matched_total), mismatched: [], booked: false };
-    }
+  // A replica acknowledging another settlement may create the issuer's "paid" account first: run again, it exists then.
+  return retryOnUniqueViolation(() =>
+    db.transaction(async (trx) => {
+      // Claims the acknowledgement first (the row's lock on PostgreSQL): a
+      // concurrent acknowledgement of the same settlement (two replicas, one
+      // after a takeover) waits here, then finds it acknowledged and books nothing.
+      const won = await trx('settlements').where({ settlement_id: settlementId, state: 'PENDING' }).update({ state: 'ACKNOWLEDGED' });
+      if (won === 0) {
+        const s = await trx('settlements').where({ settlement_id: settlementId }).first('state', asText(trx, 'matched_total'));
+        if (!s) throw new Error(`settlement ${settlementId} does not exist`);
+        return { settlementId, matchedTotal: BigInt(s.matched_total), mismatched: [], booked: false };
+      }
 
-    const batch = await loadBatch(trx, settlementId);
-    if (ack.results.length !== batch.items.length) {
-      throw new Error(`issuer answered ${ack.results.length} results for the ${batch.items.length} items of settlement ${settlementId}`);
-    }
-    ack.results.forEach((r, i) => {
-      if (r.tapId !== batch.items[i].tapId) throw new Error(`issuer answered item ${i} of settlement ${settlementId} for tap ${r.tapId}, not ${batch.items[i].tapId}`);
-    });
-
-    let matchedTotal = 0n;
-    const matched: string[] = [];
-    const mismatched: AcknowledgedSettlement['mismatched'] = [];
-    batch.items.forEach((item, i) => {
-      const r = ack.results[i];
-      if (r.matched) {
-        matched.push(item.deductionId);
-        matchedTotal += item.amount;
-      } else mismatched.push({ ...r, deductionId: item.deductionId, amount: item.amount });
-    });
-
-    for (const part of chunks(matched)) {
-      // By deduction id: a retried debt's request id is not its tap id.
-      await trx('deductions').where({ settlement_id: settlementId }).whereIn('deduction_id', part).update({ settlement_status: 'MATCHED', settlement_reason: null });
-    }
-    for (const m of mismatched) {
-      await trx('deductions').where({ settlement_id: settlementId, deduction_id: m.deductionId }).update({ settlement_status: 'MISMATCHED', settlement_reason: m.reason || 'UNSPECIFIED' });
-    }
-
-    let transferId: string | null = null;
-    if (matchedTotal > 0n) {
-      const payable = ledgerAccountId.issuerPayable(batch.issuerId, batch.currency);
-      const paid = ledgerAccountId.issuerPaid(batch.issuerId, batch.currency);
-      const book = new LedgerBook(trx);
-      await book.load([payable, paid]);
-      book.useSystemAccount(paid, 'ISSUER_PAID', batch.currency, now);
-      transferId = newId('pay');
-      book.post({
-        transferId,
-        kind: 'SETTLEMENT',
-        debitAccountId: payable,
-        creditAccountId: paid,
-        amount: matchedTotal,
-        currency: batch.currency,
-        reference: settlementId,
-        bookedAt: now,
+      const batch = await loadBatch(trx, settlementId);
+      if (ack.results.length !== batch.items.length) {
+        throw new Error(`issuer answered ${ack.results.length} results for the ${batch.items.length} items of settlement ${settlementId}`);
+      }
+      ack.results.forEach((r, i) => {
+        if (r.tapId !== batch.items[i].tapId) throw new Error(`issuer answered item ${i} of settlement ${settlementId} for tap ${r.tapId}, not ${batch.items[i].tapId}`);
       });
-      await book.flush();
-    }
-    await trx('settlements').where({ settlement_id: settlementId }).update({
-      state: 'ACKNOWLEDGED',
-      matched_total: matchedTotal.toString(),
-      mismatched_count: mismatched.length,
-      transfer_id: transferId,
-      acknowledged_at: now,
-      attempts: trx.raw('attempts + 1'),
-      last_error: null,
-      ...Leases.free,
-    });
-    return { settlementId, matchedTotal, mismatched, booked: true };
-  });
+
+      let matchedTotal = 0n;
+      const matched: string[] = [];
+      const mismatched: AcknowledgedSettlement['mismatched'] = [];
+      batch.items.forEach((item, i) => {
+        const r = ack.results[i];
+        if (r.matched) {
+          matched.push(item.deductionId);
+          matchedTotal += item.amount;
+        } else mismatched.push({ ...r, deductionId: item.deductionId, amount: item.amount });
+      });
+
+      for (const part of chunks(matched)) {
+        // By deduction id: a retried debt's request id is not its tap id.
+        await trx('deductions').where({ settlement_id: settlementId }).whereIn('deduction_id', part).update({ settlement_status: 'MATCHED', settlement_reason: null });
+      }
+      for (const m of mismatched) {
+        await trx('deductions').where({ settlement_id: settlementId, deduction_id: m.deductionId }).update({ settlement_status: 'MISMATCHED', settlement_reason: m.reason || 'UNSPECIFIED' });
+      }
+
+      let transferId: string | null = null;
+      if (matchedTotal > 0n) {
+        const payable = ledgerAccountId.issuerPayable(batch.issuerId, batch.currency);
+        const paid = ledgerAccountId.issuerPaid(batch.issuerId, batch.currency);
+        const book = new LedgerBook(trx);
+        await book.load([payable, paid]);
+        book.useSystemAccount(paid, 'ISSUER_PAID', batch.currency, now);
+        transferId = newId('pay');
+        book.post({
+          transferId,
+          kind: 'SETTLEMENT',
+          debitAccountId: payable,
+          creditAccountId: paid,
+          amount: matchedTotal,
+          currency: batch.currency,
+          reference: settlementId,
+          bookedAt: now,
+        });
+        await book.flush();
+      }
+      await trx('settlements').where({ settlement_id: settlementId }).update({
+        state: 'ACKNOWLEDGED',
+        matched_total: matchedTotal.toString(),
+        mismatched_count: mismatched.length,
+        transfer_id: transferId,
+        acknowledged_at: now,
+        attempts: trx.raw('attempts + 1'),
+        last_error: null,
+        ...Leases.free,
+      });
+      return { settlementId, matchedTotal, mismatched, booked: true };
+    }),
+  );
 }
 
 /** Notes a failed send on the settlement, for operators. */

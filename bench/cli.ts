@@ -31,6 +31,10 @@ const opts = new Command()
   .option('--settlement-batch-size <n>', 'authorizer -> issuer Settle batch size', int)
   .option('--settlement-window-ms <ms>', 'authorizer settlement worker: wait this long for a batch to fill', int)
   .option('--insecure', 'plaintext on loopback instead of mTLS')
+  .option(
+    '--postgres [url]',
+    'the issuer and the authorizer on PostgreSQL: fresh databases on this server, dropped afterwards (default TAPCREDIT_TEST_POSTGRES_URL or postgres://postgres@127.0.0.1:5432/test)',
+  )
   .option('--log-level <level>', 'LOG_LEVEL of the servers (their logs go to the data directory)', 'info')
   .option('--profile', 'write a CPU profile of each server (node --cpu-prof) next to the report')
   .option('--keep', 'keep the data directory (SQLite files, logs)')
@@ -53,6 +57,7 @@ const opts = new Command()
     settlementBatchSize?: number;
     settlementWindowMs?: number;
     insecure?: boolean;
+    postgres?: string | true;
     logLevel: string;
     profile?: boolean;
     keep?: boolean;
@@ -72,6 +77,7 @@ const options: Partial<BenchOptions> = Object.fromEntries(
     latencyRate: opts.latencyRate,
     senders: opts.senders,
     tls: !opts.insecure,
+    postgres: opts.postgres === true ? (process.env.TAPCREDIT_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test') : opts.postgres,
     logLevel: opts.logLevel,
     hops: Object.fromEntries(
       Object.entries({

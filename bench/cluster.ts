@@ -1,9 +1,10 @@
 // The system under load as the operator runs it: the authorizer, the issuer
 // and M terminals as child processes started from their main.ts (as `npm
-// start` does), each with its own SQLite file in a fresh data directory and
-// development keys; over mTLS with a development CA by default, or plaintext
-// on loopback (--insecure). Each child's log goes to <dir>/logs. The bench
-// reads each child's peak RSS (VmHWM) and CPU time from /proc.
+// start` does), each with its own SQLite file in a fresh data directory (with
+// --postgres, the issuer and the authorizer on PostgreSQL) and development
+// keys; over mTLS with a development CA by default, or plaintext on loopback
+// (--insecure). Each child's log goes to <dir>/logs. The bench reads each
+// child's peak RSS (VmHWM) and CPU time from /proc.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
@@ -47,11 +48,12 @@ function accepts(port: number): Promise<boolean> {
   });
 }
 
-/** What /proc says about a process: peak and current resident set, CPU seconds used. */
+/** What /proc says about a process: peak and current resident set, CPU seconds used (all its threads), of them in the kernel. */
 export interface ProcessFigures {
   peakRssMb: number;
   rssMb: number;
   cpuSeconds: number;
+  systemSeconds: number;
 }
 
 const CLOCK_TICKS = 100; // USER_HZ on Linux
@@ -64,8 +66,8 @@ export function processFigures(pid: number): ProcessFigures | undefined {
     // Fields after the command name (which may hold spaces) start at "state"; utime and stime are fields 14 and 15.
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const ticks = Number(rest[11]) + Number(rest[12]);
-    return { peakRssMb: kb('VmHWM') / 1024, rssMb: kb('VmRSS') / 1024, cpuSeconds: ticks / CLOCK_TICKS };
+    const [utime, stime] = [Number(rest[11]), Number(rest[12])];
+    return { peakRssMb: kb('VmHWM') / 1024, rssMb: kb('VmRSS') / 1024, cpuSeconds: (utime + stime) / CLOCK_TICKS, systemSeconds: stime / CLOCK_TICKS };
   } catch {
     return undefined;
   }
@@ -163,6 +165,8 @@ export interface ClusterOptions {
   fareMinorUnits: number;
   /** Extra environment of the issuer (e.g. a daily fare cap). */
   issuerEnv?: Record<string, string>;
+  /** postgres:// URLs of the issuer's and the authorizer's databases; SQLite files in dir when unset. */
+  databaseUrls?: { issuer: string; authorizer: string };
 }
 
 export const terminalIdOf = (i: number) => `T${String(i).padStart(4, '0')}`;
@@ -201,7 +205,8 @@ export class Cluster {
       CURRENCY,
     };
     const common = [...(opts.tls ? [] : ['--insecure']), '--metrics-port', '0'];
-    const nodeArgs = (name: string) => (opts.profileDir ? ['--cpu-prof', '--cpu-prof-dir', opts.profileDir, '--cpu-prof-name', `${name}.cpuprofile`] : []);
+    // One directory per server: tsx's loader thread writes a profile of its own next to the main thread's (the larger one).
+    const nodeArgs = (name: string) => (opts.profileDir ? ['--cpu-prof', '--cpu-prof-dir', join(opts.profileDir, name)] : []);
     const flag = (name: string, value: number | undefined) => (value === undefined ? [] : [`--${name}`, String(value)]);
     const hops = opts.hops ?? {};
     this.authorizer = new ServerProcess(
@@ -211,6 +216,7 @@ export class Cluster {
       [
         ...common,
         '--port', String(ports.authorizer),
+        ...(opts.databaseUrls ? ['--database-url', opts.databaseUrls.authorizer] : []),
         '--issuer-addresses', `${ISSUER_ID}=127.0.0.1:${ports.issuer}`,
         ...flag('settlement-batch-size', hops.settlementBatchSize),
         ...flag('settlement-window-ms', hops.settlementWindowMs),
@@ -226,6 +232,7 @@ export class Cluster {
       [
         ...common,
         '--port', String(ports.issuer),
+        ...(opts.databaseUrls ? ['--database-url', opts.databaseUrls.issuer] : []),
         '--authorizer-address', `127.0.0.1:${ports.authorizer}`,
         ...flag('deduct-batch-size', hops.deductBatchSize),
         ...flag('deduct-window-ms', hops.deductWindowMs),

@@ -13,21 +13,29 @@ import { CURRENCY } from './cluster.js';
 import type { Rider } from './riders.js';
 import { Latencies, nowMs, type LatencySummary } from './stats.js';
 
-/** Builds taps at one virtual terminal, taking cards round robin; advances each card's counter. */
+/**
+ * Builds taps at virtual terminals, each taking the cards of its own share
+ * of the riders round robin (a card is at one station at a time, so its taps
+ * reach the issuer in counter order, as in a city); advances each card's counter.
+ */
 export class TapFactory {
-  private nextCard = 0;
   private readonly sequences = new Map<string, bigint>();
+  private readonly shares = new Map<string, { riders: Rider[]; next: number }>();
 
   constructor(
-    private readonly riders: Rider[],
+    riders: Rider[],
+    terminalIds: string[],
     private readonly fareMinorUnits: number,
-  ) {}
+  ) {
+    terminalIds.forEach((id, k) => this.shares.set(id, { riders: riders.filter((_, i) => i % terminalIds.length === k), next: 0 }));
+  }
 
   build(terminalId: string, count: number): Tap[] {
     const taps: Tap[] = [];
+    const share = this.shares.get(terminalId)!;
     let sequence = this.sequences.get(terminalId) ?? 1n;
     for (let i = 0; i < count; i++) {
-      const rider = this.riders[this.nextCard++ % this.riders.length];
+      const rider = share.riders[share.next++ % share.riders.length];
       const { card, proof } = zeroAmountDebit(rider.card, { terminalId, terminalSequence: sequence, terminalRandom: newTerminalRandom() });
       rider.card = card;
       taps.push({

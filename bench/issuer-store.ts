@@ -4,12 +4,14 @@
 // accept -> settled lag from its stored history (tapped_at by the terminal's
 // clock, SETTLED changed_at by the issuer's; one machine, one clock).
 import knexFactory, { type Knex } from 'knex';
-import { toNumber } from '../common/db.js';
+import { isPostgresUrl, toNumber } from '../common/db.js';
 
 export class IssuerStore {
   private constructor(private readonly db: Knex) {}
 
+  /** The issuer's SQLite file, or its postgres:// URL (the bench's PostgreSQL mode). */
   static open(file: string): IssuerStore {
+    if (isPostgresUrl(file)) return new IssuerStore(knexFactory({ client: 'pg', connection: file, pool: { min: 1, max: 2 } }));
     const db = knexFactory({
       client: 'sqlite3',
       // Read-write open (knex cannot open read-only), but the bench only ever reads.

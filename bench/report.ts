@@ -20,7 +20,7 @@ export function renderMarkdown(r: BenchReport): string {
   );
   lines.push(
     `Run: ${r.options.terminals} terminal processes x ${r.options.readersPerTerminal} readers, ${n(r.options.cards)} enrolled cards, ` +
-      `transport ${r.transport}, LOG_LEVEL=${r.options.logLevel}, hops ${JSON.stringify(r.options.hops)}. Setup (accounts + enrollment): ${r.setup.seconds} s.`,
+      `transport ${r.transport}, issuer and authorizer on ${r.store === 'postgresql' ? 'PostgreSQL' : 'SQLite'}, LOG_LEVEL=${r.options.logLevel}, hops ${JSON.stringify(r.options.hops)}. Setup (accounts + enrollment): ${r.setup.seconds} s.`,
     '',
   );
 
@@ -69,8 +69,13 @@ export function renderMarkdown(r: BenchReport): string {
     `| of storage limit (bare insert, batch 1000) | ${pct(e.ratioToStorage)} |`,
     '',
   );
-  lines.push('CPU used from the drive start to the end of the drain:', '', '| process | CPU s | share of the machine |', '| --- | --- | --- |');
-  for (const [name, c] of Object.entries(e.cpu)) lines.push(`| ${name} | ${c.seconds} | ${pct(c.shareOfMachine)} |`);
+  lines.push(
+    'CPU used from the drive start to the end of the drain (all threads: main, libuv pool running SQLite, GC):',
+    '',
+    '| process | CPU s | of it in the kernel | share of the machine |',
+    '| --- | --- | --- | --- |',
+  );
+  for (const [name, c] of Object.entries(e.cpu)) lines.push(`| ${name} | ${c.seconds} | ${c.systemSeconds} | ${pct(c.shareOfMachine)} |`);
   lines.push('', `Accepted per second: ${e.timeline.accepted.join(' ')}`, '', `Settled per second: ${e.timeline.settled.join(' ')}`, '');
 
   lines.push('## Peak RSS (VmHWM)', '', '| server | MB |', '| --- | --- |');

@@ -11,6 +11,7 @@ import { Cluster, type HopSettings, type ProcessFigures } from './cluster.js';
 import { drive, type DriveStats } from './drive.js';
 import { batchesOf, sendBatches, TapFactory, type IngestResult, type Sender } from './ingest.js';
 import { IssuerStore } from './issuer-store.js';
+import { benchDatabases } from './postgres.js';
 import { Progress } from './progress.js';
 import { CardPool, enrollRiders } from './riders.js';
 import { round, summarize, type LatencySummary } from './stats.js';
@@ -37,6 +38,8 @@ export interface BenchOptions {
   fareMinorUnits: number;
   /** Write CPU profiles of the servers here. */
   profileDir?: string;
+  /** A PostgreSQL server (postgres://...): the issuer and the authorizer get fresh databases on it for the run; SQLite files when unset. */
+  postgres?: string;
   /** Keep the data directory (SQLite files, logs) afterwards. */
   keep: boolean;
   quiet: boolean;
@@ -126,7 +129,7 @@ export interface EndToEnd {
   /** Per second of the drive: taps accepted, taps (of the drive) settled. */
   timeline: { accepted: number[]; settled: number[] };
   /** CPU seconds each process used from the drive's start to the end of the drain, and the share of the machine. */
-  cpu: Record<string, { seconds: number; shareOfMachine: number }>;
+  cpu: Record<string, { seconds: number; systemSeconds: number; shareOfMachine: number }>;
   ratioToTransport: number;
   ratioToStorage: number;
 }
@@ -136,7 +139,9 @@ export interface BenchReport {
   startedAt: string;
   finishedAt: string;
   quick: boolean;
-  options: Omit<BenchOptions, 'quiet' | 'keep' | 'profileDir'>;
+  options: Omit<BenchOptions, 'quiet' | 'keep' | 'profileDir' | 'postgres'>;
+  /** Where the issuer and the authorizer kept their data. */
+  store: 'sqlite' | 'postgresql';
   machine: Machine;
   transport: 'mtls' | 'plaintext';
   durability: Record<string, string>;
@@ -205,8 +210,11 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
     `tapcredit bench: ${opts.terminals} terminals x ${opts.readersPerTerminal} readers, ${opts.cards} cards, ${opts.durationSeconds} s, ` +
       `${opts.tls ? 'mTLS' : 'plaintext'}, data in ${dir}; ${host.nproc} cores, load ${host.loadAverageStart.join(' ')}`,
   );
+  const pg = opts.postgres ? await benchDatabases(opts.postgres) : undefined;
+  if (pg) progress.log(`issuer and authorizer on PostgreSQL: ${pg.urls.issuer.replace(/\/\/[^@/]*@/, '//')}, ${pg.urls.authorizer.replace(/\/\/[^@/]*@/, '//')}`);
   const cluster = await Cluster.start({
     dir,
+    databaseUrls: pg?.urls,
     terminals: opts.terminals,
     virtualTerminals,
     tls: opts.tls,
@@ -215,7 +223,7 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
     hops: opts.hops,
     fareMinorUnits: opts.fareMinorUnits,
   });
-  const store = IssuerStore.open(join(dir, 'issuer.sqlite'));
+  const store = IssuerStore.open(pg?.urls.issuer ?? join(dir, 'issuer.sqlite'));
   const phone = { role: 'phone' as const, name: 'phone-app' };
   const terminalClients = cluster.terminals.map((t) => new TerminalServiceClient(t.address, cluster.credentials(phone, 'terminal')));
   const peak: Record<string, ProcessFigures> = {};
@@ -234,7 +242,7 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
     progress.done();
     const setup = { riders: riders.length, seconds: round((Date.now() - t0) / 1000, 1) };
     const pool = new CardPool(riders);
-    const factory = new TapFactory(riders, opts.fareMinorUnits);
+    const factory = new TapFactory(riders, virtualTerminals, opts.fareMinorUnits);
     const senders: Sender[] = virtualTerminals.map((terminalId) => ({ terminalId, credentials: cluster.credentials({ role: 'terminal', name: terminalId }, 'issuer') }));
 
     // --- baselines (while nothing else runs) ---
@@ -357,7 +365,8 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
       },
       machine: { ...host, loadAverageEnd: loadavg().map((x) => round(x, 2)) },
       transport: opts.tls ? 'mtls' : 'plaintext',
-      durability: DURABILITY,
+      store: pg ? 'postgresql' : 'sqlite',
+      durability: pg ? { ...DURABILITY, ...(await pg.durability()) } : DURABILITY,
       setup,
       presentCard: {
         isolated: { ...isolatedLatency, rate: opts.latencyRate, terminals: opts.terminals },
@@ -381,6 +390,7 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
     for (const c of terminalClients) c.close();
     await store.close();
     await cluster.stop();
+    if (pg && !opts.keep) await pg.drop();
     if (!opts.keep) rmSync(dir, { recursive: true, force: true });
     else progress.log(`data directory (SQLite files, logs) kept in ${dir}`);
   }
@@ -428,10 +438,11 @@ async function endToEndFigures(
     const b = before.figures[name];
     if (!f || !b) continue;
     const used = f.cpuSeconds - b.cpuSeconds;
-    cpu[name] = { seconds: round(used, 1), shareOfMachine: round(used / elapsed / cores, 3) };
+    cpu[name] = { seconds: round(used, 1), systemSeconds: round(f.systemSeconds - b.systemSeconds, 1), shareOfMachine: round(used / elapsed / cores, 3) };
   }
   const selfUsed = (after.self.user + after.self.system - before.self.user - before.self.system) / 1e6;
-  cpu['bench (load generator)'] = { seconds: round(selfUsed, 1), shareOfMachine: round(selfUsed / elapsed / cores, 3) };
+  const selfSystem = (after.self.system - before.self.system) / 1e6;
+  cpu['bench (load generator)'] = { seconds: round(selfUsed, 1), systemSeconds: round(selfSystem, 1), shareOfMachine: round(selfUsed / elapsed / cores, 3) };
   const driveSeconds = (window.endedAt - window.startedAt) / 1000;
   return {
     durationSeconds: round(driveSeconds, 1),

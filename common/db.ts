@@ -115,3 +115,29 @@ export function isUniqueViolation(err: unknown): boolean {
   if (e.code === '23505') return true;
   return e.code.startsWith('SQLITE_CONSTRAINT') && /UNIQUE|PRIMARY KEY/.test(String(e.message));
 }
+
+/**
+ * Raises an int64 column of many rows at once, one UPDATE per chunk of
+ * keys: each row takes its new value only where that is higher than the one
+ * stored (or none is), so a concurrent writer that stored a higher value is
+ * never overwritten, and `also` is set on the rows that moved. Values are
+ * decimal strings. Portable SQL (CASE and CAST only).
+ */
+export async function raiseColumn(
+  db: Knex,
+  table: string,
+  key: string,
+  column: string,
+  values: Map<string, string>,
+  also: Record<string, unknown> = {},
+): Promise<void> {
+  const entries = [...values];
+  for (let i = 0; i < entries.length; i += 400) {
+    const part = entries.slice(i, i + 400);
+    const raised = () => db.raw(`CASE ?? ${part.map(() => 'WHEN ? THEN CAST(? AS BIGINT)').join(' ')} END`, [key, ...part.flat()]);
+    await db(table)
+      .whereIn(key, part.map(([k]) => k))
+      .where((q) => q.whereNull(column).orWhere(column, '<', raised()))
+      .update({ [column]: raised(), ...also });
+  }
+}

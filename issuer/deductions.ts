@@ -7,7 +7,7 @@
 // so a tap is sent by one replica at a time, and a dead replica's taps are
 // taken over once its claims expire.
 import { asText } from '../common/db.js';
-import { Leases } from '../common/leases.js';
+import { isPostgres, Leases } from '../common/leases.js';
 import { itemTraceFields, runForBatch } from '../common/trace.js';
 import {
   DeductDeclineReason,
@@ -107,12 +107,37 @@ async function sendAndStore(ctx: IssuerContext, pending: PendingTap[]): Promise<
   let rejected = 0;
   let listed = false;
   await db.transaction(async (trx) => {
+    // Debits (nearly every result) are stored in bulk: a few statements per
+    // chunk instead of two per tap. Guarded by state as below: only taps
+    // still DEDUCTING (locked until commit on PostgreSQL) take the outcome.
+    const debits = results.filter((r) => r.status === DeductStatus.DEDUCT_STATUS_DEBITED);
+    for (const part of chunks(debits)) {
+      const open = trx('taps').whereIn('tap_id', part.map((r) => r.requestId)).where({ state: 'DEDUCTING' });
+      if (isPostgres(trx)) open.forUpdate();
+      const deducting = new Set((await open.select('tap_id')).map((row: { tap_id: string }) => row.tap_id));
+      const ours = part.filter((r) => deducting.has(r.requestId));
+      if (ours.length === 0) continue;
+      await trx('taps')
+        .whereIn('tap_id', ours.map((r) => r.requestId))
+        .where({ state: 'DEDUCTING' })
+        .update({
+          state: 'DEDUCTED',
+          deduction_id: trx.raw(`CASE tap_id ${ours.map(() => 'WHEN ? THEN ?').join(' ')} END`, ours.flatMap((r) => [r.requestId, r.deductionId])),
+          // What was debited is the amount due, in the fare's currency (the columns of the same row).
+          charged_currency: trx.ref('fare_currency'),
+          charged_minor: trx.ref('due_minor'),
+          ...Leases.free,
+          updated_at: now,
+        });
+      await trx('tap_state_changes').insert(ours.map((r) => ({ tap_id: r.requestId, state: 'DEDUCTED', changed_at: now })));
+    }
     for (const r of results) {
       const tap = byId.get(r.requestId)!;
       let change: Record<string, string | null>;
       if (r.status === DeductStatus.DEDUCT_STATUS_DEBITED) {
         debited++;
-        change = { state: 'DEDUCTED', deduction_id: r.deductionId, charged_currency: tap.fare_currency, charged_minor: tap.due_minor };
+        ctx.log.info({ ...itemTraceFields(tap.traceparent ?? undefined), tapId: r.requestId, state: 'DEDUCTED' }, 'tap debit answered');
+        continue;
       } else if (r.status === DeductStatus.DEDUCT_STATUS_DECLINED) {
         declined++;
         // A debt: retried on the schedule, and the card is declined at the gates until it is recovered.

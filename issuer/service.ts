@@ -39,6 +39,8 @@ export interface IssuerConfig {
   deductBatchSize?: number;
   /** Poll interval of the debit worker when idle (default 200 ms). */
   deductIntervalMs?: number;
+  /** Batching window of the debit worker: how long after taps are stored it waits for more to join the Deduct batch (default 0). */
+  deductWindowMs?: number;
   /** Daily fare cap per card and the service-day boundary; no cap when unset. */
   fareCap?: FareCapConfig;
   /** Backoff of debt retries (default: 1 h, doubling, at most 24 h). */
@@ -108,6 +110,7 @@ export async function startIssuer(config: IssuerConfig): Promise<IssuerHandle> {
   const deductWorker = new Worker(() => deductStep(ctx, batchSize), {
     name: 'deduct',
     intervalMs: config.deductIntervalMs ?? 200,
+    windowMs: config.deductWindowMs,
     log,
   });
 

@@ -8,7 +8,7 @@
 // the issuer out of order (each terminal forwards on its own), so a counter
 // lower than the highest seen is not evidence by itself; only the order of
 // tapped_at is, beyond a clock tolerance between terminals.
-import { asText, type Db } from '../common/db.js';
+import { asText, raiseColumn, type Db } from '../common/db.js';
 import type { Tap } from '../gen/tapcredit/type/v1/tap.js';
 import { chunks, DEFAULT_CLONE_CLOCK_SKEW_MS, type IssuerContext } from './context.js';
 import { addReason } from './deny-list.js';
@@ -142,14 +142,11 @@ export async function assessTaps(trx: Db, ctx: IssuerContext, taps: Tap[], now: 
   for (const [tapId, reason] of markStored) {
     await trx('taps').where({ tap_id: tapId }).whereNull('clone_reason').update({ clone_reason: reason, updated_at: String(now) });
   }
+  const latest = new Map<string, string>();
   for (const [cardId, card] of cards) {
-    if (card.batch.length === 0 || card.lastTappedAt === undefined) continue;
-    const at = String(card.lastTappedAt);
-    await trx('cards')
-      .where({ card_id: cardId })
-      .where((q) => q.whereNull('last_tapped_at').orWhere('last_tapped_at', '<', at))
-      .update({ last_tapped_at: at });
+    if (card.batch.length > 0 && card.lastTappedAt !== undefined) latest.set(cardId, String(card.lastTappedAt));
   }
+  await raiseColumn(trx, 'cards', 'card_id', 'last_tapped_at', latest);
   let denyListChanged = false;
   for (const cardId of cloned) {
     if (await addReason(trx, cardId, 'CLONED', now)) denyListChanged = true;

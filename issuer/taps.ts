@@ -2,7 +2,7 @@
 // stored once under its tap id, its card proof is re-verified, the card
 // counter is recorded, and a valid tap is queued for debit (state RECEIVED,
 // drained by the deduction worker).
-import { isUniqueViolation } from '../common/db.js';
+import { isUniqueViolation, raiseColumn } from '../common/db.js';
 import { timingSafeEqual } from 'node:crypto';
 import { MAC_BYTES, TERMINAL_RANDOM_BYTES, computeCardMac, diversifyCardKey } from '../common/card.js';
 import { asText, type Db } from '../common/db.js';
@@ -203,13 +203,10 @@ async function storeBatch(
     const counter = BigInt(o.tap.proof!.counter);
     if (counter > (highest.get(o.tap.cardId) ?? enrolledCards.get(o.tap.cardId)!)) highest.set(o.tap.cardId, counter);
   }
-  for (const [cardId, counter] of highest) {
-    // Conditional, so a concurrent batch that saw a higher counter is never overwritten.
-    await trx('cards')
-      .where({ card_id: cardId })
-      .where('last_counter', '<', counter.toString())
-      .update({ last_counter: counter.toString(), updated_at: String(now) });
-  }
+  // Conditional, so a concurrent batch that saw a higher counter is never overwritten; one statement per chunk of cards.
+  await raiseColumn(trx, 'cards', 'card_id', 'last_counter', new Map([...highest].map(([cardId, counter]) => [cardId, counter.toString()])), {
+    updated_at: String(now),
+  });
   return { outcomes, denyListChanged };
 }
 

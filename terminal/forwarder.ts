@@ -24,6 +24,8 @@ export interface ForwarderOptions {
   terminalId: string;
   batchSize?: number;
   intervalMs?: number;
+  /** Batching window (common/worker.ts); 0: send as soon as a tap is accepted. */
+  windowMs?: number;
   log: Logger;
 }
 
@@ -68,6 +70,7 @@ export function createForwarder(opts: ForwarderOptions): Worker {
   return new Worker(() => forwardBatch(opts), {
     name: 'tap-forwarder',
     intervalMs: opts.intervalMs ?? DEFAULT_FORWARD_INTERVAL_MS,
+    windowMs: opts.windowMs,
     log: opts.log,
   });
 }

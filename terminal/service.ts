@@ -42,8 +42,12 @@ export interface TerminalConfig {
   /** Backoff bounds of the deny-list syncer after a broken stream (default 200 ms .. 5 s). */
   denyListMinBackoffMs?: number;
   denyListMaxBackoffMs?: number;
+  /** Taps per TapReport call (default 500). */
   forwardBatchSize?: number;
+  /** Poll interval of the forwarder when idle (default 200 ms). */
   forwardIntervalMs?: number;
+  /** Batching window of the forwarder: how long after a tap is accepted it waits for more to join the batch (default 0). */
+  forwardWindowMs?: number;
   /**
    * mTLS with this terminal's certificate (its identity must be
    * spiffe://tapcredit/terminal/<terminalId>): the server requires client
@@ -99,6 +103,7 @@ export async function startTerminal(config: TerminalConfig): Promise<TerminalHan
     terminalId: config.terminalId,
     batchSize: config.forwardBatchSize,
     intervalMs: config.forwardIntervalMs,
+    windowMs: config.forwardWindowMs,
     log,
   });
   const syncer = new DenyListSyncer({

@@ -36,6 +36,26 @@ describe('Worker (outbox loop)', () => {
     expect(steps).to.equal(2);
   });
 
+  it('with a batching window, gathers the work kicked in during the window into one step', async () => {
+    let waiting = 0;
+    const batches: number[] = [];
+    const worker = new Worker(async () => {
+      if (waiting > 0) batches.push(waiting);
+      waiting = 0;
+      return false;
+    }, { name: 'windowed', intervalMs: 60_000, windowMs: 300, log });
+    worker.start();
+    await sleep(20); // the first step (at start) finds nothing
+    for (let i = 0; i < 5; i++) {
+      waiting++;
+      worker.kick();
+      await sleep(5);
+    }
+    await waitFor(() => batches.length === 1, 5000);
+    expect(batches).to.deep.equal([5]);
+    await worker.stop();
+  });
+
   it('counts consecutive failures for the backoff and starts again from one after a success', async () => {
     Math.random = () => 0; // no wait: every failure retries at once
     const failures: number[] = [];

@@ -35,6 +35,12 @@ function accepts(port: number): Promise<boolean> {
   });
 }
 
+// Children never outlive the test process, whatever way it ends.
+const live = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const child of live) child.kill('SIGKILL');
+});
+
 export interface ServiceSpec {
   /** e.g. "issuer", "terminal-T1". */
   name: string;
@@ -84,11 +90,13 @@ export class ServiceProcess {
       stdio: ['ignore', log, log],
     });
     closeSync(log);
+    live.add(child);
     this.child = child;
     this.starts++;
     this.expectingExit = false;
     this.exited = new Promise((resolve) => {
       child.once('exit', (code, signal) => {
+        live.delete(child);
         const record = { name: this.spec.name, code, signal, expected: this.expectingExit };
         if (this.child === child) this.child = undefined;
         if (!record.expected) this.onUnexpectedExit(record);
@@ -103,13 +111,21 @@ export class ServiceProcess {
     }
   }
 
-  /** Sends the signal and resolves how the process ended. */
-  async signal(signal: 'SIGKILL' | 'SIGTERM'): Promise<ExitRecord> {
-    if (!this.child) throw new Error(`${this.spec.name} is not running`);
+  /**
+   * Sends the signal and resolves how the process ended. A process that has
+   * not exited termGraceMs after SIGTERM is killed (its record then shows
+   * SIGKILL, not exit 0).
+   */
+  async signal(signal: 'SIGKILL' | 'SIGTERM', termGraceMs = 20_000): Promise<ExitRecord> {
+    const child = this.child;
+    if (!child) throw new Error(`${this.spec.name} is not running`);
     this.expectingExit = true;
     if (signal === 'SIGKILL') this.kills++;
     else this.terms++;
-    this.child.kill(signal);
-    return this.exited!;
+    child.kill(signal);
+    const timer = signal === 'SIGTERM' ? setTimeout(() => child.kill('SIGKILL'), termGraceMs) : undefined;
+    const exit = await this.exited!;
+    clearTimeout(timer);
+    return exit;
   }
 }

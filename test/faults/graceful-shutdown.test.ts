@@ -18,8 +18,10 @@ describe('graceful shutdown (SIGTERM while taps flow)', function () {
   this.timeout(120_000);
   let system: FaultSystem;
   let passed = false;
+  let driving = false;
 
   afterEach(async () => {
+    driving = false;
     await system?.close(!passed);
   });
 
@@ -31,7 +33,7 @@ describe('graceful shutdown (SIGTERM while taps flow)', function () {
     const record = new DriverRecord();
     // Every PresentCard call with its start and end, to see what was in flight when the terminal got SIGTERM.
     const calls: { start: number; end?: number; answered?: boolean }[] = [];
-    let driving = true;
+    driving = true;
     const lanes = Array.from({ length: 6 }, async (_, lane) => {
       // Each lane has its own cards, so a card is in one hand at a time.
       const mine = cards.map((_, i) => i).filter((i) => i % 6 === lane);
@@ -48,10 +50,14 @@ describe('graceful shutdown (SIGTERM while taps flow)', function () {
         }
       }
     });
-    const acceptedSoFar = () => record.accepted.length;
+    const answered = () => calls.filter((c) => c.answered).length;
     const waitForTaps = async (more: number) => {
-      const target = acceptedSoFar() + more;
-      while (acceptedSoFar() < target) await sleep(10);
+      const target = answered() + more;
+      const deadline = Date.now() + 30_000;
+      while (answered() < target) {
+        if (Date.now() > deadline) throw new Error(`the terminal answered ${answered()} presentations, not ${target}; errors: ${record.errors.join('; ')}`);
+        await sleep(10);
+      }
     };
 
     // The terminal, mid-flow, three times: each call it had taken (sent at least 15 ms before the

@@ -154,7 +154,12 @@ export async function runFaultScenario(options: Partial<FaultRunOptions> & { see
           say(`${event.signal} ${name} at tap ${done} (${exit.signal ?? `exit ${exit.code}`}); down ${event.downMs} ms`);
           if (event.signal === 'SIGTERM' && exit.code !== 0) violations.push(`${name} exited ${exit.code ?? exit.signal} on SIGTERM`);
           await sleep(event.downMs);
-          await service.start();
+          try {
+            await service.start();
+          } catch (err) {
+            violations.push(`${name} did not start again: ${err instanceof Error ? err.message : String(err)}`);
+            return;
+          }
         }
       }),
     );

@@ -241,8 +241,13 @@ export async function pendingWork(input: Pick<InvariantInput, 'issuer' | 'author
   const count = async (q: Promise<{ n: unknown }[]>) => toNumber((await q)[0].n);
   let unsent = 0;
   for (const db of input.terminals.values()) unsent += await count(db('taps').whereNull('acked_at').count({ n: '*' }));
+  // Debt retries (debit_attempts, when the schema has them) stored PENDING and not answered yet.
+  const debtRetries = (await input.issuer.schema.hasTable('debit_attempts'))
+    ? await count(input.issuer('debit_attempts').where({ state: 'PENDING' }).count({ n: '*' }))
+    : 0;
   return {
     terminalUnsent: unsent,
+    issuerDebtRetriesInFlight: debtRetries,
     issuerUndebited: await count(input.issuer('taps').whereIn('state', ['RECEIVED', 'DEDUCTING']).count({ n: '*' })),
     issuerUnsettled: await count(input.issuer('taps').where({ state: 'DEDUCTED' }).count({ n: '*' })),
     authorizerUnsettled: await count(input.authorizer('deductions').where({ status: 'DEBITED' }).whereNull('settlement_id').count({ n: '*' })),

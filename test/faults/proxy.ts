@@ -38,6 +38,8 @@ export class FaultProxy {
   private latencyMs = 0;
   private latencyUntil = 0;
   private refuseUntil = 0;
+  /** While set, bytes from the server are dropped: requests arrive and are processed, answers are lost. */
+  dropAnswers = false;
   private readonly timers = new Set<NodeJS.Timeout>();
 
   constructor(
@@ -131,8 +133,8 @@ export class FaultProxy {
     this.pipes.add(pipe);
     client.setNoDelay(true);
     upstream.setNoDelay(true);
-    this.forward(pipe, client, upstream);
-    this.forward(pipe, upstream, client);
+    this.forward(pipe, client, upstream, false);
+    this.forward(pipe, upstream, client, true);
     const end = () => this.cut(pipe);
     for (const s of [client, upstream]) {
       s.on('error', end);
@@ -141,7 +143,7 @@ export class FaultProxy {
   }
 
   /** Copies one direction, in order, applying the current latency. */
-  private forward(pipe: Pipe, from: Socket, to: Socket): void {
+  private forward(pipe: Pipe, from: Socket, to: Socket, answers: boolean): void {
     const queue: { at: number; chunk: Buffer }[] = [];
     let timer: NodeJS.Timeout | undefined;
     const flush = () => {
@@ -154,7 +156,7 @@ export class FaultProxy {
       if (queue.length > 0) timer = setTimeout(flush, queue[0].at - now);
     };
     from.on('data', (chunk: Buffer) => {
-      if (pipe.stalled) return; // dropped
+      if (pipe.stalled || (answers && this.dropAnswers)) return; // dropped
       const now = Date.now();
       const delay = this.faultsOn && now < this.latencyUntil ? this.latencyMs : 0;
       const at = Math.max(now + delay, queue.at(-1)?.at ?? 0);

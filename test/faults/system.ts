@@ -40,6 +40,12 @@ export interface SystemOptions {
   logLevel: string;
   /** Outbox poll interval of every worker. */
   intervalMs?: number;
+  /**
+   * Lease of an outbox batch (issuer and authorizer, see common/leases.ts):
+   * the rows a killed process had claimed are resent once it expires. Short
+   * here so that restarts do not idle the run; 3 s by default.
+   */
+  claimTtlMs?: number;
 }
 
 /** What the driver saw. */
@@ -103,20 +109,21 @@ export class FaultSystem {
     const interval = String(opts.intervalMs ?? 50);
     // Plaintext on loopback (--insecure): TLS would not change what the proxies break; a free metrics port each.
     const common = ['--metrics-port', '0', '--insecure'];
+    const leases = ['--claim-ttl-ms', String(opts.claimTtlMs ?? 3000)];
     const specs: ServiceSpec[] = [
       {
         name: 'authorizer',
         main: 'authorizer/main.ts',
         port: ports.authorizer,
         env,
-        args: [...common, '--port', String(ports.authorizer), '--database-url', files.authorizer, '--issuer-addresses', `${ISSUER_ID}=127.0.0.1:${via['authorizer->issuer']}`, '--settlement-interval-ms', interval],
+        args: [...common, ...leases, '--port', String(ports.authorizer), '--database-url', files.authorizer, '--issuer-addresses', `${ISSUER_ID}=127.0.0.1:${via['authorizer->issuer']}`, '--settlement-interval-ms', interval],
       },
       {
         name: 'issuer',
         main: 'issuer/main.ts',
         port: ports.issuer,
         env,
-        args: [...common, '--port', String(ports.issuer), '--database-url', files.issuer, '--issuer-id', ISSUER_ID, '--issuer-code', ISSUER_CODE, '--currency', CURRENCY, '--authorizer-address', `127.0.0.1:${via['issuer->authorizer']}`, '--deduct-interval-ms', interval],
+        args: [...common, ...leases, '--port', String(ports.issuer), '--database-url', files.issuer, '--issuer-id', ISSUER_ID, '--issuer-code', ISSUER_CODE, '--currency', CURRENCY, '--authorizer-address', `127.0.0.1:${via['issuer->authorizer']}`, '--deduct-interval-ms', interval],
       },
       ...terminalIds.map((id, i) => ({
         name: `terminal-${id}`,
@@ -264,7 +271,8 @@ export class FaultSystem {
       do {
         const r = await callUnary(issuer, issuer.getReconciliationReport, { serviceDay: new Date(t).toISOString().slice(0, 10), pageSize: 1000, pageToken });
         if (!pageToken) reports.push(r);
-        for (const m of r.mismatches) violations.push(`reconciliation mismatch: ${m.settlementId} ${m.tapId} ${m.reason}`);
+        for (const m of r.mismatches.slice(0, 20)) violations.push(`reconciliation mismatch: ${m.settlementId} ${m.tapId} ${m.reason}`);
+        if (r.mismatches.length > 20) violations.push(`reconciliation: ... and ${r.mismatches.length - 20} more mismatches on ${r.serviceDay}`);
         pageToken = r.nextPageToken;
       } while (pageToken);
     }

@@ -2,7 +2,9 @@
 // issuer and terminals on port 0, each with its own SQLite file in a fresh
 // temp directory, fast outbox intervals, and generated clients to each.
 // With tls: true every server and client uses mTLS with certificates of a
-// throwaway test CA, and the servers enforce their access policies.
+// throwaway test CA, and the servers enforce their access policies. With
+// replicas: n, n issuers and n authorizers share their service's database
+// and every client lists all replicas of the service it calls.
 import { generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import type { ChannelCredentials } from '@grpc/grpc-js';
 import { removeDir, tempDir } from './assert.js';
@@ -13,6 +15,7 @@ import { startAuthorizer, type AuthorizerHandle } from '../../authorizer/service
 import { issueCard } from '../../common/card.js';
 import type { Role } from '../../common/identity.js';
 import { createLogger, type Logger } from '../../common/log.js';
+import { channelTarget } from '../../common/rpc.js';
 import { channelCredentials, type TlsConfig } from '../../common/tls.js';
 import { AuthorizerServiceClient } from '../../gen/tapcredit/authorizer/v1/authorizer.js';
 import { IssuerServiceClient } from '../../gen/tapcredit/issuer/v1/issuer.js';
@@ -36,8 +39,12 @@ export interface System {
   masterKey: Buffer;
   signingKey: KeyObject;
   issuerPublicKey: KeyObject;
+  /** The first replica of each (the only one unless started with replicas). */
   authorizer: AuthorizerHandle;
   issuer: IssuerHandle;
+  /** Every replica, sharing one database per service. */
+  authorizers: AuthorizerHandle[];
+  issuers: IssuerHandle[];
   terminals: TerminalHandle[];
   /** Clients with the ops identity (administration, reads). */
   authorizerClient: AuthorizerServiceClient;
@@ -61,6 +68,12 @@ export async function startSystem(
     issuer?: Partial<IssuerConfig>;
     /** Extra settings of terminal i (1-based), e.g. its line and fare. */
     terminal?: (i: number) => Partial<TerminalConfig>;
+    /**
+     * Issuer and authorizer replicas (default 1): each service's replicas
+     * share its database, and every client lists all of them (round robin).
+     * Each replica logs with a `replica` field.
+     */
+    replicas?: number;
   } = {},
 ): Promise<System> {
   const dir = tempDir();
@@ -71,34 +84,55 @@ export async function startSystem(
   const masterKey = randomBytes(32);
   const { privateKey: signingKey, publicKey: issuerPublicKey } = generateKeyPairSync('ed25519');
 
-  const authorizer = await startAuthorizer({
-    authorizerId: 'authorizer-1',
-    databaseUrl: await databases.url('authorizer'),
-    host: '127.0.0.1',
-    port: 0,
-    issuers: {},
-    settlementIntervalMs: 20,
-    tls: await tlsOf('authorizer', 'authorizer-1'),
-    metricsPort: opts.metrics ? 0 : undefined,
-    log,
-  });
-  const issuer = await startIssuer({
-    issuerId: ISSUER_ID,
-    issuerCode: ISSUER_CODE,
-    currencyCode: CURRENCY,
-    databaseUrl: await databases.url('issuer'),
-    host: '127.0.0.1',
-    port: 0,
-    authorizerAddress: authorizer.address,
-    masterKey,
-    signingKey,
-    deductIntervalMs: 20,
-    tls: await tlsOf('issuer', ISSUER_ID),
-    metricsPort: opts.metrics ? 0 : undefined,
-    log,
-    ...opts.issuer,
-  });
-  authorizer.setIssuerAddress(ISSUER_ID, issuer.address);
+  const replicas = Array.from({ length: opts.replicas ?? 1 }, (_, i) => i + 1);
+  const replicaLog = (n: number) => (replicas.length > 1 ? log.child({ replica: n }) : log);
+  const authorizerUrl = await databases.url('authorizer');
+  // Replicas of a service share its secrets: the holder key hashes what one replica stores and another checks.
+  const holderKey = randomBytes(32);
+  // Replicas start together, as a deployment's would: they migrate one database at once.
+  const authorizers = await Promise.all(
+    replicas.map(async (n) =>
+      startAuthorizer({
+        authorizerId: 'authorizer-1',
+        databaseUrl: authorizerUrl,
+        host: '127.0.0.1',
+        port: 0,
+        issuers: {},
+        settlementIntervalMs: 20,
+        tls: await tlsOf('authorizer', 'authorizer-1'),
+        metricsPort: opts.metrics ? 0 : undefined,
+        holderKey,
+        replicaId: `authorizer-r${n}`,
+        log: replicaLog(n),
+      }),
+    ),
+  );
+  const authorizer = authorizers[0];
+  const issuerUrl = await databases.url('issuer');
+  const issuers = await Promise.all(
+    replicas.map(async (n) =>
+      startIssuer({
+        issuerId: ISSUER_ID,
+        issuerCode: ISSUER_CODE,
+        currencyCode: CURRENCY,
+        databaseUrl: issuerUrl,
+        host: '127.0.0.1',
+        port: 0,
+        authorizerAddress: authorizers.map((a) => a.address).join(','),
+        masterKey,
+        signingKey,
+        deductIntervalMs: 20,
+        tls: await tlsOf('issuer', ISSUER_ID),
+        metricsPort: opts.metrics ? 0 : undefined,
+        replicaId: `issuer-r${n}`,
+        log: replicaLog(n),
+        ...opts.issuer,
+      }),
+    ),
+  );
+  const issuer = issuers[0];
+  const issuerAddresses = issuers.map((i) => i.address).join(',');
+  for (const a of authorizers) a.setIssuerAddress(ISSUER_ID, issuerAddresses);
   const terminals: TerminalHandle[] = [];
   for (let i = 1; i <= (opts.terminals ?? 1); i++) {
     terminals.push(
@@ -108,7 +142,7 @@ export async function startSystem(
         databaseUrl: await databases.url(`terminal_t${i}`),
         host: '127.0.0.1',
         port: 0,
-        issuerAddress: issuer.address,
+        issuerAddress: issuerAddresses,
         masterKey,
         issuerPublicKey,
         fare: money(FARE),
@@ -123,11 +157,13 @@ export async function startSystem(
   const ops = await tlsOf('ops', 'admin');
   const phoneTls = await tlsOf('phone', 'phone-app');
   const as = (tls: TlsConfig | undefined, role: Role): ChannelCredentials => channelCredentials(tls, { role });
-  const authorizerClient = new AuthorizerServiceClient(authorizer.address, as(ops, 'authorizer'));
-  const issuerClient = new IssuerServiceClient(issuer.address, as(ops, 'issuer'));
+  const toAuthorizers = channelTarget(authorizers.map((a) => a.address).join(','));
+  const toIssuers = channelTarget(issuerAddresses);
+  const authorizerClient = new AuthorizerServiceClient(toAuthorizers.target, as(ops, 'authorizer'), toAuthorizers.options);
+  const issuerClient = new IssuerServiceClient(toIssuers.target, as(ops, 'issuer'), toIssuers.options);
   const terminalClients = terminals.map((t) => new TerminalServiceClient(t.address, as(ops, 'terminal')));
   const phone = {
-    issuerClient: new IssuerServiceClient(issuer.address, as(phoneTls, 'issuer')),
+    issuerClient: new IssuerServiceClient(toIssuers.target, as(phoneTls, 'issuer'), toIssuers.options),
     terminalClients: terminals.map((t) => new TerminalServiceClient(t.address, as(phoneTls, 'terminal'))),
   };
   return {
@@ -137,6 +173,8 @@ export async function startSystem(
     issuerPublicKey,
     authorizer,
     issuer,
+    authorizers,
+    issuers,
     terminals,
     authorizerClient,
     issuerClient,
@@ -146,8 +184,8 @@ export async function startSystem(
     async close() {
       for (const c of [authorizerClient, issuerClient, ...terminalClients, phone.issuerClient, ...phone.terminalClients]) c.close();
       for (const t of terminals) await t.close();
-      await issuer.close();
-      await authorizer.close();
+      for (const i of issuers) await i.close();
+      for (const a of authorizers) await a.close();
       await databases.drop();
       removeDir(dir);
     },

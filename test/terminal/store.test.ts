@@ -78,6 +78,26 @@ describe('terminal store', () => {
     expect((await store.counts()).acceptedTapCount).to.equal(1);
   });
 
+  it('commits the taps accepted during a commit together in the next one (group commit)', async () => {
+    const store = await TerminalStore.open(db);
+    let transactions = 0;
+    db.on('query', (q: { sql: string }) => {
+      if (/^BEGIN/i.test(q.sql)) transactions++;
+    });
+    // The first tap is committed at once; the 49 presented meanwhile share the next commit.
+    await Promise.all(Array.from({ length: 50 }, (_, i) => store.recordTap(tapAt(BigInt(i + 1)))));
+    expect(transactions).to.equal(2);
+    expect((await store.unsentTaps(100)).map((t) => t.terminalSequence)).to.deep.equal(Array.from({ length: 50 }, (_, i) => String(i + 1)));
+  });
+
+  it('fails only the tap that cannot be stored, not the others of its group', async () => {
+    const store = await TerminalStore.open(db);
+    await store.recordTap(tapAt(1n));
+    const outcomes = await Promise.allSettled([tapAt(2n), tapAt(3n), tapAt(1n, 'C2'), tapAt(4n)].map((t) => store.recordTap(t)));
+    expect(outcomes.map((o) => o.status)).to.deep.equal(['fulfilled', 'fulfilled', 'rejected', 'fulfilled']);
+    expect((await store.unsentTaps(10)).map((t) => `${t.tapId}/${t.cardId}`)).to.deep.equal(['T1:1/C1', 'T1:2/C1', 'T1:3/C1', 'T1:4/C1']);
+  });
+
   it('keeps a versioned deny list: each listing bumps the version', async () => {
     const store = await TerminalStore.open(db);
     expect(await store.counts()).to.deep.include({ denyListVersion: '0', denyListSize: 0, lastForwardedAt: undefined });

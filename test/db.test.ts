@@ -1,0 +1,65 @@
+import { join } from 'node:path';
+import { expect } from 'chai';
+import { asText, openDatabase, raiseColumn, type Db } from '../common/db.js';
+import { removeDir, tempDir } from './helpers/assert.js';
+import { backends, testDatabases, type TestDatabases } from './helpers/databases.js';
+
+for (const backend of backends()) {
+  describe(`raiseColumn (${backend})`, () => {
+    let dir: string;
+    let databases: TestDatabases;
+    let db: Db;
+
+    beforeEach(async () => {
+      dir = tempDir();
+      databases = testDatabases(backend, dir);
+      db = await openDatabase({
+        url: backend === 'sqlite' ? join(dir, 'db.sqlite') : await databases.url('db'),
+        migrationsTable: 'db_test_migrations',
+        migrations: [
+          {
+            name: '001_counters',
+            async up(k) {
+              await k.schema.createTable('counters', (t) => {
+                t.string('id', 16).primary();
+                t.bigInteger('value').nullable();
+                t.bigInteger('updated_at').notNullable();
+              });
+            },
+          },
+        ],
+      });
+      await db('counters').insert([
+        { id: 'a', value: '5', updated_at: '0' },
+        { id: 'b', value: '9', updated_at: '0' },
+        { id: 'c', value: null, updated_at: '0' },
+        { id: 'd', value: '1', updated_at: '0' },
+      ]);
+    });
+    afterEach(async () => {
+      await db.destroy();
+      await databases.drop();
+      removeDir(dir);
+    });
+
+    const rows = async () => db('counters').orderBy('id').select('id', asText(db, 'value'), asText(db, 'updated_at'));
+
+    it('raises each row to its own value only where that is higher, and touches only the rows that moved', async () => {
+      const big = (2n ** 62n + 1n).toString();
+      await raiseColumn(db, 'counters', 'id', 'value', new Map([['a', '7'], ['b', '3'], ['c', big], ['x', '4']]), { updated_at: '42' });
+      expect(await rows()).to.deep.equal([
+        { id: 'a', value: '7', updated_at: '42' },
+        { id: 'b', value: '9', updated_at: '0' },
+        { id: 'c', value: big, updated_at: '42' },
+        { id: 'd', value: '1', updated_at: '0' },
+      ]);
+    });
+
+    it('works through more rows than one statement takes', async () => {
+      await db.batchInsert('counters', Array.from({ length: 900 }, (_, i) => ({ id: `n${i}`, value: '0', updated_at: '0' })), 300);
+      await raiseColumn(db, 'counters', 'id', 'value', new Map(Array.from({ length: 900 }, (_, i) => [`n${i}`, String(i + 1)])));
+      const [sum] = await db('counters').where('id', 'like', 'n%').select(db.raw('CAST(SUM(value) AS TEXT) AS total'));
+      expect(sum.total).to.equal(String((900 * 901) / 2));
+    });
+  });
+}
