@@ -16,11 +16,13 @@ const int = (value: string) => {
 const opts = new Command()
   .name('bench')
   .description('start the servers, enroll cards, drive taps and report latency, throughput and memory against the transport and storage limits')
-  .option('--duration <s>', 'seconds of the end-to-end drive (>= 60 for the sustained figure)', int)
+  .option('--duration <s>', 'seconds of the city end-to-end drive through virtual terminals (>= 60 for the sustained figure)', int)
   .option('--cards <n>', 'enrolled cards (one rider and account each)', int)
+  .option('--virtual-terminals <v>', 'virtual terminals of the city drive (the generator plays their forwarders)', int)
+  .option('--rate <taps/s>', 'pace the city drive at this many taps/s (default: as fast as the issuer takes them)', int)
   .option('--terminals <m>', 'terminal processes (each a real TerminalService with its own store and forwarder)', int)
-  .option('--readers <r>', 'concurrent card readers per terminal in the end-to-end drive', int)
-  .option('--rate <taps/s>', 'pace the end-to-end drive at this many taps/s over all terminals (default: as fast as they answer)', int)
+  .option('--readers <r>', 'concurrent card readers per terminal process in the gates drive', int)
+  .option('--gates-duration <s>', 'seconds of the gates drive: cards presented at the terminal processes, end to end', int)
   .option('--latency-seconds <s>', 'seconds of the isolated decision-latency phase', int)
   .option('--latency-rate <taps/s>', 'taps/s of the isolated decision-latency phase over all terminals', int)
   .option('--senders <n>', 'virtual terminals sending TapReport batches at once', int)
@@ -36,13 +38,15 @@ const opts = new Command()
     'the issuer and the authorizer on PostgreSQL: fresh databases on this server, dropped afterwards (default TAPCREDIT_TEST_POSTGRES_URL or postgres://postgres@127.0.0.1:5432/test)',
   )
   .option('--log-level <level>', 'LOG_LEVEL of the servers (their logs go to the data directory)', 'info')
-  .option('--profile', 'write a CPU profile of each server (node --cpu-prof) next to the report')
+  .option('--profile', 'write CPU profiles of each server next to the report: <server>.1 covers the city drive and its drain')
   .option('--keep', 'keep the data directory (SQLite files, logs)')
   .option('--quick', 'a few seconds with a handful of cards: proves the harness works, figures mean nothing')
   .option('--out <dir>', 'where reports go', join(ROOT, 'bench', 'reports'))
   .parse()
   .opts<{
     duration?: number;
+    virtualTerminals?: number;
+    gatesDuration?: number;
     cards?: number;
     terminals?: number;
     readers?: number;
@@ -69,6 +73,8 @@ const stamp = new Date().toISOString().replace(/[:.]/g, '-');
 const options: Partial<BenchOptions> = Object.fromEntries(
   Object.entries({
     durationSeconds: opts.duration,
+    virtualTerminals: opts.virtualTerminals,
+    gatesSeconds: opts.gatesDuration,
     cards: opts.cards,
     terminals: opts.terminals,
     readersPerTerminal: opts.readers,

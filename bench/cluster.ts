@@ -101,7 +101,7 @@ export class ServerProcess {
 
   async start(timeoutMs = 120_000): Promise<void> {
     const log = openSync(join(this.logDir, `${this.name}.log`), 'a');
-    const child = spawn(process.execPath, [...this.nodeArgs, '--import', 'tsx', join(ROOT, this.main), ...this.args], {
+    const child = spawn(process.execPath, ['--import', 'tsx', ...this.nodeArgs, join(ROOT, this.main), ...this.args], {
       cwd: ROOT,
       env: { ...process.env, ...this.env },
       stdio: ['ignore', log, log],
@@ -205,8 +205,10 @@ export class Cluster {
       CURRENCY,
     };
     const common = [...(opts.tls ? [] : ['--insecure']), '--metrics-port', '0'];
-    // One directory per server: tsx's loader thread writes a profile of its own next to the main thread's (the larger one).
-    const nodeArgs = (name: string) => (opts.profileDir ? ['--cpu-prof', '--cpu-prof-dir', join(opts.profileDir, name)] : []);
+    // bench/profile-hook.ts profiles a server between two SIGUSR2 (see Cluster.toggleProfiles).
+    const nodeArgs = opts.profileDir ? ['--import', join(ROOT, 'bench', 'profile-hook.ts')] : [];
+    const profileEnv = (name: string): Record<string, string> =>
+      opts.profileDir ? { TAPCREDIT_PROFILE_DIR: opts.profileDir, TAPCREDIT_PROFILE_NAME: name } : {};
     const flag = (name: string, value: number | undefined) => (value === undefined ? [] : [`--${name}`, String(value)]);
     const hops = opts.hops ?? {};
     this.authorizer = new ServerProcess(
@@ -221,9 +223,9 @@ export class Cluster {
         ...flag('settlement-batch-size', hops.settlementBatchSize),
         ...flag('settlement-window-ms', hops.settlementWindowMs),
       ],
-      env,
+      { ...env, ...profileEnv('authorizer') },
       logDir,
-      nodeArgs('authorizer'),
+      nodeArgs,
     );
     this.issuer = new ServerProcess(
       'issuer',
@@ -237,9 +239,9 @@ export class Cluster {
         ...flag('deduct-batch-size', hops.deductBatchSize),
         ...flag('deduct-window-ms', hops.deductWindowMs),
       ],
-      { ...env, ...opts.issuerEnv },
+      { ...env, ...opts.issuerEnv, ...profileEnv('issuer') },
       logDir,
-      nodeArgs('issuer'),
+      nodeArgs,
     );
     this.terminalIds = ports.terminals.map((_, i) => terminalIdOf(i + 1));
     this.terminals = ports.terminals.map(
@@ -257,9 +259,9 @@ export class Cluster {
             ...flag('forward-batch-size', hops.forwardBatchSize),
             ...flag('forward-window-ms', hops.forwardWindowMs),
           ],
-          env,
+          { ...env, ...profileEnv(`terminal-${this.terminalIds[i]}`) },
           logDir,
-          nodeArgs(`terminal-${this.terminalIds[i]}`),
+          nodeArgs,
         ),
     );
   }
@@ -313,6 +315,12 @@ export class Cluster {
   /** Client credentials calling `server` (a role) as `as`. */
   credentials(as: { role: Role; name: string }, server: Role): ChannelCredentials {
     return channelCredentials(this.identity(as.role, as.name), { role: server });
+  }
+
+  /** Starts, or stops and writes, each server's CPU profile (when started with profileDir). */
+  toggleProfiles(): void {
+    if (!this.opts.profileDir) return;
+    for (const s of this.all) if (s.pid) process.kill(s.pid, 'SIGUSR2');
   }
 
   figures(): Record<string, ProcessFigures | undefined> {

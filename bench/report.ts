@@ -2,7 +2,7 @@
 // figures a reader compares), bench/reports/<timestamp>.{json,md}.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { BenchReport } from './run.js';
+import type { BenchReport, EndToEnd } from './run.js';
 import type { LatencySummary } from './stats.js';
 
 const n = (x: number) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : String(x));
@@ -52,31 +52,20 @@ export function renderMarkdown(r: BenchReport): string {
   }
   lines.push('');
 
-  lines.push('## End to end: ACCEPT at the terminal -> SETTLED at the issuer', '');
-  lines.push(
-    `| figure | value |`,
-    `| --- | --- |`,
-    `| drive | ${e.durationSeconds} s, ${e.terminals} terminals x ${e.readersPerTerminal} readers, ${e.rate ? `${n(e.rate)} taps/s asked` : 'closed loop'} |`,
-    `| presented / accepted | ${n(e.presented)} / ${n(e.accepted)} (${n(e.acceptedPerSecond)}/s) |`,
-    `| declined | ${JSON.stringify(e.declined)} |`,
-    `| errors | ${JSON.stringify(e.errors)} |`,
-    `| settled (sustained, drive start -> last settled) | ${n(e.settled)}, **${n(e.settledPerSecond)} taps/s** |`,
-    `| settled within the drive window | ${n(e.settledPerSecondInWindow)} taps/s |`,
-    `| not settled at the end | ${n(e.unsettled)} |`,
-    `| drain after the drive | ${e.drainSeconds} s |`,
-    `| accept -> settled lag p50 / p99 / max | ${ms(e.lag)} ms |`,
-    `| of transport limit (echo unary at the same concurrency) | ${pct(e.ratioToTransport)} |`,
-    `| of storage limit (bare insert, batch 1000) | ${pct(e.ratioToStorage)} |`,
-    '',
+  endToEndSection(
+    lines,
+    '## End to end, the city: virtual terminals -> TapReport -> Deduct -> Settle -> SETTLED',
+    'Taps accepted at virtual gates (real card proofs, stamped at ACCEPT), forwarded in TapReport batches by the generator playing the terminals\' forwarders; the two cores go to the issuer and the authorizer.',
+    e,
+    'transport limit (echo, batch 1000)',
   );
-  lines.push(
-    'CPU used from the drive start to the end of the drain (all threads: main, libuv pool running SQLite, GC):',
-    '',
-    '| process | CPU s | of it in the kernel | share of the machine |',
-    '| --- | --- | --- | --- |',
+  endToEndSection(
+    lines,
+    '## End to end through terminal processes: PresentCard -> forwarder -> ... -> SETTLED',
+    'Cards presented at the terminal processes (PresentCard over gRPC, each decision verified and committed), which forward to the issuer; the terminals share the two cores with the back office.',
+    r.gates,
+    'transport limit (echo unary at the same concurrency)',
   );
-  for (const [name, c] of Object.entries(e.cpu)) lines.push(`| ${name} | ${c.seconds} | ${c.systemSeconds} | ${pct(c.shareOfMachine)} |`);
-  lines.push('', `Accepted per second: ${e.timeline.accepted.join(' ')}`, '', `Settled per second: ${e.timeline.settled.join(' ')}`, '');
 
   lines.push('## Peak RSS (VmHWM)', '', '| server | MB |', '| --- | --- |');
   for (const [name, s] of Object.entries(r.servers)) lines.push(`| ${name} | ${s.peakRssMb} |`);
@@ -94,6 +83,36 @@ export function renderMarkdown(r: BenchReport): string {
   for (const [name, text] of Object.entries(r.durability)) lines.push(`- ${name}: ${text}`);
   lines.push('');
   return lines.join('\n');
+}
+
+function endToEndSection(lines: string[], title: string, about: string, e: EndToEnd, transportLimit: string): void {
+  lines.push(title, '', about, '');
+  const who = e.source === 'terminal processes' ? `${e.terminals} terminal processes x ${e.readersPerTerminal} readers` : `${e.terminals} virtual terminals`;
+  lines.push(
+    `| figure | value |`,
+    `| --- | --- |`,
+    `| drive | ${e.durationSeconds} s, ${who}, ${e.rate ? `${n(e.rate)} taps/s asked` : 'as fast as taken'} |`,
+    `| accepted | ${n(e.accepted)} (${n(e.acceptedPerSecond)}/s)${e.presented !== undefined ? ` of ${n(e.presented)} presented` : ''} |`,
+  );
+  if (e.declined) lines.push(`| declined | ${JSON.stringify(e.declined)} |`);
+  if (e.errors) lines.push(`| failed calls | ${JSON.stringify(e.errors)} |`);
+  if (e.presentCardLatency) lines.push(`| PresentCard p50 / p99 / max under this load | ${ms(e.presentCardLatency)} ms |`);
+  lines.push(
+    `| settled (sustained, drive start -> last settled) | ${n(e.settled)}, **${n(e.settledPerSecond)} taps/s** |`,
+    `| settled within the drive window | ${n(e.settledPerSecondInWindow)} taps/s |`,
+    `| not settled at the end | ${n(e.unsettled)} |`,
+    `| drain after the drive | ${e.drainSeconds} s |`,
+    `| accept -> settled lag p50 / p99 / max | ${ms(e.lag)} ms |`,
+    `| of ${transportLimit} | ${pct(e.ratioToTransport)} |`,
+    `| of storage limit (bare insert, batch 1000) | ${pct(e.ratioToStorage)} |`,
+    '',
+    'CPU used from the drive start to the end of the drain (all threads: main, libuv pool running SQLite, GC):',
+    '',
+    '| process | CPU s | of it in the kernel | share of the machine |',
+    '| --- | --- | --- | --- |',
+  );
+  for (const [name, c] of Object.entries(e.cpu)) lines.push(`| ${name} | ${c.seconds} | ${c.systemSeconds} | ${pct(c.shareOfMachine)} |`);
+  lines.push('', `Accepted per second: ${e.timeline.accepted.join(' ')}`, '', `Settled per second: ${e.timeline.settled.join(' ')}`, '');
 }
 
 /** Writes <dir>/<timestamp>.json and .md; returns their paths. */

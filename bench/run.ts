@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { TerminalServiceClient } from '../gen/tapcredit/terminal/v1/terminal.js';
 import { startEchoServer, storageBaseline, transportBaseline, unaryEchoBaseline, type StorageResult } from './baselines.js';
 import { Cluster, type HopSettings, type ProcessFigures } from './cluster.js';
-import { drive, type DriveStats } from './drive.js';
+import { driveCity } from './city.js';
+import { drive } from './drive.js';
 import { batchesOf, sendBatches, TapFactory, type IngestResult, type Sender } from './ingest.js';
 import { IssuerStore } from './issuer-store.js';
 import { benchDatabases } from './postgres.js';
@@ -17,14 +18,19 @@ import { CardPool, enrollRiders } from './riders.js';
 import { round, summarize, type LatencySummary } from './stats.js';
 
 export interface BenchOptions {
-  /** Seconds of the end-to-end drive (>= 60 for the sustained figure). */
+  /** Seconds of the city end-to-end drive through virtual terminals (>= 60 for the sustained figure). */
   durationSeconds: number;
   cards: number;
+  /** Terminal processes (real TerminalService servers) for the decision latency and the gates drive. */
   terminals: number;
-  /** Concurrent readers per terminal in the end-to-end drive. */
+  /** Concurrent readers per terminal in the gates drive. */
   readersPerTerminal: number;
-  /** Taps per second of the end-to-end drive over all terminals; 0: as fast as the terminals answer. */
+  /** Taps per second of the city drive over all virtual terminals; 0: as fast as the issuer takes them. */
   rate: number;
+  /** Virtual terminals of the city drive (the generator plays their forwarders). */
+  virtualTerminals: number;
+  /** Seconds of the gates drive: cards presented at the terminal processes (PresentCard), end to end. */
+  gatesSeconds: number;
   /** Seconds of the isolated decision-latency phase, and its rate over all terminals. */
   latencySeconds: number;
   latencyRate: number;
@@ -54,6 +60,8 @@ export const DEFAULT_OPTIONS: BenchOptions = {
   terminals: 4,
   readersPerTerminal: 8,
   rate: 0,
+  virtualTerminals: 8,
+  gatesSeconds: 20,
   latencySeconds: 10,
   latencyRate: 200,
   ingestTaps: { 1: 2000, 100: 20_000, 1000: 50_000 },
@@ -73,6 +81,8 @@ export const QUICK_OPTIONS: Partial<BenchOptions> = {
   cards: 40,
   terminals: 2,
   readersPerTerminal: 2,
+  virtualTerminals: 2,
+  gatesSeconds: 2,
   latencySeconds: 1,
   latencyRate: 50,
   ingestTaps: { 1: 40, 100: 400, 1000: 2000 },
@@ -105,15 +115,22 @@ export interface TapReportFigure {
 }
 
 export interface EndToEnd {
+  /** Where taps were accepted: "virtual terminals" (the generator plays the gates' forwarders) or "terminal processes" (PresentCard). */
+  source: 'virtual terminals' | 'terminal processes';
   durationSeconds: number;
+  /** Virtual terminals, or terminal processes. */
   terminals: number;
-  readersPerTerminal: number;
+  /** Concurrent readers per terminal process (gates drive only). */
+  readersPerTerminal?: number;
+  /** Taps per second asked; 0: as fast as they are taken. */
   rate: number;
-  presented: number;
   accepted: number;
-  declined: Record<string, number>;
-  errors: Record<string, number>;
   acceptedPerSecond: number;
+  /** Gates drive only: cards presented, declines and failed calls by reason, and PresentCard latency under this load. */
+  presented?: number;
+  declined?: Record<string, number>;
+  errors?: Record<string, number>;
+  presentCardLatency?: LatencySummary;
   /** Taps accepted in the drive that reached SETTLED, and those that did not within the drain timeout. */
   settled: number;
   unsettled: number;
@@ -124,8 +141,6 @@ export interface EndToEnd {
   /** Seconds from the end of the drive until the last accepted tap was settled. */
   drainSeconds: number;
   lag: LatencySummary;
-  /** PresentCard latency under this load. */
-  presentCardLatency: LatencySummary;
   /** Per second of the drive: taps accepted, taps (of the drive) settled. */
   timeline: { accepted: number[]; settled: number[] };
   /** CPU seconds each process used from the drive's start to the end of the drain, and the share of the machine. */
@@ -156,7 +171,10 @@ export interface BenchReport {
     ratioP99ToFloor: number;
   };
   tapReport: TapReportFigure[];
+  /** The city drive: virtual terminals -> issuer -> authorizer -> SETTLED (the sustained figure). */
   endToEnd: EndToEnd;
+  /** The gates drive: cards presented at terminal processes on the same machine -> SETTLED. */
+  gates: EndToEnd;
   baselines: {
     transport: IngestResult[];
     storage: StorageResult[];
@@ -183,17 +201,21 @@ function machine(): Machine {
   };
 }
 
+/** Taps of these terminals in a final state at the issuer (SETTLED, REJECTED, DECLINED, CAPPED). */
+async function finalCount(store: IssuerStore, terminalIds: string[]): Promise<number> {
+  const counts = await store.stateCounts(terminalIds);
+  return (counts.SETTLED ?? 0) + (counts.REJECTED ?? 0) + (counts.DECLINED ?? 0) + (counts.CAPPED ?? 0);
+}
+
 /** Waits until the issuer holds `expected` final taps of these terminals (or the timeout passes); resolves how many it holds. */
 async function waitSettled(store: IssuerStore, terminalIds: string[], expected: number, timeoutMs: number, progress: Progress, label: string): Promise<number> {
   const started = Date.now();
   for (;;) {
-    const counts = await store.stateCounts(terminalIds);
-    const settled = counts.SETTLED ?? 0;
-    const final = settled + (counts.REJECTED ?? 0) + (counts.DECLINED ?? 0) + (counts.CAPPED ?? 0);
-    progress.update(label, expected === 0 ? 1 : settled / expected, `${fmt(settled)} / ${fmt(expected)} settled`);
+    const final = await finalCount(store, terminalIds);
+    progress.update(label, expected === 0 ? 1 : final / expected, `${fmt(final)} / ${fmt(expected)} final (settled, or declined)`);
     if (final >= expected || Date.now() - started > timeoutMs) {
       progress.done();
-      return settled;
+      return final;
     }
     await sleep(250);
   }
@@ -205,7 +227,8 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
   const startedAt = new Date();
   const host = machine();
   const dir = mkdtempSync(join(tmpdir(), 'tapcredit-bench-'));
-  const virtualTerminals = Array.from({ length: opts.senders }, (_, i) => `BENCH${i + 1}`);
+  // The ingest's senders are the first virtual terminals of the city drive.
+  const virtualTerminals = Array.from({ length: Math.max(opts.senders, opts.virtualTerminals) }, (_, i) => `BENCH${i + 1}`);
   progress.log(
     `tapcredit bench: ${opts.terminals} terminals x ${opts.readersPerTerminal} readers, ${opts.cards} cards, ${opts.durationSeconds} s, ` +
       `${opts.tls ? 'mTLS' : 'plaintext'}, data in ${dir}; ${host.nproc} cores, load ${host.loadAverageStart.join(' ')}`,
@@ -243,10 +266,11 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
     const setup = { riders: riders.length, seconds: round((Date.now() - t0) / 1000, 1) };
     const pool = new CardPool(riders);
     const factory = new TapFactory(riders, virtualTerminals, opts.fareMinorUnits);
-    const senders: Sender[] = virtualTerminals.map((terminalId) => ({ terminalId, credentials: cluster.credentials({ role: 'terminal', name: terminalId }, 'issuer') }));
+    const cityTerminals: Sender[] = virtualTerminals.map((terminalId) => ({ terminalId, credentials: cluster.credentials({ role: 'terminal', name: terminalId }, 'issuer') }));
+    const senders = cityTerminals.slice(0, opts.senders);
 
     // --- baselines (while nothing else runs) ---
-    const tapsFor = (batchSize: number) => virtualTerminals.map((id) => factory.build(id, Math.ceil(opts.ingestTaps[batchSize] / opts.senders)));
+    const tapsFor = (batchSize: number) => senders.map((s) => factory.build(s.terminalId, Math.ceil(opts.ingestTaps[batchSize] / opts.senders)));
     const echo = await startEchoServer(cluster);
     const transport: IngestResult[] = [];
     const storage: StorageResult[] = [];
@@ -307,25 +331,65 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
     progress.update('tapreport', 1, 'done');
     progress.done();
 
-    // --- end to end: ACCEPT at the terminals -> SETTLED at the issuer ---
-    const cpuBefore = cpuSnapshot(cluster);
-    const window = await drive({
-      pool,
-      terminals: terminalClients,
-      readersPerTerminal: opts.readersPerTerminal,
+    // --- end to end, the city: virtual terminals -> TapReport -> Deduct -> Settle -> SETTLED ---
+    const drainTimeoutMs = Math.max(120_000, opts.durationSeconds * 2000);
+    const cityBase = await finalCount(store, virtualTerminals);
+    cluster.toggleProfiles();
+    let cpuBefore = cpuSnapshot(cluster);
+    const city = await driveCity({
+      address: cluster.issuer.address,
+      terminals: cityTerminals.slice(0, opts.virtualTerminals),
+      factory,
       durationMs: opts.durationSeconds * 1000,
       rate: opts.rate,
-      onTick: (d, ms) => {
+      batchSize: opts.hops.forwardBatchSize ?? 500,
+      onTick: (c, ms) => {
         notePeaks();
-        progress.update('e2e', ms / (opts.durationSeconds * 1000), `${fmt(d.accepted)} accepted (${fmt(d.accepted / (ms / 1000))}/s)`);
+        progress.update('e2e city', ms / (opts.durationSeconds * 1000), `${fmt(c.accepted)} accepted (${fmt(c.accepted / (ms / 1000))}/s), ${fmt(c.reported)} reported`);
       },
     });
     progress.done();
     notePeaks();
-    const settled = await waitSettled(store, cluster.terminalIds, window.accepted + isolated.accepted, Math.max(120_000, opts.durationSeconds * 2000), progress, 'drain');
-    const cpuAfter = cpuSnapshot(cluster);
+    let final = await waitSettled(store, virtualTerminals, cityBase + city.accepted, drainTimeoutMs, progress, 'drain');
+    let cpuAfter = cpuSnapshot(cluster);
+    cluster.toggleProfiles();
     notePeaks();
-    const endToEnd = await endToEndFigures(opts, store, cluster, window, settled - isolated.accepted, cpuBefore, cpuAfter);
+    const endToEnd = await endToEndFigures(store, virtualTerminals, city, final - cityBase, cpuBefore, cpuAfter, {
+      source: 'virtual terminals',
+      terminals: opts.virtualTerminals,
+      rate: opts.rate,
+    });
+    if (city.failedCalls > 0 || city.notStored > 0) progress.log(`city drive: ${city.failedCalls} failed TapReport calls, ${city.notStored} taps not stored`);
+
+    // --- end to end through the terminal processes: PresentCard -> forwarder -> ... -> SETTLED ---
+    const gatesBase = await finalCount(store, cluster.terminalIds);
+    cpuBefore = cpuSnapshot(cluster);
+    const window = await drive({
+      pool,
+      terminals: terminalClients,
+      readersPerTerminal: opts.readersPerTerminal,
+      durationMs: opts.gatesSeconds * 1000,
+      rate: 0,
+      onTick: (d, ms) => {
+        notePeaks();
+        progress.update('e2e gates', ms / (opts.gatesSeconds * 1000), `${fmt(d.accepted)} accepted (${fmt(d.accepted / (ms / 1000))}/s)`);
+      },
+    });
+    progress.done();
+    notePeaks();
+    final = await waitSettled(store, cluster.terminalIds, gatesBase + window.accepted, drainTimeoutMs, progress, 'drain');
+    cpuAfter = cpuSnapshot(cluster);
+    notePeaks();
+    const gates = await endToEndFigures(store, cluster.terminalIds, window, final - gatesBase, cpuBefore, cpuAfter, {
+      source: 'terminal processes',
+      terminals: opts.terminals,
+      readersPerTerminal: opts.readersPerTerminal,
+      rate: 0,
+      presented: window.presented,
+      declined: window.declined,
+      errors: window.errors,
+      presentCardLatency: window.latency.summary(),
+    });
     const crashed = cluster.crashed();
     if (crashed) throw new Error(crashed);
 
@@ -338,8 +402,13 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
       commitP99Ms: commit1.p99Ms,
     };
     const isolatedLatency = isolated.latency.summary();
-    endToEnd.ratioToTransport = round(endToEnd.settledPerSecond / unaryLimit.callsPerSecond);
-    endToEnd.ratioToStorage = round(endToEnd.settledPerSecond / storage.find((s) => s.batchSize === 1000)!.rowsPerSecond);
+    // The city's taps arrive in batches: its limits are the batch-1000 baselines. The gates' taps arrive one per call first.
+    const transport1000 = transport.find((t) => t.batchSize === 1000)!.tapsPerSecond;
+    const storage1000 = storage.find((s) => s.batchSize === 1000)!.rowsPerSecond;
+    endToEnd.ratioToTransport = round(endToEnd.settledPerSecond / transport1000);
+    endToEnd.ratioToStorage = round(endToEnd.settledPerSecond / storage1000);
+    gates.ratioToTransport = round(gates.settledPerSecond / unaryLimit.callsPerSecond);
+    gates.ratioToStorage = round(gates.settledPerSecond / storage1000);
     const servers = Object.fromEntries(Object.entries(peak).map(([name, f]) => [name, { peakRssMb: round(f.peakRssMb, 1) }]));
 
     const report: BenchReport = {
@@ -353,6 +422,8 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
         terminals: opts.terminals,
         readersPerTerminal: opts.readersPerTerminal,
         rate: opts.rate,
+        virtualTerminals: opts.virtualTerminals,
+        gatesSeconds: opts.gatesSeconds,
         latencySeconds: opts.latencySeconds,
         latencyRate: opts.latencyRate,
         ingestTaps: opts.ingestTaps,
@@ -370,12 +441,13 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
       setup,
       presentCard: {
         isolated: { ...isolatedLatency, rate: opts.latencyRate, terminals: opts.terminals },
-        underLoad: endToEnd.presentCardLatency,
+        underLoad: gates.presentCardLatency!,
         floor,
         ratioP99ToFloor: round(isolatedLatency.p99Ms / (floor.transportP99Ms + floor.commitP99Ms)),
       },
       tapReport,
       endToEnd,
+      gates,
       baselines: {
         transport: transport.map((t) => ({ ...t, tapsPerSecond: round(t.tapsPerSecond, 1), seconds: round(t.seconds) })),
         storage: storage.map((s) => ({ ...s, rowsPerSecond: round(s.rowsPerSecond, 1), seconds: round(s.seconds) })),
@@ -411,16 +483,17 @@ function cpuSnapshot(cluster: Cluster): CpuSnapshot {
   return { at: Date.now(), figures: cluster.figures(), self: process.cpuUsage() };
 }
 
+/** The figures of a drive from its accepted taps' stored history; `final` is how many reached a final state. */
 async function endToEndFigures(
-  opts: BenchOptions,
   store: IssuerStore,
-  cluster: Cluster,
-  window: DriveStats,
-  settledCount: number,
+  terminalIds: string[],
+  window: { startedAt: number; endedAt: number; accepted: number; acceptedPerSecond: number[] },
+  final: number,
   before: CpuSnapshot,
   after: CpuSnapshot,
+  about: Pick<EndToEnd, 'source' | 'terminals' | 'readersPerTerminal' | 'rate' | 'presented' | 'declined' | 'errors' | 'presentCardLatency'>,
 ): Promise<EndToEnd> {
-  const times = await store.settledTimes(cluster.terminalIds, window.startedAt, window.endedAt + 1);
+  const times = await store.settledTimes(terminalIds, window.startedAt, window.endedAt + 1);
   const lags = times.map((t) => t.settledAt - t.tappedAt);
   const lastSettled = times.reduce((m, t) => Math.max(m, t.settledAt), window.endedAt);
   const seconds = Math.ceil((window.endedAt - window.startedAt) / 1000);
@@ -445,22 +518,16 @@ async function endToEndFigures(
   cpu['bench (load generator)'] = { seconds: round(selfUsed, 1), systemSeconds: round(selfSystem, 1), shareOfMachine: round(selfUsed / elapsed / cores, 3) };
   const driveSeconds = (window.endedAt - window.startedAt) / 1000;
   return {
+    ...about,
     durationSeconds: round(driveSeconds, 1),
-    terminals: opts.terminals,
-    readersPerTerminal: opts.readersPerTerminal,
-    rate: opts.rate,
-    presented: window.presented,
     accepted: window.accepted,
-    declined: window.declined,
-    errors: window.errors,
     acceptedPerSecond: round(window.accepted / driveSeconds, 1),
     settled: times.length,
-    unsettled: Math.max(0, window.accepted - settledCount),
+    unsettled: Math.max(0, window.accepted - final),
     settledPerSecond: round(times.length / ((lastSettled - window.startedAt) / 1000), 1),
     settledPerSecondInWindow: round(inWindow / driveSeconds, 1),
     drainSeconds: round((lastSettled - window.endedAt) / 1000, 2),
     lag: summarize(lags),
-    presentCardLatency: window.latency.summary(),
     timeline: { accepted: window.acceptedPerSecond, settled: settledTimeline },
     cpu,
     ratioToTransport: 0,

@@ -146,7 +146,8 @@ export async function denyListEntry(db: Db, cardId: string): Promise<DenyListEnt
 export async function changesAfter(db: Db, fromVersion: bigint, limit: number): Promise<DenyListChange[]> {
   const rows = await db('deny_list_changes')
     .where('version', '>', fromVersion.toString())
-    .orderBy('version')
+    // Qualified: a bare "version" would name the CAST(... AS TEXT) output column below and sort "10" before "4".
+    .orderBy('deny_list_changes.version')
     .limit(limit)
     .select(asText(db, 'version'), 'card_id', 'action', 'reason', 'reasons_after', asText(db, 'changed_at'));
   return rows.map((r: { version: string; card_id: string; action: string; reason: DenyReason; reasons_after: string; changed_at: string }) => ({

@@ -177,6 +177,7 @@ export async function runFaultScenario(options: Partial<FaultRunOptions> & { see
     say(`drained in ${drain.ms} ms`);
     const api = await system.apiChecks();
     violations.push(...api.violations);
+    violations.push(...(await system.denyListProbe(cards)));
     violations.push(...(await system.stopAll()));
     const checked = await system.check(record, api.reports);
     violations.push(...checked.violations);

@@ -4,6 +4,7 @@
 // 2. no tap is debited twice;
 // 3. the ledger balances;
 // 4. settled = debited, item by item;
+// 5. every terminal holds the issuer's deny list once synced;
 // and every tap is in a final state. Each check lists what it found wrong.
 import knexFactory from 'knex';
 import { ledgerAccountId, ledgerViolations } from '../../authorizer/ledger.js';
@@ -222,6 +223,16 @@ export async function checkInvariants(input: InvariantInput): Promise<{ violatio
   if (payable !== 0n) f.add('ledger still owes the issuer', `${payable}`);
   for (const [id, state] of settlementStates) if (state !== 'ACKNOWLEDGED') f.add('settlement not acknowledged', id);
 
+  // --- 5. every terminal holds the issuer's deny list (once synced: the drain waited for it) ---
+  if (await issuer.schema.hasTable('deny_list_entries')) {
+    const listed = new Set<string>((await issuer('deny_list_entries').distinct('card_id')).map((r: { card_id: string }) => r.card_id));
+    for (const [terminalId, db] of input.terminals) {
+      const held = new Set<string>((await db('deny_list').select('card_id')).map((r: { card_id: string }) => r.card_id));
+      for (const card of listed) if (!held.has(card)) f.add('deny-listed card missing at a terminal', `${card} at ${terminalId}`);
+      for (const card of held) if (!listed.has(card)) f.add('terminal denies a card the issuer does not list', `${card} at ${terminalId}`);
+    }
+  }
+
   // --- the issuer's reconciliation report says the same ---
   const sum = (pick: (r: GetReconciliationReportResponse) => string | undefined) => input.reports.reduce((s, r) => s + BigInt(pick(r) ?? 0), 0n);
   if (sum((r) => r.tapCount) !== BigInt(issuerTaps.size)) f.add('reconciliation report', `counts ${sum((r) => r.tapCount)} taps, the issuer holds ${issuerTaps.size}`);
@@ -241,12 +252,22 @@ export async function pendingWork(input: Pick<InvariantInput, 'issuer' | 'author
   const count = async (q: Promise<{ n: unknown }[]>) => toNumber((await q)[0].n);
   let unsent = 0;
   for (const db of input.terminals.values()) unsent += await count(db('taps').whereNull('acked_at').count({ n: '*' }));
+  // Terminals whose deny list is behind the issuer's (when the schemas have one).
+  let behind = 0;
+  if (await input.issuer.schema.hasTable('deny_list_head')) {
+    const head = BigInt((await input.issuer('deny_list_head').where({ id: 1 }).first(asText(input.issuer, 'version')))?.version ?? 0);
+    for (const db of input.terminals.values()) {
+      const held = BigInt((await db('terminal_meta').where({ id: 1 }).first(asText(db, 'deny_list_version')))?.deny_list_version ?? 0);
+      if (held < head) behind++;
+    }
+  }
   // Debt retries (debit_attempts, when the schema has them) stored PENDING and not answered yet.
   const debtRetries = (await input.issuer.schema.hasTable('debit_attempts'))
     ? await count(input.issuer('debit_attempts').where({ state: 'PENDING' }).count({ n: '*' }))
     : 0;
   return {
     terminalUnsent: unsent,
+    terminalsBehindDenyList: behind,
     issuerDebtRetriesInFlight: debtRetries,
     issuerUndebited: await count(input.issuer('taps').whereIn('state', ['RECEIVED', 'DEDUCTING']).count({ n: '*' })),
     issuerUnsettled: await count(input.issuer('taps').where({ state: 'DEDUCTED' }).count({ n: '*' })),

@@ -279,6 +279,31 @@ export class FaultSystem {
     return { reports, violations };
   }
 
+  /**
+   * Invariant 5 at the gate: every card the issuer lists is declined
+   * DENY_LISTED by every terminal (call after drain(), which waits for the
+   * terminals to sync). A declined listed card is not read, so this leaves
+   * no trace but the terminals' logs.
+   */
+  async denyListProbe(cards: CardImage[]): Promise<string[]> {
+    const db = this.databases().issuer;
+    if (!(await db.schema.hasTable('deny_list_entries'))) return [];
+    const listed = new Set<string>((await db('deny_list_entries').distinct('card_id')).map((r: { card_id: string }) => r.card_id));
+    const violations: string[] = [];
+    const probe = new DriverRecord();
+    for (const [c, card] of cards.entries()) {
+      if (!listed.has(card.cardId)) continue;
+      for (let t = 0; t < this.terminalIds.length; t++) {
+        const before = probe.declined.DECLINE_REASON_DENY_LISTED ?? 0;
+        const failed = await this.presentOnce([...cards], c, t, probe);
+        if (failed !== undefined || (probe.declined.DECLINE_REASON_DENY_LISTED ?? 0) !== before + 1) {
+          violations.push(`deny-listed card ${card.cardId} not declined DENY_LISTED at terminal ${this.terminalIds[t]}`);
+        }
+      }
+    }
+    return violations;
+  }
+
   /** SIGTERM to every running server; each must exit 0. */
   async stopAll(): Promise<string[]> {
     const violations: string[] = [];

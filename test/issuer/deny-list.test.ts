@@ -55,6 +55,12 @@ describe('issuer: deny list', () => {
     expect(await tableCounts(t.db)).to.deep.equal(counts);
   });
 
+  it('hands out the log in version order past version 9 (numbers, not text: "10" after "9")', async () => {
+    for (let i = 1; i <= 12; i++) await addToDenyList(t.ctx, { cardId: `C${i}`, reason: LOST });
+    expect((await changesAfter(t.db, 3n, 100)).map((c) => c.version)).to.deep.equal(['4', '5', '6', '7', '8', '9', '10', '11', '12']);
+    expect((await listDenyListChanges(t.ctx, { fromVersion: '8', pageSize: 2 })).changes.map((c) => c.version)).to.deep.equal(['9', '10']);
+  });
+
   it('pages the log after a version, and tells a caller ahead of the log to reset', async () => {
     for (let i = 1; i <= 5; i++) await addToDenyList(t.ctx, { cardId: `C${i}`, reason: LOST });
     const page = await listDenyListChanges(t.ctx, { fromVersion: '1', pageSize: 2 });
