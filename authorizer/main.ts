@@ -32,7 +32,8 @@ const authorizer = await startAuthorizer({
   maxDebitMinorUnits: intSetting('max-debit-minor-units', 'MAX_DEBIT_MINOR_UNITS', 100_000),
   settlementBatchSize: intSetting('settlement-batch-size', 'SETTLEMENT_BATCH_SIZE', 1000),
   settlementIntervalMs: intSetting('settlement-interval-ms', 'SETTLEMENT_INTERVAL_MS', 200),
-  settlementWindowMs: intSetting('settlement-window-ms', 'SETTLEMENT_WINDOW_MS', 0),
+  // Up to 100 ms for the debits of several Deduct calls to share one settlement.
+  settlementWindowMs: intSetting('settlement-window-ms', 'SETTLEMENT_WINDOW_MS', 100),
   log,
 });
 log.info({ address: authorizer.address }, 'authorizer ready');

@@ -2,7 +2,7 @@
 // and its settlement outbox: debited fares not yet acknowledged by their
 // issuer, and how long the oldest has waited (the settlement lag).
 import { asText, toNumber, type Db } from '../common/db.js';
-import type { Logger } from '../common/log.js';
+import { trailLogger, type Logger } from '../common/log.js';
 import { Metrics, ageSeconds } from '../common/metrics.js';
 import { itemTraceFields } from '../common/trace.js';
 import type { DeductItem } from '../gen/tapcredit/authorizer/v1/authorizer.js';
@@ -46,10 +46,11 @@ export function authorizerMetrics(db: Db): AuthorizerMetrics {
   return {
     metrics,
     observeDebits(items, outcomes, log) {
+      const trail = trailLogger(log);
       outcomes.forEach((o, i) => {
         const reason = o.status === 'DECLINED' ? (o.declineReason ?? '') : o.status === 'REJECTED' ? (o.errorReason ?? '') : '';
         debits.inc({ outcome: o.status.toLowerCase(), reason });
-        log.info({ ...itemTraceFields(items[i]?.traceparent), requestId: o.requestId, status: o.status, deductionId: o.deductionId, reason: reason || undefined }, 'debit');
+        trail.info({ ...itemTraceFields(items[i]?.traceparent), requestId: o.requestId, status: o.status, deductionId: o.deductionId, reason: reason || undefined }, 'debit');
       });
     },
   };

@@ -93,7 +93,7 @@ export async function startEchoServer(cluster: Cluster): Promise<ServerProcess> 
 
 /** The same batches as the ingest, through the echo server. */
 export async function transportBaseline(echo: ServerProcess, senders: Sender[], taps: Tap[][], batchSize: number): Promise<IngestResult> {
-  return sendBatches(echo.address, senders, taps.map((t) => batchesOf(t, batchSize)));
+  return sendBatches(echo.address, senders, taps.map((t) => batchesOf(t, batchSize)), batchSize);
 }
 
 /**

@@ -6,8 +6,11 @@
 // the generator plays their forwarders so that the two cores go to the
 // issuer and the authorizer, whose end-to-end capacity is what is measured.
 // Taps are accepted at a steady rate (open loop: gates do not slow down when
-// the back office does), or with rate 0 as fast as the issuer takes them
-// (each forwarder builds a full batch right before each call).
+// the back office does), or with rate 0 as fast as the back office carries
+// them end to end: a forwarder accepts a full batch right before each call
+// while fewer than maxInFlight taps are accepted but not yet final (settled
+// or declined), so the drive settles at the sustainable rate with a bounded
+// lag instead of flooding the issuer's ingest and starving its debits.
 import type { ChannelCredentials } from '@grpc/grpc-js';
 import { callUnary } from '../common/rpc.js';
 import { IssuerServiceClient, TapReportStatus } from '../gen/tapcredit/issuer/v1/issuer.js';
@@ -26,6 +29,9 @@ export interface CityOptions {
   rate: number;
   /** Most taps per TapReport call (a terminal's forward batch size). */
   batchSize: number;
+  /** With rate 0: most taps accepted but not yet final, and how many of the drive's taps are final so far. */
+  maxInFlight?: number;
+  finalSoFar?: () => number;
   onTick?: (stats: CityStats, elapsedMs: number) => void;
 }
 
@@ -84,7 +90,7 @@ export async function driveCity(opts: CityOptions): Promise<CityStats> {
     const client = clients[i];
     const terminalId = opts.terminals[i].terminalId;
     while (running || outboxes[i].length > 0) {
-      if (opts.rate === 0 && running) accept(i, opts.batchSize);
+      if (opts.rate === 0 && running && stats.accepted - (opts.finalSoFar?.() ?? 0) < (opts.maxInFlight ?? Infinity)) accept(i, opts.batchSize);
       if (outboxes[i].length === 0) {
         await sleep(5);
         continue;

@@ -19,7 +19,8 @@ const opts = new Command()
   .option('--duration <s>', 'seconds of the city end-to-end drive through virtual terminals (>= 60 for the sustained figure)', int)
   .option('--cards <n>', 'enrolled cards (one rider and account each)', int)
   .option('--virtual-terminals <v>', 'virtual terminals of the city drive (the generator plays their forwarders)', int)
-  .option('--rate <taps/s>', 'pace the city drive at this many taps/s (default: as fast as the issuer takes them)', int)
+  .option('--rate <taps/s>', 'pace the city drive at this many taps/s (default: as fast as the back office settles them)', int)
+  .option('--max-in-flight <n>', 'without --rate: most city taps accepted but not yet settled (bounds the lag)', int)
   .option('--terminals <m>', 'terminal processes (each a real TerminalService with its own store and forwarder)', int)
   .option('--readers <r>', 'concurrent card readers per terminal process in the gates drive', int)
   .option('--gates-duration <s>', 'seconds of the gates drive: cards presented at the terminal processes, end to end', int)
@@ -46,6 +47,7 @@ const opts = new Command()
   .opts<{
     duration?: number;
     virtualTerminals?: number;
+    maxInFlight?: number;
     gatesDuration?: number;
     cards?: number;
     terminals?: number;
@@ -74,6 +76,7 @@ const options: Partial<BenchOptions> = Object.fromEntries(
   Object.entries({
     durationSeconds: opts.duration,
     virtualTerminals: opts.virtualTerminals,
+    maxInFlight: opts.maxInFlight,
     gatesSeconds: opts.gatesDuration,
     cards: opts.cards,
     terminals: opts.terminals,

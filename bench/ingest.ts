@@ -76,7 +76,7 @@ export interface Sender {
  * Sends `batches[s]` from sender s, one call at a time per sender, all
  * senders at once; resolves the throughput over the whole run.
  */
-export async function sendBatches(address: string, senders: Sender[], batches: Tap[][][], deadlineMs = 60_000): Promise<IngestResult> {
+export async function sendBatches(address: string, senders: Sender[], batches: Tap[][][], batchSize: number, deadlineMs = 60_000): Promise<IngestResult> {
   const clients = senders.map((s) => new IssuerServiceClient(address, s.credentials));
   const latency = new Latencies();
   const notStored: Record<string, number> = {};
@@ -102,7 +102,6 @@ export async function sendBatches(address: string, senders: Sender[], batches: T
       }),
     );
     const seconds = (nowMs() - t0) / 1000;
-    const batchSize = batches[0]?.[0]?.length ?? 0;
     return { batchSize, senders: senders.length, taps, seconds, tapsPerSecond: taps / seconds, callLatency: latency.summary(), notStored };
   } finally {
     for (const c of clients) c.close();

@@ -91,7 +91,7 @@ function endToEndSection(lines: string[], title: string, about: string, e: EndTo
   lines.push(
     `| figure | value |`,
     `| --- | --- |`,
-    `| drive | ${e.durationSeconds} s, ${who}, ${e.rate ? `${n(e.rate)} taps/s asked` : 'as fast as taken'} |`,
+    `| drive | ${e.durationSeconds} s, ${who}, ${e.rate ? `${n(e.rate)} taps/s asked` : e.maxInFlight ? `as fast as settled (at most ${n(e.maxInFlight)} taps in flight)` : 'as fast as taken'} |`,
     `| accepted | ${n(e.accepted)} (${n(e.acceptedPerSecond)}/s)${e.presented !== undefined ? ` of ${n(e.presented)} presented` : ''} |`,
   );
   if (e.declined) lines.push(`| declined | ${JSON.stringify(e.declined)} |`);

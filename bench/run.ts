@@ -29,6 +29,8 @@ export interface BenchOptions {
   rate: number;
   /** Virtual terminals of the city drive (the generator plays their forwarders). */
   virtualTerminals: number;
+  /** With rate 0: most taps of the city drive accepted but not yet final; bounds the lag while finding the sustainable rate. */
+  maxInFlight: number;
   /** Seconds of the gates drive: cards presented at the terminal processes (PresentCard), end to end. */
   gatesSeconds: number;
   /** Seconds of the isolated decision-latency phase, and its rate over all terminals. */
@@ -61,6 +63,7 @@ export const DEFAULT_OPTIONS: BenchOptions = {
   readersPerTerminal: 8,
   rate: 0,
   virtualTerminals: 8,
+  maxInFlight: 4000,
   gatesSeconds: 20,
   latencySeconds: 10,
   latencyRate: 200,
@@ -82,6 +85,7 @@ export const QUICK_OPTIONS: Partial<BenchOptions> = {
   terminals: 2,
   readersPerTerminal: 2,
   virtualTerminals: 2,
+  maxInFlight: 1000,
   gatesSeconds: 2,
   latencySeconds: 1,
   latencyRate: 50,
@@ -124,6 +128,8 @@ export interface EndToEnd {
   readersPerTerminal?: number;
   /** Taps per second asked; 0: as fast as they are taken. */
   rate: number;
+  /** City drive with rate 0: most taps accepted but not yet final. */
+  maxInFlight?: number;
   accepted: number;
   acceptedPerSecond: number;
   /** Gates drive only: cards presented, declines and failed calls by reason, and PresentCard latency under this load. */
@@ -270,7 +276,9 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
     const senders = cityTerminals.slice(0, opts.senders);
 
     // --- baselines (while nothing else runs) ---
-    const tapsFor = (batchSize: number) => senders.map((s) => factory.build(s.terminalId, Math.ceil(opts.ingestTaps[batchSize] / opts.senders)));
+    // Each sender sends at least one full batch.
+    const tapsFor = (batchSize: number) =>
+      senders.map((s) => factory.build(s.terminalId, Math.max(batchSize, Math.ceil(opts.ingestTaps[batchSize] / opts.senders))));
     const echo = await startEchoServer(cluster);
     const transport: IngestResult[] = [];
     const storage: StorageResult[] = [];
@@ -309,7 +317,7 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
     for (const [i, b] of BATCH_SIZES.entries()) {
       progress.update('tapreport', i / BATCH_SIZES.length, `batch ${b}`);
       const taps = tapsFor(b);
-      const result = await sendBatches(cluster.issuer.address, senders, taps.map((t) => batchesOf(t, b)));
+      const result = await sendBatches(cluster.issuer.address, senders, taps.map((t) => batchesOf(t, b)), b);
       const total = taps.reduce((n, t) => n + t.length, 0);
       // Let the pipeline digest the batch before the next measurement.
       const before = Date.now();
@@ -334,6 +342,10 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
     // --- end to end, the city: virtual terminals -> TapReport -> Deduct -> Settle -> SETTLED ---
     const drainTimeoutMs = Math.max(120_000, opts.durationSeconds * 2000);
     const cityBase = await finalCount(store, virtualTerminals);
+    let cityFinal = 0;
+    const poller = setInterval(() => {
+      finalCount(store, virtualTerminals).then((n) => (cityFinal = n - cityBase), () => {});
+    }, 200);
     cluster.toggleProfiles();
     let cpuBefore = cpuSnapshot(cluster);
     const city = await driveCity({
@@ -343,11 +355,14 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
       durationMs: opts.durationSeconds * 1000,
       rate: opts.rate,
       batchSize: opts.hops.forwardBatchSize ?? 500,
+      maxInFlight: opts.maxInFlight,
+      finalSoFar: () => cityFinal,
       onTick: (c, ms) => {
         notePeaks();
         progress.update('e2e city', ms / (opts.durationSeconds * 1000), `${fmt(c.accepted)} accepted (${fmt(c.accepted / (ms / 1000))}/s), ${fmt(c.reported)} reported`);
       },
     });
+    clearInterval(poller);
     progress.done();
     notePeaks();
     let final = await waitSettled(store, virtualTerminals, cityBase + city.accepted, drainTimeoutMs, progress, 'drain');
@@ -358,6 +373,7 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
       source: 'virtual terminals',
       terminals: opts.virtualTerminals,
       rate: opts.rate,
+      maxInFlight: opts.rate === 0 ? opts.maxInFlight : undefined,
     });
     if (city.failedCalls > 0 || city.notStored > 0) progress.log(`city drive: ${city.failedCalls} failed TapReport calls, ${city.notStored} taps not stored`);
 
@@ -423,6 +439,7 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
         readersPerTerminal: opts.readersPerTerminal,
         rate: opts.rate,
         virtualTerminals: opts.virtualTerminals,
+        maxInFlight: opts.maxInFlight,
         gatesSeconds: opts.gatesSeconds,
         latencySeconds: opts.latencySeconds,
         latencyRate: opts.latencyRate,
@@ -491,7 +508,7 @@ async function endToEndFigures(
   final: number,
   before: CpuSnapshot,
   after: CpuSnapshot,
-  about: Pick<EndToEnd, 'source' | 'terminals' | 'readersPerTerminal' | 'rate' | 'presented' | 'declined' | 'errors' | 'presentCardLatency'>,
+  about: Pick<EndToEnd, 'source' | 'terminals' | 'readersPerTerminal' | 'rate' | 'maxInFlight' | 'presented' | 'declined' | 'errors' | 'presentCardLatency'>,
 ): Promise<EndToEnd> {
   const times = await store.settledTimes(terminalIds, window.startedAt, window.endedAt + 1);
   const lags = times.map((t) => t.settledAt - t.tappedAt);

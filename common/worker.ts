@@ -29,6 +29,8 @@ export class Worker {
   private backingOff = false;
   /** Armed by the first kick of a batching window. */
   private windowTimer: NodeJS.Timeout | undefined;
+  /** Set by a kick; a kick that came while a step ran means work is waiting: no idle wait after that step. */
+  private kicked = false;
 
   /** step() processes one batch and resolves to true when more work may be waiting. */
   constructor(
@@ -50,6 +52,7 @@ export class Worker {
    */
   kick(): void {
     if (this.backingOff) return;
+    this.kicked = true;
     const windowMs = this.opts.windowMs ?? 0;
     if (windowMs <= 0) {
       this.wake?.();
@@ -93,6 +96,7 @@ export class Worker {
       try {
         // Each step is a trace of its own: its logs and calls name it (a batch
         // send may instead join its first item's trace, see trace.runForBatch).
+        this.kicked = false;
         more = await runInSpan(newSpan(), () => this.step());
         this.failures = 0;
       } catch (err) {
@@ -105,7 +109,7 @@ export class Worker {
         this.backingOff = false;
         continue;
       }
-      if (!more && this.running) await this.sleep(this.opts.intervalMs);
+      if (!more && !this.kicked && this.running) await this.sleep(this.opts.intervalMs);
     }
   }
 }

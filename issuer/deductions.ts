@@ -8,6 +8,7 @@
 // taken over once its claims expire.
 import { asText } from '../common/db.js';
 import { isPostgres, Leases } from '../common/leases.js';
+import { trailLogger } from '../common/log.js';
 import { itemTraceFields, runForBatch } from '../common/trace.js';
 import {
   DeductDeclineReason,
@@ -106,6 +107,7 @@ async function sendAndStore(ctx: IssuerContext, pending: PendingTap[]): Promise<
   let declined = 0;
   let rejected = 0;
   let listed = false;
+  const trail = trailLogger(ctx.log);
   await db.transaction(async (trx) => {
     // Debits (nearly every result) are stored in bulk: a few statements per
     // chunk instead of two per tap. Guarded by state as below: only taps
@@ -136,7 +138,7 @@ async function sendAndStore(ctx: IssuerContext, pending: PendingTap[]): Promise<
       let change: Record<string, string | null>;
       if (r.status === DeductStatus.DEDUCT_STATUS_DEBITED) {
         debited++;
-        ctx.log.info({ ...itemTraceFields(tap.traceparent ?? undefined), tapId: r.requestId, state: 'DEDUCTED' }, 'tap debit answered');
+        trail.info({ ...itemTraceFields(tap.traceparent ?? undefined), tapId: r.requestId, state: 'DEDUCTED' }, 'tap debit answered');
         continue;
       } else if (r.status === DeductStatus.DEDUCT_STATUS_DECLINED) {
         declined++;
@@ -151,7 +153,7 @@ async function sendAndStore(ctx: IssuerContext, pending: PendingTap[]): Promise<
       const updated = await trx('taps').where({ tap_id: r.requestId, state: 'DEDUCTING' }).update({ ...change, ...Leases.free, updated_at: now });
       if (updated > 0) await trx('tap_state_changes').insert({ tap_id: r.requestId, state: change.state, changed_at: now });
       if (updated > 0 && change.state === 'DECLINED' && (await addReason(trx, tap.card_id, 'DEBT', Number(now)))) listed = true;
-      ctx.log.info({ ...itemTraceFields(tap.traceparent ?? undefined), tapId: r.requestId, state: change.state, reason: change.decline_reason ?? undefined }, 'tap debit answered');
+      trail.info({ ...itemTraceFields(tap.traceparent ?? undefined), tapId: r.requestId, state: change.state, reason: change.decline_reason ?? undefined }, 'tap debit answered');
     }
   });
   if (listed) ctx.denyListFeed?.notify();

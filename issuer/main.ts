@@ -39,7 +39,8 @@ const issuer = await startIssuer({
   signingKey: loadSigningKey(process.env.TAPCREDIT_SIGNING_KEY_FILE ?? devKeys!.signingKeyFile),
   deductBatchSize: intSetting('deduct-batch-size', 'DEDUCT_BATCH_SIZE', 1000),
   deductIntervalMs: intSetting('deduct-interval-ms', 'DEDUCT_INTERVAL_MS', 200),
-  deductWindowMs: intSetting('deduct-window-ms', 'DEDUCT_WINDOW_MS', 0),
+  // Up to 50 ms for the taps of several reports to share one Deduct call (and its two commits).
+  deductWindowMs: intSetting('deduct-window-ms', 'DEDUCT_WINDOW_MS', 50),
   fareCap: fareCapFromSettings(),
   debtRetry: {
     baseMs: intSetting('debt-retry-base-ms', 'ISSUER_DEBT_RETRY_BASE_MS', 60 * 60_000),

@@ -2,7 +2,7 @@
 // under the tap's own trace id (from the traceparent it arrived with): a tap
 // is followed across batches that mix many taps by grepping its trace id.
 import type { Db } from '../common/db.js';
-import type { Logger } from '../common/log.js';
+import { trailLogger, type Logger } from '../common/log.js';
 import { itemTraceFields } from '../common/trace.js';
 import {
   settlementItemStatusToJSON,
@@ -16,9 +16,10 @@ import { chunks } from './context.js';
 
 /** One line per reported tap: what the issuer did with it. */
 export function logReportedTaps(log: Logger, req: TapReportRequest, res: TapReportResponse): void {
+  const trail = trailLogger(log);
   res.results.forEach((r, i) => {
     const tap = req.taps[i];
-    log.info(
+    trail.info(
       { ...itemTraceFields(tap?.traceparent), tapId: r.tapId, cardId: tap?.cardId, status: tapReportStatusToJSON(r.status), reason: r.reason || undefined },
       'tap received',
     );
@@ -35,8 +36,9 @@ export async function logSettledTaps(db: Db, log: Logger, req: SettleRequest, re
   } catch (err) {
     log.warn({ err: String(err) }, 'could not read the taps\' traces; settled taps are logged without them');
   }
+  const trail = trailLogger(log);
   res.results.forEach((r, i) => {
-    log.info(
+    trail.info(
       {
         ...itemTraceFields(traces.get(r.tapId) ?? undefined),
         tapId: r.tapId,

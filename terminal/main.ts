@@ -51,6 +51,7 @@ const terminal = await startTerminal({
   lineId: lineId || undefined,
   forwardBatchSize: intSetting('forward-batch-size', 'FORWARD_BATCH_SIZE', 500),
   forwardIntervalMs: intSetting('forward-interval-ms', 'FORWARD_INTERVAL_MS', 200),
+  // 0: an accepted tap leaves for the issuer at once (a gate takes about a tap a second).
   forwardWindowMs: intSetting('forward-window-ms', 'FORWARD_WINDOW_MS', 0),
   log,
 });

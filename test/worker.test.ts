@@ -36,6 +36,22 @@ describe('Worker (outbox loop)', () => {
     expect(steps).to.equal(2);
   });
 
+  it('does not lose a kick that comes while a step runs: the next step follows without the idle wait', async () => {
+    let steps = 0;
+    let release: () => void = () => {};
+    const worker = new Worker(async () => {
+      steps++;
+      if (steps === 1) await new Promise<void>((r) => (release = r));
+      return false;
+    }, { name: 'busy', intervalMs: 60_000, log });
+    worker.start();
+    await waitFor(() => steps === 1);
+    worker.kick(); // new work while the first step is still running
+    release();
+    await waitFor(() => steps === 2, 5000);
+    await worker.stop();
+  });
+
   it('with a batching window, gathers the work kicked in during the window into one step', async () => {
     let waiting = 0;
     const batches: number[] = [];

@@ -31,7 +31,7 @@ import { enroll, openAccount, rider, tap } from '../helpers/rider.js';
 import { ISSUER_ID, money, newCard, startSystem, waitFor, type System } from '../helpers/system.js';
 
 /** Requests per RPC; with about 25 RPCs, a few thousand in all. */
-const RUNS_PER_RPC = Number(process.env.TAPCREDIT_FUZZ_RUNS ?? 90);
+const RUNS_PER_RPC = Number(process.env.TAPCREDIT_FUZZ_RUNS ?? 100);
 const FORBIDDEN = new Set([status.UNKNOWN, status.INTERNAL, status.DEADLINE_EXCEEDED, status.UNIMPLEMENTED, status.DATA_LOSS]);
 
 const registry = createFileRegistry(fromBinary(FileDescriptorSetSchema, readFileSync(new URL('../../gen/descriptor.binpb', import.meta.url))));

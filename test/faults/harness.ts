@@ -46,7 +46,7 @@ export const DEFAULT_OPTIONS: Omit<FaultRunOptions, 'seed'> = {
   gracefulShare: 0.25,
   underfundedShare: 0.2,
   lanes: 12,
-  meanFaultGapMs: 400,
+  meanFaultGapMs: 1000,
   quiescenceTimeoutMs: 120_000,
   keepDir: false,
   logLevel: 'info',
@@ -109,7 +109,9 @@ export async function runFaultScenario(options: Partial<FaultRunOptions> & { see
   const started = Date.now();
   const root = new Prng(opts.seed);
   const violations: string[] = [];
-  const replay = `npm run test:faults -- --seed ${opts.seed} --taps ${opts.taps} --cards ${opts.cards} --terminals ${opts.terminals} --kills ${opts.kills}`;
+  const replay =
+    `npm run test:faults -- --seed ${opts.seed} --taps ${opts.taps} --cards ${opts.cards} --terminals ${opts.terminals} --kills ${opts.kills}` +
+    ` --lanes ${opts.lanes} --fault-gap-ms ${opts.meanFaultGapMs}`;
   say(`fault run: seed ${opts.seed}, ${opts.taps} taps over ${opts.cards} cards at ${opts.terminals} terminals, ${opts.kills} restarts`);
   say(`replay: ${replay}`);
 

@@ -27,7 +27,7 @@ interface Pipe {
 }
 
 /** The mean gap between two faults on a hop, in ms. */
-export const DEFAULT_MEAN_FAULT_GAP_MS = 400;
+export const DEFAULT_MEAN_FAULT_GAP_MS = 1000;
 
 export class FaultProxy {
   readonly counts: ProxyFaultCounts = { connections: 0, cuts: 0, delays: 0, drops: 0, refusals: 0 };

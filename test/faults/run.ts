@@ -43,6 +43,9 @@ const report = await runFaultScenario({
   keepDir: o.keep,
   logLevel: o.logLevel,
   log,
+}).catch((err) => {
+  console.log(`FAILED with an error (seed ${seed}); the run directory is kept, see the line "servers up ... run directory" above.`);
+  throw err;
 });
 const kill = Object.values(report.restarts).reduce((n, r) => n + r.kills, 0);
 const term = Object.values(report.restarts).reduce((n, r) => n + r.terms, 0);

@@ -30,6 +30,19 @@ export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Codes on which the driver presents the card again: the terminal is down or did not answer. */
 const TERMINAL_DOWN = new Set([status.UNAVAILABLE, status.DEADLINE_EXCEEDED, status.CANCELLED]);
 
+/** A call from the test to a server that may have just restarted: the client's channel can still be backing off, so UNAVAILABLE is retried. */
+async function ask<T>(call: () => Promise<T>, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await call();
+    } catch (err) {
+      if ((err as ServiceError).code !== status.UNAVAILABLE || Date.now() > deadline) throw err;
+      await sleep(100);
+    }
+  }
+}
+
 export type Hop = 'terminal->issuer' | 'issuer->authorizer' | 'authorizer->issuer';
 
 export interface SystemOptions {
@@ -256,7 +269,7 @@ export class FaultSystem {
   async apiChecks(): Promise<{ reports: GetReconciliationReportResponse[]; violations: string[] }> {
     const violations: string[] = [];
     for (const [i, client] of this.clients.terminals.entries()) {
-      const s = await callUnary(client, client.getTerminalStatus, { unsentTapsLimit: 1 });
+      const s = await ask(() => callUnary(client, client.getTerminalStatus, { unsentTapsLimit: 1 }));
       if (s.unsentTapCount !== '0') violations.push(`terminal ${this.terminalIds[i]} reports ${s.unsentTapCount} unsent taps`);
     }
     const db = this.databases().issuer;
@@ -269,7 +282,7 @@ export class FaultSystem {
     for (let t = Number(span.first) - (Number(span.first) % day) - day; t <= Number(span.last) + day; t += day) {
       let pageToken = '';
       do {
-        const r = await callUnary(issuer, issuer.getReconciliationReport, { serviceDay: new Date(t).toISOString().slice(0, 10), pageSize: 1000, pageToken });
+        const r = await ask(() => callUnary(issuer, issuer.getReconciliationReport, { serviceDay: new Date(t).toISOString().slice(0, 10), pageSize: 1000, pageToken }));
         if (!pageToken) reports.push(r);
         for (const m of r.mismatches.slice(0, 20)) violations.push(`reconciliation mismatch: ${m.settlementId} ${m.tapId} ${m.reason}`);
         if (r.mismatches.length > 20) violations.push(`reconciliation: ... and ${r.mismatches.length - 20} more mismatches on ${r.serviceDay}`);
@@ -295,7 +308,9 @@ export class FaultSystem {
       if (!listed.has(card.cardId)) continue;
       for (let t = 0; t < this.terminalIds.length; t++) {
         const before = probe.declined.DECLINE_REASON_DENY_LISTED ?? 0;
-        const failed = await this.presentOnce([...cards], c, t, probe);
+        const deadline = Date.now() + 30_000;
+        let failed = await this.presentOnce([...cards], c, t, probe);
+        for (; failed === status.UNAVAILABLE && Date.now() < deadline; failed = await this.presentOnce([...cards], c, t, probe)) await sleep(100);
         if (failed !== undefined || (probe.declined.DECLINE_REASON_DENY_LISTED ?? 0) !== before + 1) {
           violations.push(`deny-listed card ${card.cardId} not declined DENY_LISTED at terminal ${this.terminalIds[t]}`);
         }
