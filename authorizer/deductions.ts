@@ -4,7 +4,7 @@
 // the deductions, transfers and balances are written in bulk. Each request id
 // (the tap id) is claimed once: DEBITED and DECLINED are stored and a repeat
 // returns them; REJECTED is not stored.
-import { asText, toNumber, type Db } from '../common/db.js';
+import { asText, insertRows, toNumber, type Db } from '../common/db.js';
 import { newId } from '../common/ids.js';
 import { retryOnUniqueViolation } from './accounts.js';
 import { LedgerBook, chunks, ledgerAccountId } from './ledger.js';
@@ -208,7 +208,7 @@ export async function deduct(db: Db, issuerId: string, items: DeductItemInput[],
       await book.flush();
       // Claiming the request ids: on PostgreSQL a concurrent batch with the
       // same id fails this insert and the whole batch is decided again.
-      for (const part of chunks(newRows)) await trx('deductions').insert(part);
+      for (const part of chunks(newRows)) await insertRows(trx, 'deductions', part);
       return outcomes;
     }),
   );

@@ -4,7 +4,7 @@
 // have a floor (-credit_limit); system accounts carry the other side of
 // riders' money (top-up funding, payable to an issuer, paid to an issuer).
 import type { Knex } from 'knex';
-import { asText, toNumber, type Db } from '../common/db.js';
+import { asText, insertRows, toNumber, type Db } from '../common/db.js';
 import { failedPrecondition } from '../common/errors.js';
 
 export type TransferKind = 'TOP_UP' | 'FARE' | 'SETTLEMENT';
@@ -170,7 +170,9 @@ export class LedgerBook {
       for (const a of part) a.isNew = false;
     }
     for (const part of chunks(this.transfers)) {
-      await this.trx('transfers').insert(
+      await insertRows(
+        this.trx,
+        'transfers',
         part.map((t) => ({
           transfer_id: t.transferId,
           kind: t.kind,
@@ -183,7 +185,7 @@ export class LedgerBook {
         })),
       );
     }
-    for (const part of chunks(this.entries)) await this.trx('ledger_entries').insert(part);
+    for (const part of chunks(this.entries)) await insertRows(this.trx, 'ledger_entries', part);
     // One UPDATE per chunk of accounts (a batch of fares touches an account per rider), not one per account.
     for (const part of chunks([...this.touched])) {
       const cases = part.map(() => 'WHEN ? THEN CAST(? AS BIGINT)').join(' ');

@@ -34,6 +34,7 @@ const authorizer = await startAuthorizer({
   settlementIntervalMs: intSetting('settlement-interval-ms', 'SETTLEMENT_INTERVAL_MS', 200),
   // Up to 100 ms for the debits of several Deduct calls to share one settlement.
   settlementWindowMs: intSetting('settlement-window-ms', 'SETTLEMENT_WINDOW_MS', 100),
+  settlementConcurrency: intSetting('settlement-concurrency', 'SETTLEMENT_CONCURRENCY', 2),
   log,
 });
 log.info({ address: authorizer.address }, 'authorizer ready');

@@ -35,6 +35,8 @@ export interface AuthorizerConfig {
   settlementIntervalMs?: number;
   /** Batching window of the settlement worker: how long after a debit it waits for more to join the settlement. Default 0. */
   settlementWindowMs?: number;
+  /** Settlement workers at once (default 1); each claims its own settlement (leases), so sends overlap commits. */
+  settlementConcurrency?: number;
   /** Deadline of each Settle call. Default 10 s. */
   settleDeadlineMs?: number;
   /**
@@ -89,18 +91,17 @@ export async function startAuthorizer(config: AuthorizerConfig): Promise<Authori
   if (hashed > 0) log.info({ accounts: hashed }, 'replaced clear holder details with keyed hashes');
   const observed = authorizerMetrics(db);
   const issuers = new IssuerDirectory(config.authorizerId, config.issuers, config.settleDeadlineMs, config.tls);
-  const settler = new Worker(settlementStep({
-      db,
-      send: issuers.settle,
-      batchSize: config.settlementBatchSize ?? DEFAULT_SETTLEMENT_BATCH_SIZE,
-      log,
-      leases: new Leases({ owner: config.replicaId, ttlMs: config.claimTtlMs }),
-    }), {
-    name: 'settlement',
-    intervalMs: config.settlementIntervalMs ?? 200,
-    windowMs: config.settlementWindowMs,
-    log,
-  });
+  const leases = new Leases({ owner: config.replicaId, ttlMs: config.claimTtlMs });
+  const settlers = Array.from(
+    { length: Math.max(1, config.settlementConcurrency ?? 1) },
+    (_, i) =>
+      new Worker(settlementStep({ db, send: issuers.settle, batchSize: config.settlementBatchSize ?? DEFAULT_SETTLEMENT_BATCH_SIZE, log, leases }), {
+        name: i === 0 ? 'settlement' : `settlement-${i + 1}`,
+        intervalMs: config.settlementIntervalMs ?? 200,
+        windowMs: config.settlementWindowMs,
+        log,
+      }),
+  );
 
   let server;
   try {
@@ -114,7 +115,7 @@ export async function startAuthorizer(config: AuthorizerConfig): Promise<Authori
             db,
             log,
             maxDebitMinorUnits: BigInt(config.maxDebitMinorUnits ?? DEFAULT_MAX_DEBIT_MINOR_UNITS),
-            onDeducted: () => settler.kick(),
+            onDeducted: () => settlers.forEach((s) => s.kick()),
             holderKey,
             onDebits: (items, outcomes) => observed.observeDebits(items, outcomes, log),
           }),
@@ -133,7 +134,7 @@ export async function startAuthorizer(config: AuthorizerConfig): Promise<Authori
     await db.destroy();
     throw err;
   }
-  settler.start();
+  for (const s of settlers) s.start();
 
   let closing: Promise<void> | undefined;
   return {
@@ -143,13 +144,13 @@ export async function startAuthorizer(config: AuthorizerConfig): Promise<Authori
     db,
     setIssuerAddress(issuerId, address) {
       issuers.setAddress(issuerId, address);
-      settler.retryNow();
+      for (const s of settlers) s.retryNow();
     },
     checkLedger: () => assertLedgerBalanced(db),
     close() {
       closing ??= (async () => {
         await server.close();
-        await settler.stop();
+        await Promise.all(settlers.map((s) => s.stop()));
         issuers.close();
         await db.destroy();
       })();

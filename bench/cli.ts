@@ -38,6 +38,7 @@ const opts = new Command()
     '--postgres [url]',
     'the issuer and the authorizer on PostgreSQL: fresh databases on this server, dropped afterwards (default TAPCREDIT_TEST_POSTGRES_URL or postgres://postgres@127.0.0.1:5432/test)',
   )
+  .option('--heap-mb <n>', 'cap each server\'s V8 old space at this many MB (node --max-old-space-size; default: Node\'s own)', int)
   .option('--log-level <level>', 'LOG_LEVEL of the servers (their logs go to the data directory)', 'info')
   .option('--profile', 'write CPU profiles of each server next to the report: <server>.1 covers the city drive and its drain')
   .option('--keep', 'keep the data directory (SQLite files, logs)')
@@ -48,6 +49,7 @@ const opts = new Command()
     duration?: number;
     virtualTerminals?: number;
     maxInFlight?: number;
+    heapMb?: number;
     gatesDuration?: number;
     cards?: number;
     terminals?: number;
@@ -77,6 +79,7 @@ const options: Partial<BenchOptions> = Object.fromEntries(
     durationSeconds: opts.duration,
     virtualTerminals: opts.virtualTerminals,
     maxInFlight: opts.maxInFlight,
+    heapMb: opts.heapMb,
     gatesSeconds: opts.gatesDuration,
     cards: opts.cards,
     terminals: opts.terminals,

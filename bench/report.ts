@@ -20,7 +20,7 @@ export function renderMarkdown(r: BenchReport): string {
   );
   lines.push(
     `Run: ${r.options.terminals} terminal processes x ${r.options.readersPerTerminal} readers, ${n(r.options.cards)} enrolled cards, ` +
-      `transport ${r.transport}, issuer and authorizer on ${r.store === 'postgresql' ? 'PostgreSQL' : 'SQLite'}, LOG_LEVEL=${r.options.logLevel}, hops ${JSON.stringify(r.options.hops)}. Setup (accounts + enrollment): ${r.setup.seconds} s.`,
+      `transport ${r.transport}, issuer and authorizer on ${r.store === 'postgresql' ? 'PostgreSQL' : 'SQLite'}, LOG_LEVEL=${r.options.logLevel}, ${r.options.heapMb ? `--max-old-space-size=${r.options.heapMb}` : "Node's default heap"}, hops ${JSON.stringify(r.options.hops)} (flags of the servers' main.ts; their defaults otherwise). Setup (accounts + enrollment): ${r.setup.seconds} s.`,
     '',
   );
 

@@ -46,6 +46,8 @@ export interface BenchOptions {
   fareMinorUnits: number;
   /** Write CPU profiles of the servers here. */
   profileDir?: string;
+  /** V8 old-space cap of each server in MB (--max-old-space-size); 0: Node's default. */
+  heapMb: number;
   /** A PostgreSQL server (postgres://...): the issuer and the authorizer get fresh databases on it for the run; SQLite files when unset. */
   postgres?: string;
   /** Keep the data directory (SQLite files, logs) afterwards. */
@@ -63,7 +65,7 @@ export const DEFAULT_OPTIONS: BenchOptions = {
   readersPerTerminal: 8,
   rate: 0,
   virtualTerminals: 8,
-  maxInFlight: 4000,
+  maxInFlight: 3000,
   gatesSeconds: 20,
   latencySeconds: 10,
   latencyRate: 200,
@@ -73,6 +75,7 @@ export const DEFAULT_OPTIONS: BenchOptions = {
   logLevel: 'info',
   hops: {},
   fareMinorUnits: 200,
+  heapMb: 0,
   keep: false,
   quiet: false,
   quick: false,
@@ -249,6 +252,7 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
     tls: opts.tls,
     logLevel: opts.logLevel,
     profileDir: opts.profileDir,
+    heapMb: opts.heapMb || undefined,
     hops: opts.hops,
     fareMinorUnits: opts.fareMinorUnits,
   });
@@ -449,6 +453,7 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
         logLevel: opts.logLevel,
         hops: opts.hops,
         fareMinorUnits: opts.fareMinorUnits,
+        heapMb: opts.heapMb,
         quick: opts.quick,
       },
       machine: { ...host, loadAverageEnd: loadavg().map((x) => round(x, 2)) },

@@ -141,3 +141,25 @@ export async function raiseColumn(
       .update({ [column]: raised(), ...also });
   }
 }
+
+/**
+ * Inserts rows with one multi-row INSERT ... VALUES (...), (...) statement
+ * (portable; knex writes SQLite inserts as a UNION ALL of SELECTs, slower to
+ * parse and build). Every row must have the same columns. Keep rows x
+ * columns below the bind-parameter limits (callers insert in chunks).
+ */
+export async function insertRows(db: Knex, table: string, rows: Record<string, unknown>[]): Promise<void> {
+  if (rows.length === 0) return;
+  const columns = Object.keys(rows[0]);
+  const values: Knex.RawBinding[] = [];
+  for (const row of rows) {
+    if (Object.keys(row).length !== columns.length) throw new Error(`insertRows(${table}): rows with different columns`);
+    for (const c of columns) {
+      if (!(c in row)) throw new Error(`insertRows(${table}): a row has no ${c}`);
+      const v = row[c];
+      values.push(v === undefined ? null : (v as Knex.RawBinding));
+    }
+  }
+  const tuple = `(${columns.map(() => '?').join(', ')})`;
+  await db.raw(`INSERT INTO ?? (${columns.map(() => '??').join(', ')}) VALUES ${rows.map(() => tuple).join(', ')}`, [table, ...columns, ...values]);
+}

@@ -6,7 +6,7 @@
 // sharing the database claim their batches with leases (common/leases.ts),
 // so a tap is sent by one replica at a time, and a dead replica's taps are
 // taken over once its claims expire.
-import { asText } from '../common/db.js';
+import { asText, insertRows } from '../common/db.js';
 import { isPostgres, Leases } from '../common/leases.js';
 import { trailLogger } from '../common/log.js';
 import { itemTraceFields, runForBatch } from '../common/trace.js';
@@ -70,7 +70,7 @@ export async function deductStep(ctx: IssuerContext, batchSize = DEFAULT_DEDUCT_
     const now = String(ctx.now().getTime());
     for (const ids of chunks(received)) {
       await trx('taps').whereIn('tap_id', ids).where({ state: 'RECEIVED' }).update({ state: 'DEDUCTING', updated_at: now });
-      await trx('tap_state_changes').insert(ids.map((tap_id) => ({ tap_id, state: 'DEDUCTING', changed_at: now })));
+      await insertRows(trx, 'tap_state_changes', ids.map((tap_id) => ({ tap_id, state: 'DEDUCTING', changed_at: now })));
     }
     return { claim, pending };
   });
@@ -131,7 +131,7 @@ async function sendAndStore(ctx: IssuerContext, pending: PendingTap[]): Promise<
           ...Leases.free,
           updated_at: now,
         });
-      await trx('tap_state_changes').insert(ours.map((r) => ({ tap_id: r.requestId, state: 'DEDUCTED', changed_at: now })));
+      await insertRows(trx, 'tap_state_changes', ours.map((r) => ({ tap_id: r.requestId, state: 'DEDUCTED', changed_at: now })));
     }
     for (const r of results) {
       const tap = byId.get(r.requestId)!;

@@ -41,6 +41,7 @@ const issuer = await startIssuer({
   deductIntervalMs: intSetting('deduct-interval-ms', 'DEDUCT_INTERVAL_MS', 200),
   // Up to 50 ms for the taps of several reports to share one Deduct call (and its two commits).
   deductWindowMs: intSetting('deduct-window-ms', 'DEDUCT_WINDOW_MS', 50),
+  deductConcurrency: intSetting('deduct-concurrency', 'DEDUCT_CONCURRENCY', 2),
   fareCap: fareCapFromSettings(),
   debtRetry: {
     baseMs: intSetting('debt-retry-base-ms', 'ISSUER_DEBT_RETRY_BASE_MS', 60 * 60_000),

@@ -41,6 +41,12 @@ export interface IssuerConfig {
   deductIntervalMs?: number;
   /** Batching window of the debit worker: how long after taps are stored it waits for more to join the Deduct batch (default 0). */
   deductWindowMs?: number;
+  /**
+   * Debit workers draining the outbox at once (default 1). Each claims its
+   * own batch (leases, as replicas do), so one worker's Deduct call overlaps
+   * another's commits instead of the database idling while it waits.
+   */
+  deductConcurrency?: number;
   /** Daily fare cap per card and the service-day boundary; no cap when unset. */
   fareCap?: FareCapConfig;
   /** Backoff of debt retries (default: 1 h, doubling, at most 24 h). */
@@ -107,12 +113,16 @@ export async function startIssuer(config: IssuerConfig): Promise<IssuerHandle> {
     log,
   });
   const batchSize = config.deductBatchSize ?? DEFAULT_DEDUCT_BATCH_SIZE;
-  const deductWorker = new Worker(() => deductStep(ctx, batchSize), {
-    name: 'deduct',
-    intervalMs: config.deductIntervalMs ?? 200,
-    windowMs: config.deductWindowMs,
-    log,
-  });
+  const deductWorkers = Array.from(
+    { length: Math.max(1, config.deductConcurrency ?? 1) },
+    (_, i) =>
+      new Worker(() => deductStep(ctx, batchSize), {
+        name: i === 0 ? 'deduct' : `deduct-${i + 1}`,
+        intervalMs: config.deductIntervalMs ?? 200,
+        windowMs: config.deductWindowMs,
+        log,
+      }),
+  );
 
   let server;
   try {
@@ -122,7 +132,7 @@ export async function startIssuer(config: IssuerConfig): Promise<IssuerHandle> {
           name: 'tapcredit.issuer.v1.IssuerService',
           definition: IssuerServiceService,
           policy: issuerPolicy,
-          implementation: issuerHandlers(ctx, log, () => deductWorker.kick(), feed),
+          implementation: issuerHandlers(ctx, log, () => deductWorkers.forEach((w) => w.kick()), feed),
         },
       ],
       host: config.host,
@@ -140,7 +150,7 @@ export async function startIssuer(config: IssuerConfig): Promise<IssuerHandle> {
     throw err;
   }
   // Taps left DEDUCTING by a crash are resent on the first step.
-  deductWorker.start();
+  for (const w of deductWorkers) w.start();
   debtWorker.start();
   feed.start(db, config.denyListPollMs);
 
@@ -155,7 +165,7 @@ export async function startIssuer(config: IssuerConfig): Promise<IssuerHandle> {
         // Watch streams never end on their own: end them first, or the server waits out its grace period.
         feed.close();
         await server.close();
-        await deductWorker.stop();
+        await Promise.all(deductWorkers.map((w) => w.stop()));
         await debtWorker.stop();
         authorizer.close();
         await db.destroy();

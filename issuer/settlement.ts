@@ -2,7 +2,7 @@
 // is reconciled against the issuer's own tap; a matching tap becomes SETTLED,
 // anything else is stored and reported as a mismatch, never accepted silently.
 import { isUniqueViolation } from '../common/db.js';
-import { asText, type Db } from '../common/db.js';
+import { asText, insertRows, type Db } from '../common/db.js';
 import { invalidArgument, requestIdReused, unavailable } from '../common/errors.js';
 import { fingerprint } from '../common/ids.js';
 import { Violations } from '../common/validate.js';
@@ -166,10 +166,10 @@ async function reconcileAndStore(trx: Db, now: number, req: SettleRequest, print
     status: results[position].status === SettlementItemStatus.SETTLEMENT_ITEM_STATUS_MATCHED ? 'MATCHED' : 'MISMATCHED',
     reason: results[position].reason || null,
   }));
-  for (const batch of chunks(itemRows)) await trx('settlement_items').insert(batch);
+  for (const batch of chunks(itemRows)) await insertRows(trx, 'settlement_items', batch);
   for (const ids of chunks(settled)) {
     await trx('taps').whereIn('tap_id', ids).where({ state: 'DEDUCTED' }).update({ state: 'SETTLED', settlement_id: req.settlementId, updated_at: String(now) });
-    await trx('tap_state_changes').insert(ids.map((tap_id) => ({ tap_id, state: 'SETTLED', changed_at: String(now) })));
+    await insertRows(trx, 'tap_state_changes', ids.map((tap_id) => ({ tap_id, state: 'SETTLED', changed_at: String(now) })));
   }
   return {
     settlementId: req.settlementId,

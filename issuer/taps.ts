@@ -2,7 +2,7 @@
 // stored once under its tap id, its card proof is re-verified, the card
 // counter is recorded, and a valid tap is queued for debit (state RECEIVED,
 // drained by the deduction worker).
-import { isUniqueViolation, raiseColumn } from '../common/db.js';
+import { insertRows, isUniqueViolation, raiseColumn } from '../common/db.js';
 import { timingSafeEqual } from 'node:crypto';
 import { MAC_BYTES, TERMINAL_RANDOM_BYTES, computeCardMac, diversifyCardKey } from '../common/card.js';
 import { asText, type Db } from '../common/db.js';
@@ -163,7 +163,9 @@ async function storeBatch(
 
   const toStore = outcomes.filter((o) => o.state);
   for (const batch of chunks(toStore, 400)) {
-    await trx('taps').insert(
+    await insertRows(
+      trx,
+      'taps',
       batch.map(({ tap, print, state, reason, risk }) => ({
         tap_id: tap.tapId,
         terminal_id: tap.terminalId,
@@ -193,7 +195,7 @@ async function storeBatch(
     );
   }
   for (const batch of chunks(toStore)) {
-    await trx('tap_state_changes').insert(batch.map((o) => ({ tap_id: o.tap.tapId, state: o.state, changed_at: String(now) })));
+    await insertRows(trx, 'tap_state_changes', batch.map((o) => ({ tap_id: o.tap.tapId, state: o.state, changed_at: String(now) })));
   }
 
   // The card counter only moves on authenticated taps of enrolled cards.

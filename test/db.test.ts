@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { expect } from 'chai';
-import { asText, openDatabase, raiseColumn, type Db } from '../common/db.js';
+import { asText, insertRows, openDatabase, raiseColumn, type Db } from '../common/db.js';
 import { removeDir, tempDir } from './helpers/assert.js';
 import { backends, testDatabases, type TestDatabases } from './helpers/databases.js';
 
@@ -60,6 +60,62 @@ for (const backend of backends()) {
       await raiseColumn(db, 'counters', 'id', 'value', new Map(Array.from({ length: 900 }, (_, i) => [`n${i}`, String(i + 1)])));
       const [sum] = await db('counters').where('id', 'like', 'n%').select(db.raw('CAST(SUM(value) AS TEXT) AS total'));
       expect(sum.total).to.equal(String((900 * 901) / 2));
+    });
+  });
+}
+
+for (const backend of backends()) {
+  describe(`insertRows (${backend})`, () => {
+    let dir: string;
+    let databases: TestDatabases;
+    let db: Db;
+
+    beforeEach(async () => {
+      dir = tempDir();
+      databases = testDatabases(backend, dir);
+      db = await openDatabase({
+        url: backend === 'sqlite' ? join(dir, 'db.sqlite') : await databases.url('db'),
+        migrationsTable: 'db_test_migrations',
+        migrations: [
+          {
+            name: '001_rows',
+            async up(k) {
+              await k.schema.createTable('rows', (t) => {
+                t.increments('id').primary();
+                t.string('name', 16).notNullable();
+                t.bigInteger('amount').notNullable();
+                t.binary('bytes').nullable();
+                t.integer('retries').notNullable().defaultTo(0);
+              });
+            },
+          },
+        ],
+      });
+    });
+    afterEach(async () => {
+      await db.destroy();
+      await databases.drop();
+      removeDir(dir);
+    });
+
+    it('inserts every row with its values, in order, whatever the key order of each row; omitted columns take their default', async () => {
+      const big = (2n ** 63n - 1n).toString();
+      await insertRows(db, 'rows', [
+        { name: 'a', amount: '1', bytes: Buffer.from([1, 2]) },
+        { bytes: null, amount: big, name: 'b' },
+      ]);
+      const rows = await db('rows').orderBy('id').select('name', asText(db, 'amount'), 'bytes', 'retries');
+      expect(rows.map((r) => ({ ...r, bytes: r.bytes === null ? null : [...r.bytes] }))).to.deep.equal([
+        { name: 'a', amount: '1', bytes: [1, 2], retries: 0 },
+        { name: 'b', amount: big, bytes: null, retries: 0 },
+      ]);
+    });
+
+    it('refuses rows whose columns differ, and inserts nothing', async () => {
+      let error: unknown;
+      await insertRows(db, 'rows', [{ name: 'a', amount: '1' }, { name: 'b', retries: 2 }]).catch((err) => (error = err));
+      expect(String(error)).to.match(/no amount|different columns/);
+      expect(await db('rows').count({ n: '*' })).to.deep.equal([{ n: backend === 'sqlite' ? 0 : '0' }]);
     });
   });
 }

@@ -52,6 +52,17 @@ describe('issuer: debit outbox (Deduct)', () => {
     expect(t.authorizer.deductCalls.map((c) => c.items.length)).to.deep.equal([2, 2, 1]);
   });
 
+  it('lets several workers drain at once: disjoint batches, each tap sent and stored once', async () => {
+    await report(7);
+    // Three workers of one issuer (deductConcurrency 3) step at the same moment.
+    await Promise.all([deductStep(t.ctx, 3), deductStep(t.ctx, 3), deductStep(t.ctx, 3)]);
+    const sent = t.authorizer.deductCalls.flatMap((c) => c.items.map((i) => i.requestId));
+    expect([...sent].sort()).to.deep.equal(['T1:1', 'T1:2', 'T1:3', 'T1:4', 'T1:5', 'T1:6', 'T1:7']);
+    const taps = await held();
+    expect(taps.map((h) => h.state)).to.deep.equal(new Array(7).fill(TAP_STATE_DEDUCTED));
+    for (const h of taps) expect(h.history.map((c) => c.state)).to.deep.equal([TAP_STATE_RECEIVED, TAP_STATE_DEDUCTING, TAP_STATE_DEDUCTED]);
+  });
+
   it('stores a decline as DECLINED with the reason name, and an authorizer rejection as REJECTED with its reason', async () => {
     await report(2);
     t.authorizer.decide = (item) =>
