@@ -34,7 +34,7 @@ export function renderMarkdown(r: BenchReport): string {
   lines.push(`| under the end-to-end load | ${n(pc.underLoad.count)} | ${ms(pc.underLoad)} |`);
   lines.push(
     '',
-    `Floor: echo unary call p50 ${pc.floor.transportP50Ms} / p99 ${pc.floor.transportP99Ms} ms + one durable single-row commit p50 ${pc.floor.commitP50Ms} / p99 ${pc.floor.commitP99Ms} ms; ` +
+    `Floor: echo unary call (one at a time) p50 ${pc.floor.transportP50Ms} / p99 ${pc.floor.transportP99Ms} ms + one durable single-row commit p50 ${pc.floor.commitP50Ms} / p99 ${pc.floor.commitP99Ms} ms; ` +
       `isolated p99 is ${pc.ratioP99ToFloor}x the floor's p99.`,
     '',
   );
