@@ -52,7 +52,8 @@ const money = (m: string | bigint | undefined) => `${(Number(m ?? 0) / 100).toFi
 const progress = new Progress();
 
 /** Taps per second at fraction f of the day: a quiet base, a morning and an evening peak; averages about `rate`. */
-const dayCurve = (rate: number) => (f: number) => rate * (0.45 + 1.1 * Math.exp(-(((f - 0.3) / 0.08) ** 2)) + 1.1 * Math.exp(-(((f - 0.75) / 0.08) ** 2)));
+// Each peak adds 1.1 * 0.08 * sqrt(pi) ~ 0.16 of the rate on average; the base makes up the rest.
+const dayCurve = (rate: number) => (f: number) => rate * (0.69 + 1.1 * Math.exp(-(((f - 0.3) / 0.08) ** 2)) + 1.1 * Math.exp(-(((f - 0.75) / 0.08) ** 2)));
 
 const dir = mkdtempSync(join(tmpdir(), 'tapcredit-simulate-'));
 progress.log(`tapcredit simulate: ${opts.riders} riders, ${opts.terminals} terminals, a ${opts.minutes}-minute day at about ${opts.rate} taps/s; data in ${dir}`);
