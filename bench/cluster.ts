@@ -7,7 +7,7 @@
 // child's peak RSS (VmHWM) and CPU time from /proc.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { accepts, freePort } from '../common/ports.js';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ChannelCredentials } from '@grpc/grpc-js';
@@ -17,6 +17,8 @@ import { ensureDevKeys, loadMasterKey, type KeyFiles } from '../common/keys.js';
 import { ensureDevPki } from '../common/pki.js';
 import { channelCredentials, loadTls, type TlsConfig } from '../common/tls.js';
 
+export { freePort };
+
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const ISSUER_ID = 'issuer-1';
 export const AUTHORIZER_ID = 'authorizer-1';
@@ -25,28 +27,6 @@ export const CURRENCY = 'CNY';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** A port that was free a moment ago (the server binds it right after). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect(port, '127.0.0.1');
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
-}
 
 /** What /proc says about a process: peak and current resident set, CPU seconds used (all its threads), of them in the kernel. */
 export interface ProcessFigures {
