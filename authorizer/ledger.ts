@@ -4,7 +4,7 @@
 // have a floor (-credit_limit); system accounts carry the other side of
 // riders' money (top-up funding, payable to an issuer, paid to an issuer).
 import type { Knex } from 'knex';
-import { asText, insertRows, toNumber, type Db } from '../common/db.js';
+import { asText, insertRows, snapshot, toNumber, type Db } from '../common/db.js';
 import { failedPrecondition } from '../common/errors.js';
 
 export type TransferKind = 'TOP_UP' | 'FARE' | 'SETTLEMENT';
@@ -239,9 +239,14 @@ const sumAsText = (db: Db, column: string, alias: string) => db.raw('CAST(SUM(??
  * when the ledger is sound): each transfer is exactly two entries, -amount
  * and +amount, that sum to zero; all entries sum to zero; each account's
  * balance equals the sum of its entries and its latest balance_after; no
- * account is below its floor.
+ * account is below its floor. All in one snapshot, so a transfer committing
+ * meanwhile is seen whole or not at all.
  */
-export async function ledgerViolations(db: Db): Promise<string[]> {
+export function ledgerViolations(db: Db): Promise<string[]> {
+  return snapshot(db, violationsIn);
+}
+
+async function violationsIn(db: Knex.Transaction): Promise<string[]> {
   const problems: string[] = [];
 
   const transfers = await db('transfers as t')

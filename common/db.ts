@@ -101,6 +101,17 @@ async function withAdvisoryLock<T>(db: Knex, key: string, fn: () => Promise<T>):
   }
 }
 
+/**
+ * Runs reads that must agree with each other (a report, an invariant check)
+ * in one transaction that sees a single snapshot: REPEATABLE READ READ ONLY
+ * on PostgreSQL, whose default READ COMMITTED would let a commit land between
+ * two of the queries; a SQLite read transaction in WAL mode is a snapshot already.
+ */
+export function snapshot<T>(db: Knex, read: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
+  const config = db.client.config.client === 'pg' ? { isolationLevel: 'repeatable read' as const, readOnly: true } : undefined;
+  return db.transaction(read, config);
+}
+
 /** Selects a column as text, so int64 values are never read back as lossy JS numbers. */
 export const asText = (db: Knex, column: string, alias = column.split('.').pop()!) =>
   db.raw('CAST(?? AS TEXT) AS ??', [column, alias]);

@@ -1,7 +1,7 @@
 // The reconciliation report of one service day: the day's taps counted and
 // summed by state, what was debited against what was settled, and every
 // settlement item the issuer found not to match (stored by Settle). Read-only.
-import { asText, toNumber, type Db } from '../common/db.js';
+import { asText, snapshot, toNumber, type Db } from '../common/db.js';
 import { invalidArgument } from '../common/errors.js';
 import { Violations, pageSize } from '../common/validate.js';
 import {
@@ -66,72 +66,75 @@ export async function reconciliationReport(db: Db, req: GetReconciliationReportR
   const { start, end } = serviceDayRange(req.serviceDay, opts.dayStartOffsetMs);
   const money = (minorUnits: bigint) => ({ currencyCode: opts.currencyCode, minorUnits: minorUnits.toString() });
 
-  const rows = await db('taps')
-    .where('tapped_at', '>=', start)
-    .where('tapped_at', '<', end)
-    .groupBy('state')
-    .select('state', db.raw('COUNT(*) AS n'), sumAsText(db, 'fare_minor', 'fares'), sumAsText(db, 'charged_minor', 'charged'));
-  const states: TapStateTotal[] = rows
-    .map((r: { state: string; n: unknown; fares: string; charged: string }) => {
-      const state = tapStateFromJSON(`TAP_STATE_${r.state}`);
+  // One snapshot: the state totals and the mismatches describe the same moment.
+  return snapshot(db, async (trx) => {
+    const rows = await trx('taps')
+      .where('tapped_at', '>=', start)
+      .where('tapped_at', '<', end)
+      .groupBy('state')
+      .select('state', trx.raw('COUNT(*) AS n'), sumAsText(trx, 'fare_minor', 'fares'), sumAsText(trx, 'charged_minor', 'charged'));
+    const states: TapStateTotal[] = rows
+      .map((r: { state: string; n: unknown; fares: string; charged: string }) => {
+        const state = tapStateFromJSON(`TAP_STATE_${r.state}`);
+        return {
+          state: state === TapState.UNRECOGNIZED ? TapState.TAP_STATE_UNSPECIFIED : state,
+          tapCount: String(toNumber(r.n)),
+          fares: money(BigInt(r.fares)),
+          charged: money(BigInt(r.charged)),
+        };
+      })
+      .sort((a, b) => a.state - b.state);
+    const of = (...wanted: TapState[]) => {
+      const picked = states.filter((s) => wanted.includes(s.state));
       return {
-        state: state === TapState.UNRECOGNIZED ? TapState.TAP_STATE_UNSPECIFIED : state,
-        tapCount: String(toNumber(r.n)),
-        fares: money(BigInt(r.fares)),
-        charged: money(BigInt(r.charged)),
+        count: picked.reduce((n, s) => n + BigInt(s.tapCount), 0n),
+        charged: picked.reduce((n, s) => n + BigInt(s.charged!.minorUnits), 0n),
       };
-    })
-    .sort((a, b) => a.state - b.state);
-  const of = (...wanted: TapState[]) => {
-    const picked = states.filter((s) => wanted.includes(s.state));
-    return {
-      count: picked.reduce((n, s) => n + BigInt(s.tapCount), 0n),
-      charged: picked.reduce((n, s) => n + BigInt(s.charged!.minorUnits), 0n),
     };
-  };
-  const debited = of(TapState.TAP_STATE_DEDUCTED, TapState.TAP_STATE_SETTLED);
-  const settled = of(TapState.TAP_STATE_SETTLED);
+    const debited = of(TapState.TAP_STATE_DEDUCTED, TapState.TAP_STATE_SETTLED);
+    const settled = of(TapState.TAP_STATE_SETTLED);
 
-  // A mismatch belongs to the day of the tap it names; one naming an unknown tap, to the day its settlement arrived.
-  const mismatched = () =>
-    db('settlement_items as i')
-      .join('settlements as s', 's.settlement_id', 'i.settlement_id')
-      .leftJoin('taps as t', 't.tap_id', 'i.tap_id')
-      .where('i.status', 'MISMATCHED')
-      .where((q) =>
-        q
-          .where((known) => known.where('t.tapped_at', '>=', start).where('t.tapped_at', '<', end))
-          .orWhere((unknown) => unknown.whereNull('t.id').where('s.received_at', '>=', start).where('s.received_at', '<', end)),
-      );
-  const [{ n: mismatchCount }] = await mismatched().count({ n: '*' });
-  const page = await mismatched()
-    .where('i.id', '>', after)
-    .orderBy('i.id')
-    .limit(size + 1)
-    .select('i.id', 'i.settlement_id', 'i.position', 'i.tap_id', 'i.deduction_id', 'i.amount_currency', 'i.reason', asText(db, 'i.amount_minor', 'amount_minor'), asText(db, 's.received_at', 'received_at'));
-  const mismatches: ReconciliationMismatch[] = page.slice(0, size).map((m) => ({
-    settlementId: m.settlement_id,
-    position: toNumber(m.position),
-    tapId: m.tap_id,
-    deductionId: m.deduction_id,
-    amount: { currencyCode: m.amount_currency, minorUnits: m.amount_minor },
-    reason: m.reason ?? '',
-    receivedAt: new Date(Number(m.received_at)),
-  }));
+    // A mismatch belongs to the day of the tap it names; one naming an unknown tap, to the day its settlement arrived.
+    const mismatched = () =>
+      trx('settlement_items as i')
+        .join('settlements as s', 's.settlement_id', 'i.settlement_id')
+        .leftJoin('taps as t', 't.tap_id', 'i.tap_id')
+        .where('i.status', 'MISMATCHED')
+        .where((q) =>
+          q
+            .where((known) => known.where('t.tapped_at', '>=', start).where('t.tapped_at', '<', end))
+            .orWhere((unknown) => unknown.whereNull('t.id').where('s.received_at', '>=', start).where('s.received_at', '<', end)),
+        );
+    const [{ n: mismatchCount }] = await mismatched().count({ n: '*' });
+    const page = await mismatched()
+      .where('i.id', '>', after)
+      .orderBy('i.id')
+      .limit(size + 1)
+      .select('i.id', 'i.settlement_id', 'i.position', 'i.tap_id', 'i.deduction_id', 'i.amount_currency', 'i.reason', asText(trx, 'i.amount_minor', 'amount_minor'), asText(trx, 's.received_at', 'received_at'));
+    const mismatches: ReconciliationMismatch[] = page.slice(0, size).map((m) => ({
+      settlementId: m.settlement_id,
+      position: toNumber(m.position),
+      tapId: m.tap_id,
+      deductionId: m.deduction_id,
+      amount: { currencyCode: m.amount_currency, minorUnits: m.amount_minor },
+      reason: m.reason ?? '',
+      receivedAt: new Date(Number(m.received_at)),
+    }));
 
-  return {
-    serviceDay: req.serviceDay,
-    dayStart: new Date(start),
-    dayEnd: new Date(end),
-    states,
-    tapCount: String(states.reduce((n, s) => n + BigInt(s.tapCount), 0n)),
-    debitedCount: debited.count.toString(),
-    debited: money(debited.charged),
-    settledCount: settled.count.toString(),
-    settled: money(settled.charged),
-    unsettled: money(debited.charged - settled.charged),
-    mismatchCount: String(toNumber(mismatchCount)),
-    mismatches,
-    nextPageToken: page.length > size ? encodeToken(req.serviceDay, toNumber(page[size - 1].id)) : '',
-  };
+    return {
+      serviceDay: req.serviceDay,
+      dayStart: new Date(start),
+      dayEnd: new Date(end),
+      states,
+      tapCount: String(states.reduce((n, s) => n + BigInt(s.tapCount), 0n)),
+      debitedCount: debited.count.toString(),
+      debited: money(debited.charged),
+      settledCount: settled.count.toString(),
+      settled: money(settled.charged),
+      unsettled: money(debited.charged - settled.charged),
+      mismatchCount: String(toNumber(mismatchCount)),
+      mismatches,
+      nextPageToken: page.length > size ? encodeToken(req.serviceDay, toNumber(page[size - 1].id)) : '',
+    };
+  });
 }

@@ -1,20 +1,17 @@
 import { join } from 'node:path';
 import { expect } from 'chai';
-import { asText, insertRows, openDatabase, raiseColumn, type Db } from '../common/db.js';
+import { asText, insertRows, openDatabase, raiseColumn, snapshot, type Db } from '../common/db.js';
 import { removeDir, tempDir } from './helpers/assert.js';
 import { backends, testDatabases, type TestDatabases } from './helpers/databases.js';
 
 for (const backend of backends()) {
-  describe(`raiseColumn (${backend})`, () => {
+  describe(`raiseColumn and snapshot (${backend})`, () => {
     let dir: string;
     let databases: TestDatabases;
     let db: Db;
-
-    beforeEach(async () => {
-      dir = tempDir();
-      databases = testDatabases(backend, dir);
-      db = await openDatabase({
-        url: backend === 'sqlite' ? join(dir, 'db.sqlite') : await databases.url('db'),
+    const open = (url: string) =>
+      openDatabase({
+        url,
         migrationsTable: 'db_test_migrations',
         migrations: [
           {
@@ -29,6 +26,13 @@ for (const backend of backends()) {
           },
         ],
       });
+    let url: string;
+
+    beforeEach(async () => {
+      dir = tempDir();
+      databases = testDatabases(backend, dir);
+      url = backend === 'sqlite' ? join(dir, 'db.sqlite') : await databases.url('db');
+      db = await open(url);
       await db('counters').insert([
         { id: 'a', value: '5', updated_at: '0' },
         { id: 'b', value: '9', updated_at: '0' },
@@ -53,6 +57,22 @@ for (const backend of backends()) {
         { id: 'c', value: big, updated_at: '42' },
         { id: 'd', value: '1', updated_at: '0' },
       ]);
+    });
+
+    it('snapshot: reads inside see one moment, whatever another connection commits meanwhile', async () => {
+      const other = await open(url);
+      try {
+        const count = async (q: Db) => Number((await q('counters').count({ n: '*' }))[0].n);
+        const seen = await snapshot(db, async (trx) => {
+          const before = await count(trx);
+          await other('counters').insert({ id: 'e', value: '1', updated_at: '0' });
+          return [before, await count(trx)];
+        });
+        expect(seen).to.deep.equal([4, 4]);
+        expect(await count(db)).to.equal(5);
+      } finally {
+        await other.destroy();
+      }
     });
 
     it('works through more rows than one statement takes', async () => {
