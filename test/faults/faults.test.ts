@@ -9,12 +9,23 @@ import { runFaultScenario } from './harness.js';
 import { randomSeed } from './prng.js';
 
 describe('fault injection (servers killed and restarted, network faults)', function () {
-  this.timeout(150_000);
+  // Past the drive and the drain timeout, so a run that does not drain reports what was pending.
+  this.timeout(300_000);
 
   it('loses no accepted tap, debits none twice, balances the ledger and settles every debit', async () => {
     const seed = process.env.TAPCREDIT_FAULT_SEED ? Number(process.env.TAPCREDIT_FAULT_SEED) : randomSeed();
     console.log(`      fault run seed ${seed}`);
-    const report = await runFaultScenario({ seed, taps: 2000, cards: 50, terminals: 3, kills: 5, logLevel: 'warn' });
+    const report = await runFaultScenario({
+      seed,
+      taps: 2000,
+      cards: 50,
+      terminals: 3,
+      kills: 5,
+      quiescenceTimeoutMs: 90_000,
+      logLevel: 'warn',
+      // Progress on the console: on a slow machine it shows which phase took the time.
+      log: (line) => console.log(`      ${line}`),
+    });
     const kills = Object.values(report.restarts).reduce((n, r) => n + r.kills + r.terms, 0);
     const faults = Object.values(report.networkFaults).reduce((n, c) => n + c.cuts + c.delays + c.drops + c.refusals, 0);
     console.log(

@@ -11,7 +11,7 @@ import { removeDir, tempDir } from './assert.js';
 import { testDatabases, type Backend } from './databases.js';
 import { testTls } from './pki.js';
 export { expectGrpcError, tableCounts, waitFor } from './assert.js';
-import { startAuthorizer, type AuthorizerHandle } from '../../authorizer/service.js';
+import { startAuthorizer, type AuthorizerConfig, type AuthorizerHandle } from '../../authorizer/service.js';
 import { issueCard } from '../../common/card.js';
 import type { Role } from '../../common/identity.js';
 import { createLogger, type Logger } from '../../common/log.js';
@@ -66,6 +66,8 @@ export async function startSystem(
     metrics?: boolean;
     /** Extra issuer settings, e.g. a fare cap or a debt retry schedule. */
     issuer?: Partial<IssuerConfig>;
+    /** Extra authorizer settings, e.g. the settlement batch size. */
+    authorizer?: Partial<AuthorizerConfig>;
     /** Extra settings of terminal i (1-based), e.g. its line and fare. */
     terminal?: (i: number) => Partial<TerminalConfig>;
     /**
@@ -104,6 +106,7 @@ export async function startSystem(
         holderKey,
         replicaId: `authorizer-r${n}`,
         log: replicaLog(n),
+        ...opts.authorizer,
       }),
     ),
   );
