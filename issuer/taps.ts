@@ -3,6 +3,7 @@
 // counter is recorded, and a valid tap is queued for debit (state RECEIVED,
 // drained by the deduction worker).
 import { insertRows, isUniqueViolation, raiseColumn } from '../common/db.js';
+import { GroupCommit } from '../common/group-commit.js';
 import { timingSafeEqual } from 'node:crypto';
 import { MAC_BYTES, TERMINAL_RANDOM_BYTES, computeCardMac, diversifyCardKey } from '../common/card.js';
 import { asText, type Db } from '../common/db.js';
@@ -93,19 +94,51 @@ interface Outcome {
   risk?: TapAssessment;
 }
 
+interface PreparedTap {
+  tap: Tap;
+  print: string;
+  macValid: boolean;
+}
+
+/** Most taps committed in one group of reports. */
+const MAX_GROUP_TAPS = 5000;
+
+/**
+ * Each issuer context's reports are committed in groups: reports arriving
+ * while a group commits share the next transaction and fsync, so a city of
+ * gates each reporting single taps is not held to one fsync per tap.
+ */
+const ingests = new WeakMap<IssuerContext, GroupCommit<PreparedTap[], Outcome[]>>();
+
+function ingestOf(ctx: IssuerContext): GroupCommit<PreparedTap[], Outcome[]> {
+  let ingest = ingests.get(ctx);
+  if (!ingest) {
+    ingest = new GroupCommit({ maxWeight: MAX_GROUP_TAPS, weight: (report) => report.length, commit: (reports) => storeReports(ctx, reports) });
+    ingests.set(ctx, ingest);
+  }
+  return ingest;
+}
+
 export async function reportTaps(ctx: IssuerContext, req: TapReportRequest): Promise<TapReportResponse> {
   validateTapReport(req, ctx.currencyCode);
   const verify = macVerifier(ctx.masterKey);
   // Hashing and MAC checks run before the transaction, so the write lock is held only for the writes.
   // The traceparent is left out of the fingerprint: it is not part of the tap's identity.
   const prepared = req.taps.map((tap) => ({ tap, print: fingerprint(Tap.encode({ ...tap, traceparent: undefined }).finish()), macValid: verify(tap) }));
+  const outcomes = await ingestOf(ctx).submit(prepared);
+  return { results: outcomes.map((o) => o.result) };
+}
+
+/** Stores reports together in one transaction; resolves each report's outcomes. */
+async function storeReports(ctx: IssuerContext, reports: PreparedTap[][]): Promise<Outcome[][]> {
   for (let attempt = 1; ; attempt++) {
     try {
-      const { outcomes, denyListChanged } = await ctx.db.transaction((trx) => storeBatch(trx, ctx, ctx.now().getTime(), prepared));
+      const { outcomes, denyListChanged } = await ctx.db.transaction((trx) => storeBatch(trx, ctx, ctx.now().getTime(), reports.flat()));
       if (denyListChanged) ctx.denyListFeed?.notify();
-      return { results: outcomes.map((o) => o.result) };
+      let next = 0;
+      return reports.map((report) => outcomes.slice(next, (next += report.length)));
     } catch (err) {
-      // A concurrent report inserted one of these tap ids first: run again, it is now a DUPLICATE.
+      // A concurrent report (another replica's) inserted one of these tap ids first: run again, it is now a DUPLICATE.
       if (!isUniqueViolation(err) || attempt >= 3) throw err;
     }
   }
@@ -115,7 +148,7 @@ async function storeBatch(
   trx: Db,
   ctx: IssuerContext,
   now: number,
-  prepared: { tap: Tap; print: string; macValid: boolean }[],
+  prepared: PreparedTap[],
 ): Promise<{ outcomes: Outcome[]; denyListChanged: boolean }> {
   const tapIds = prepared.map((p) => p.tap.tapId);
   const stored = new Map<string, string>();
@@ -138,12 +171,14 @@ async function storeBatch(
 
   const outcomes: Outcome[] = prepared.map(({ tap, print, macValid }) => {
     const tapId = tap.tapId;
+    // Reports committed together may carry the same tap (a terminal's retry): the later copy finds the first stored.
     const earlier = stored.get(tapId);
     if (earlier !== undefined) {
       return earlier === print
         ? { tap, print, macValid, result: { tapId, status: TapReportStatus.TAP_REPORT_STATUS_DUPLICATE, reason: '' } }
         : { tap, print, macValid, result: { tapId, status: TapReportStatus.TAP_REPORT_STATUS_TAP_ID_CONFLICT, reason: 'TAP_ID_CONFLICT' } };
     }
+    stored.set(tapId, print);
     let reason: string | undefined;
     if (!macValid) reason = 'CARD_AUTHENTICATION_FAILED';
     else if (!enrolledCards.has(tap.cardId) || !bindings.has(`${tap.cardId}\0${tap.agreementId}`)) reason = 'CARD_NOT_ENROLLED';

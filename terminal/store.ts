@@ -1,6 +1,7 @@
 // The terminal's durable store: accepted taps (the outbox the forwarder
 // drains), the deny list the terminal holds, and the terminal sequence.
 import { asText, toNumber, type Db } from '../common/db.js';
+import { GroupCommit } from '../common/group-commit.js';
 import { denyListReasonToJSON, type DenyListChange } from '../gen/tapcredit/issuer/v1/issuer.js';
 import { Tap } from '../gen/tapcredit/type/v1/tap.js';
 
@@ -17,15 +18,17 @@ const MAX_GROUP = 1000;
 /** Rows per INSERT statement (8 columns each: far below the bind-parameter limits). */
 const ROWS_PER_INSERT = 400;
 
-interface WaitingTap {
-  row: Record<string, unknown>;
-  done: (err?: unknown) => void;
-}
-
 export class TerminalStore {
-  /** Accepted taps waiting for the next group commit (see recordTap). */
-  private waiting: WaitingTap[] = [];
-  private committing = false;
+  /** Accepted tap rows, committed in groups (see recordTap). */
+  private readonly taps = new GroupCommit<Record<string, unknown>, void>({
+    maxWeight: MAX_GROUP,
+    commit: async (rows) => {
+      await this.db.transaction(async (trx) => {
+        for (let i = 0; i < rows.length; i += ROWS_PER_INSERT) await trx('taps').insert(rows.slice(i, i + ROWS_PER_INSERT));
+      });
+      return rows.map(() => undefined);
+    },
+  });
 
   private constructor(
     readonly db: Db,
@@ -55,59 +58,21 @@ export class TerminalStore {
   }
 
   /**
-   * Stores an accepted tap durably; resolves once it is committed. Group
-   * commit: a tap arriving while no commit runs is committed at once; taps
-   * arriving during a commit are committed together right after it, in one
-   * transaction and one fsync, in the order their sequences were claimed.
-   * A lone tap waits for nothing; under load, taps share the fsync instead of
-   * queueing for one each.
+   * Stores an accepted tap durably; resolves once it is committed. Taps
+   * accepted during a commit share the next one (group commit), in the order
+   * their sequences were claimed.
    */
   recordTap(tap: Tap): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.waiting.push({
-        row: {
-          tap_id: tap.tapId,
-          sequence: tap.terminalSequence,
-          card_id: tap.cardId,
-          fare_minor_units: tap.fare!.minorUnits,
-          fare_currency: tap.fare!.currencyCode,
-          tapped_at: String(tap.tappedAt!.getTime()),
-          tap: Buffer.from(Tap.encode(tap).finish()),
-          acked_at: null,
-        },
-        done: (err) => (err === undefined ? resolve() : reject(err)),
-      });
-      if (!this.committing) void this.commitWaiting();
+    return this.taps.submit({
+      tap_id: tap.tapId,
+      sequence: tap.terminalSequence,
+      card_id: tap.cardId,
+      fare_minor_units: tap.fare!.minorUnits,
+      fare_currency: tap.fare!.currencyCode,
+      tapped_at: String(tap.tappedAt!.getTime()),
+      tap: Buffer.from(Tap.encode(tap).finish()),
+      acked_at: null,
     });
-  }
-
-  private async commitWaiting(): Promise<void> {
-    this.committing = true;
-    try {
-      while (this.waiting.length > 0) {
-        const group = this.waiting.splice(0, MAX_GROUP);
-        try {
-          await this.db.transaction(async (trx) => {
-            for (let i = 0; i < group.length; i += ROWS_PER_INSERT) {
-              await trx('taps').insert(group.slice(i, i + ROWS_PER_INSERT).map((w) => w.row));
-            }
-          });
-          for (const w of group) w.done();
-        } catch {
-          // One bad row must not fail the others' gates: commit each alone, each caller gets its own outcome.
-          for (const w of group) {
-            await this.db('taps')
-              .insert(w.row)
-              .then(
-                () => w.done(),
-                (err) => w.done(err),
-              );
-          }
-        }
-      }
-    } finally {
-      this.committing = false;
-    }
   }
 
   /** Taps the issuer has not acknowledged yet, oldest first. */
