@@ -27,6 +27,7 @@ const opts = new Command()
   .option('--latency-seconds <s>', 'seconds of the isolated decision-latency phase', int)
   .option('--latency-rate <taps/s>', 'taps/s of the isolated decision-latency phase over all terminals', int)
   .option('--senders <n>', 'virtual terminals sending TapReport batches at once', int)
+  .option('--gate-senders <n>', 'gates each reporting single taps at once in the batch-1 ingest from a city', int)
   .option('--forward-batch-size <n>', 'terminal -> issuer TapReport batch size', int)
   .option('--forward-window-ms <ms>', 'terminal forwarder: wait this long for a batch to fill', int)
   .option('--deduct-batch-size <n>', 'issuer -> authorizer Deduct batch size', int)
@@ -58,6 +59,7 @@ const opts = new Command()
     latencySeconds?: number;
     latencyRate?: number;
     senders?: number;
+    gateSenders?: number;
     forwardBatchSize?: number;
     forwardWindowMs?: number;
     deductBatchSize?: number;
@@ -88,6 +90,8 @@ const options: Partial<BenchOptions> = Object.fromEntries(
     latencySeconds: opts.latencySeconds,
     latencyRate: opts.latencyRate,
     senders: opts.senders,
+    gateSenders: opts.gateSenders,
+    gateTaps: opts.gateSenders === undefined ? undefined : opts.gateSenders * 100,
     tls: !opts.insecure,
     postgres: opts.postgres === true ? (process.env.TAPCREDIT_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test') : opts.postgres,
     logLevel: opts.logLevel,

@@ -42,12 +42,12 @@ export function renderMarkdown(r: BenchReport): string {
   lines.push(
     '## Issuer TapReport ingest',
     '',
-    '| batch | taps/s | call p50 / p99 / max ms | transport limit taps/s | storage limit rows/s | of transport | of storage |',
-    '| --- | --- | --- | --- | --- | --- | --- |',
+    '| batch | senders | taps/s | call p50 / p99 / max ms | transport limit taps/s | storage limit rows/s | of transport | of storage |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- |',
   );
   for (const t of r.tapReport) {
     lines.push(
-      `| ${t.batchSize} | ${n(t.tapsPerSecond)} | ${ms(t.callLatency)} | ${n(t.transportTapsPerSecond)} | ${n(t.storageRowsPerSecond)} | ${pct(t.ratioToTransport)} | ${pct(t.ratioToStorage)} |`,
+      `| ${t.batchSize} | ${t.senders} | ${n(t.tapsPerSecond)} | ${ms(t.callLatency)} | ${n(t.transportTapsPerSecond)} | ${n(t.storageRowsPerSecond)} | ${pct(t.ratioToTransport)} | ${pct(t.ratioToStorage)} |`,
     );
   }
   lines.push('');
@@ -71,10 +71,10 @@ export function renderMarkdown(r: BenchReport): string {
   for (const [name, s] of Object.entries(r.servers)) lines.push(`| ${name} | ${s.peakRssMb} |`);
   lines.push('');
 
-  lines.push('## Baselines', '', '| batch | echo taps/s | echo call p99 ms | bare insert rows/s | commit p99 ms |', '| --- | --- | --- | --- | --- |');
+  lines.push('## Baselines', '', '| batch | senders | echo taps/s | echo call p99 ms | bare insert rows/s | commit p99 ms |', '| --- | --- | --- | --- | --- | --- |');
   r.baselines.transport.forEach((t, i) => {
     const s = r.baselines.storage[i];
-    lines.push(`| ${t.batchSize} | ${n(t.tapsPerSecond)} | ${t.callLatency.p99Ms} | ${n(s.rowsPerSecond)} | ${s.commitLatency.p99Ms} |`);
+    lines.push(`| ${t.batchSize} | ${t.senders} | ${n(t.tapsPerSecond)} | ${t.callLatency.p99Ms} | ${n(s.rowsPerSecond)} | ${s.commitLatency.p99Ms} |`);
   });
   const u = r.baselines.unaryTransport;
   lines.push('', `Echo unary, ${u.inFlight} calls in flight: ${n(u.callsPerSecond)} calls/s, p50 / p99 / max ${ms(u.latency)} ms.`, '');

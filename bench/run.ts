@@ -40,6 +40,9 @@ export interface BenchOptions {
   ingestTaps: Record<number, number>;
   /** Virtual terminals sending TapReport batches at once. */
   senders: number;
+  /** Gates each reporting single taps at once (batch 1 from a city's gates), and the taps they send in all. */
+  gateSenders: number;
+  gateTaps: number;
   tls: boolean;
   logLevel: string;
   hops: HopSettings;
@@ -71,6 +74,8 @@ export const DEFAULT_OPTIONS: BenchOptions = {
   latencyRate: 200,
   ingestTaps: { 1: 2000, 100: 20_000, 1000: 50_000 },
   senders: 4,
+  gateSenders: 64,
+  gateTaps: 6400,
   tls: true,
   logLevel: 'info',
   hops: {},
@@ -94,6 +99,8 @@ export const QUICK_OPTIONS: Partial<BenchOptions> = {
   latencyRate: 50,
   ingestTaps: { 1: 40, 100: 400, 1000: 2000 },
   senders: 2,
+  gateSenders: 4,
+  gateTaps: 40,
   quick: true,
 };
 
@@ -111,6 +118,8 @@ export interface Machine {
 
 export interface TapReportFigure {
   batchSize: number;
+  /** Virtual terminals sending at once, one call at a time each. */
+  senders: number;
   tapsPerSecond: number;
   callLatency: LatencySummary;
   notStored: Record<string, number>;
@@ -238,6 +247,8 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
   const dir = mkdtempSync(join(tmpdir(), 'tapcredit-bench-'));
   // The ingest's senders are the first virtual terminals of the city drive.
   const virtualTerminals = Array.from({ length: Math.max(opts.senders, opts.virtualTerminals) }, (_, i) => `BENCH${i + 1}`);
+  // The gates of the batch-1 ingest from many terminals; their own ids, so the city drive's cards and shares stay as they were.
+  const gateTerminals = Array.from({ length: opts.gateSenders }, (_, i) => `GATE${i + 1}`);
   progress.log(
     `tapcredit bench: ${opts.terminals} terminals x ${opts.readersPerTerminal} readers, ${opts.cards} cards, ${opts.durationSeconds} s, ` +
       `${opts.tls ? 'mTLS' : 'plaintext'}, data in ${dir}; ${host.nproc} cores, load ${host.loadAverageStart.join(' ')}`,
@@ -248,7 +259,7 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
     dir,
     databaseUrls: pg?.urls,
     terminals: opts.terminals,
-    virtualTerminals,
+    virtualTerminals: [...virtualTerminals, ...gateTerminals],
     tls: opts.tls,
     logLevel: opts.logLevel,
     profileDir: opts.profileDir,
@@ -276,31 +287,38 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
     const setup = { riders: riders.length, seconds: round((Date.now() - t0) / 1000, 1) };
     const pool = new CardPool(riders);
     const factory = new TapFactory(riders, virtualTerminals, opts.fareMinorUnits);
-    const cityTerminals: Sender[] = virtualTerminals.map((terminalId) => ({ terminalId, credentials: cluster.credentials({ role: 'terminal', name: terminalId }, 'issuer') }));
-    const senders = cityTerminals.slice(0, opts.senders);
+    const senderOf = (terminalId: string): Sender => ({ terminalId, credentials: cluster.credentials({ role: 'terminal', name: terminalId }, 'issuer') });
+    const cityTerminals = virtualTerminals.map(senderOf);
+    // The ingest cases: each batch size from a few forwarders, then single taps from many gates at once.
+    const gateFactory = new TapFactory(riders, gateTerminals, opts.fareMinorUnits);
+    const ingestCases = [
+      ...BATCH_SIZES.map((batchSize) => ({ batchSize, senders: cityTerminals.slice(0, opts.senders), factory, taps: opts.ingestTaps[batchSize] })),
+      { batchSize: 1, senders: gateTerminals.map(senderOf), factory: gateFactory, taps: opts.gateTaps },
+    ];
+    // Each sender sends at least one full batch.
+    const tapsFor = (c: (typeof ingestCases)[number]) =>
+      c.senders.map((s) => c.factory.build(s.terminalId, Math.max(c.batchSize, Math.ceil(c.taps / c.senders.length))));
+    const label = (c: (typeof ingestCases)[number]) => `batch ${c.batchSize}, ${c.senders.length} senders`;
 
     // --- baselines (while nothing else runs) ---
-    // Each sender sends at least one full batch.
-    const tapsFor = (batchSize: number) =>
-      senders.map((s) => factory.build(s.terminalId, Math.max(batchSize, Math.ceil(opts.ingestTaps[batchSize] / opts.senders))));
     const echo = await startEchoServer(cluster);
     const transport: IngestResult[] = [];
     const storage: StorageResult[] = [];
     let unaryTransport;
     let unaryFloor;
     try {
-      for (const b of BATCH_SIZES) {
-        progress.update('baselines', transport.length / BATCH_SIZES.length, `transport, batch ${b}`);
+      for (const c of ingestCases) {
+        progress.update('baselines', transport.length / ingestCases.length, `transport, ${label(c)}`);
         // Taps built for the baselines only: never sent to the issuer, so their cards' counters simply skip those values.
-        const taps = tapsFor(b);
-        transport.push(await transportBaseline(echo, senders, taps, b));
-        progress.update('baselines', (transport.length - 0.5) / BATCH_SIZES.length, `storage, batch ${b}`);
-        storage.push(await storageBaseline(dir, taps.flat(), b));
+        const taps = tapsFor(c);
+        transport.push(await transportBaseline(echo, c.senders, taps, c.batchSize));
+        progress.update('baselines', (transport.length - 0.5) / ingestCases.length, `storage, ${label(c)}`);
+        storage.push(await storageBaseline(dir, taps.flat(), c.batchSize));
       }
       const one = factory.build(virtualTerminals[0], 1)[0];
-      unaryTransport = await unaryEchoBaseline(echo, senders[0], one, opts.terminals * opts.readersPerTerminal, opts.quick ? 1000 : 5000);
+      unaryTransport = await unaryEchoBaseline(echo, cityTerminals[0], one, opts.terminals * opts.readersPerTerminal, opts.quick ? 1000 : 5000);
       // One call at a time: the latency floor of a gate's decision.
-      unaryFloor = await unaryEchoBaseline(echo, senders[0], one, 1, opts.quick ? 500 : 3000);
+      unaryFloor = await unaryEchoBaseline(echo, cityTerminals[0], one, 1, opts.quick ? 500 : 3000);
       progress.update('baselines', 1, 'done');
       progress.done();
     } finally {
@@ -321,10 +339,11 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
 
     // --- TapReport ingest ---
     const tapReport: TapReportFigure[] = [];
-    for (const [i, b] of BATCH_SIZES.entries()) {
-      progress.update('tapreport', i / BATCH_SIZES.length, `batch ${b}`);
-      const taps = tapsFor(b);
-      const result = await sendBatches(cluster.issuer.address, senders, taps.map((t) => batchesOf(t, b)), b);
+    for (const [i, c] of ingestCases.entries()) {
+      const b = c.batchSize;
+      progress.update('tapreport', i / ingestCases.length, label(c));
+      const taps = tapsFor(c);
+      const result = await sendBatches(cluster.issuer.address, c.senders, taps.map((t) => batchesOf(t, b)), b);
       const total = taps.reduce((n, t) => n + t.length, 0);
       // Let the pipeline digest the batch before the next measurement.
       const before = Date.now();
@@ -333,6 +352,7 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
       const st = storage[i];
       tapReport.push({
         batchSize: b,
+        senders: c.senders.length,
         tapsPerSecond: round(result.tapsPerSecond, 1),
         callLatency: result.callLatency,
         notStored: result.notStored,
@@ -452,6 +472,8 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
         latencyRate: opts.latencyRate,
         ingestTaps: opts.ingestTaps,
         senders: opts.senders,
+        gateSenders: opts.gateSenders,
+        gateTaps: opts.gateTaps,
         tls: opts.tls,
         logLevel: opts.logLevel,
         hops: opts.hops,
