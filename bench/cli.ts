@@ -3,6 +3,7 @@
 // with the JSON to bench/reports/<timestamp>.{json,md}.
 import { join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
+import { SERVER_HEAP_MB } from '../common/config.js';
 import { ROOT } from './cluster.js';
 import { renderMarkdown, writeReport } from './report.js';
 import { runBench, type BenchOptions } from './run.js';
@@ -39,7 +40,7 @@ const opts = new Command()
     '--postgres [url]',
     'the issuer and the authorizer on PostgreSQL: fresh databases on this server, dropped afterwards (default TAPCREDIT_TEST_POSTGRES_URL or postgres://postgres@127.0.0.1:5432/test)',
   )
-  .option('--heap-mb <n>', 'cap each server\'s V8 old space at this many MB (node --max-old-space-size; default: Node\'s own)', int)
+  .option('--heap-mb <n>', `cap each server's V8 old space at this many MB (node --max-old-space-size; default ${SERVER_HEAP_MB}, as npm start; 0: Node's own)`, int)
   .option('--log-level <level>', 'LOG_LEVEL of the servers (their logs go to the data directory)', 'info')
   .option('--profile', 'write CPU profiles of each server next to the report: <server>.1 covers the city drive and its drain')
   .option('--keep', 'keep the data directory (SQLite files, logs)')

@@ -5,6 +5,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, freemem, loadavg, totalmem, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { SERVER_HEAP_MB } from '../common/config.js';
 import { TerminalServiceClient } from '../gen/tapcredit/terminal/v1/terminal.js';
 import { startEchoServer, storageBaseline, transportBaseline, unaryEchoBaseline, type StorageResult } from './baselines.js';
 import { Cluster, type HopSettings, type ProcessFigures } from './cluster.js';
@@ -49,7 +50,7 @@ export interface BenchOptions {
   fareMinorUnits: number;
   /** Write CPU profiles of the servers here. */
   profileDir?: string;
-  /** V8 old-space cap of each server in MB (--max-old-space-size); 0: Node's default. */
+  /** V8 old-space cap of each server in MB (--max-old-space-size), as npm start runs them; 0: Node's default. */
   heapMb: number;
   /** A PostgreSQL server (postgres://...): the issuer and the authorizer get fresh databases on it for the run; SQLite files when unset. */
   postgres?: string;
@@ -80,7 +81,7 @@ export const DEFAULT_OPTIONS: BenchOptions = {
   logLevel: 'info',
   hops: {},
   fareMinorUnits: 200,
-  heapMb: 0,
+  heapMb: SERVER_HEAP_MB,
   keep: false,
   quiet: false,
   quick: false,

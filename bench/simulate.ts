@@ -33,10 +33,16 @@ const int = (value: string) => {
   return n;
 };
 
+const positive = (value: string) => {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a positive number');
+  return n;
+};
+
 const opts = new Command()
   .name('simulate')
   .description("a city's day in a few minutes at a gentle rate, ending with the day's summary and reconciliation")
-  .option('--minutes <n>', 'length of the simulated day, in minutes', int, 2)
+  .option('--minutes <n>', 'length of the simulated day, in minutes (fractions allowed)', positive, 2)
   .option('--riders <n>', 'riders, each with an account and an enrolled card', int, 300)
   .option('--terminals <n>', 'terminal processes (gates)', int, 3)
   .option('--rate <taps/s>', 'average taps per second over the day (peaks reach about twice that)', int, 15)

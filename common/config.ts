@@ -36,6 +36,13 @@ export function intSetting(flag: string, envName: string, def: number): number {
 /** Where the SQLite files and development keys live. */
 export const dataDir = () => setting('data-dir', 'TAPCREDIT_DATA_DIR', join(process.cwd(), 'data'));
 
+/**
+ * V8 old-space cap of each server process in MB (node --max-old-space-size),
+ * as npm start and the bench run them: on a machine with memory to spare V8
+ * grows its heap lazily to well past 200 MB, though the live heap is far smaller.
+ */
+export const SERVER_HEAP_MB = 128;
+
 export const DEFAULT_PORTS = { terminal: 50051, issuer: 50052, authorizer: 50053 } as const;
 
 /** HTTP ports of each server's Prometheus /metrics. */

@@ -6,7 +6,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { Client, credentials, type ChannelCredentials } from '@grpc/grpc-js';
-import { DEFAULT_METRICS_PORTS, DEFAULT_PORTS, booleanFlag, dataDir } from '../common/config.js';
+import { DEFAULT_METRICS_PORTS, DEFAULT_PORTS, SERVER_HEAP_MB, booleanFlag, dataDir } from '../common/config.js';
 import type { Role } from '../common/identity.js';
 import { ensureDevKeys } from '../common/keys.js';
 import { DEV_PKI_DEFAULTS, ensureDevPki } from '../common/pki.js';
@@ -63,7 +63,7 @@ function stopAll(code: number) {
 }
 
 for (const s of services) {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(root, s.name, 'main.ts'), ...(insecure ? ['--insecure'] : [])], {
+  const child = spawn(process.execPath, [`--max-old-space-size=${SERVER_HEAP_MB}`, '--import', 'tsx', join(root, s.name, 'main.ts'), ...(insecure ? ['--insecure'] : [])], {
     env,
     stdio: ['ignore', 'inherit', 'inherit'],
   });
