@@ -23,11 +23,17 @@ export class ApiError extends Error {
   }
 }
 
+/** Violations named in an INVALID_ARGUMENT message; all of them (up to MAX_REPORTED_VIOLATIONS) are in its BadRequest. */
+const VIOLATIONS_IN_MESSAGE = 10;
+
 export const invalidArgument = (violations: FieldViolation[], reason = 'INVALID_ARGUMENT') =>
   new ApiError(
     status.INVALID_ARGUMENT,
     reason,
-    violations.map((v) => `${v.field}: ${v.description}`).join('; '),
+    violations
+      .slice(0, VIOLATIONS_IN_MESSAGE)
+      .map((v) => `${v.field}: ${v.description}`)
+      .join('; ') + (violations.length > VIOLATIONS_IN_MESSAGE ? `; and ${violations.length - VIOLATIONS_IN_MESSAGE} more` : ''),
     {},
     violations,
   );
@@ -52,28 +58,44 @@ export const requestIdReused = (field: string, id: string) =>
 
 const ANY_PREFIX = 'type.googleapis.com/';
 
+// An error travels in HTTP/2 trailers (grpc-message, grpc-status-details-bin),
+// which peers cap (Node at 64 KiB per header block; a block over the cap is
+// dropped and the call hangs until its deadline). Requests may be large and
+// messages may quote them, so every part of an error is bounded.
+export const MAX_ERROR_MESSAGE = 1000;
+export const MAX_REPORTED_VIOLATIONS = 50;
+const MAX_METADATA_VALUE = 200;
+
+const bounded = (text: string, max: number) => (text.length <= max ? text : `${text.slice(0, max - 1)}…`);
+
 /** Builds the gRPC error a handler returns; unknown errors become INTERNAL without leaking their text. */
 export function toServiceError(err: unknown, domain: string): Partial<ServiceError> {
   const apiError =
     err instanceof ApiError ? err : new ApiError(status.INTERNAL, 'INTERNAL', 'internal error; see server logs');
+  const message = bounded(apiError.message, MAX_ERROR_MESSAGE);
+  const info: Record<string, string> = {};
+  for (const [key, value] of Object.entries(apiError.metadata)) info[bounded(key, MAX_METADATA_VALUE)] = bounded(value, MAX_METADATA_VALUE);
+  const violations = apiError.fieldViolations;
+  // Past the cap, the count tells a client how many there were.
+  if (violations.length > MAX_REPORTED_VIOLATIONS) info.violation_count = String(violations.length);
   const details = [
     {
       typeUrl: ANY_PREFIX + 'google.rpc.ErrorInfo',
-      value: Buffer.from(ErrorInfo.encode({ reason: apiError.reason, domain, metadata: apiError.metadata }).finish()),
+      value: Buffer.from(ErrorInfo.encode({ reason: apiError.reason, domain, metadata: info }).finish()),
     },
   ];
-  if (apiError.fieldViolations.length > 0) {
+  if (violations.length > 0) {
+    const fieldViolations = violations
+      .slice(0, MAX_REPORTED_VIOLATIONS)
+      .map((v) => ({ field: bounded(v.field, MAX_METADATA_VALUE), description: bounded(v.description, MAX_METADATA_VALUE) }));
     details.push({
       typeUrl: ANY_PREFIX + 'google.rpc.BadRequest',
-      value: Buffer.from(BadRequest.encode({ fieldViolations: apiError.fieldViolations }).finish()),
+      value: Buffer.from(BadRequest.encode({ fieldViolations }).finish()),
     });
   }
   const metadata = new Metadata();
-  metadata.set(
-    'grpc-status-details-bin',
-    Buffer.from(Status.encode({ code: apiError.code, message: apiError.message, details }).finish()),
-  );
-  return { code: apiError.code, details: apiError.message, metadata };
+  metadata.set('grpc-status-details-bin', Buffer.from(Status.encode({ code: apiError.code, message, details }).finish()));
+  return { code: apiError.code, details: message, metadata };
 }
 
 export interface DecodedErrorDetails {

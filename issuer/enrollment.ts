@@ -54,7 +54,7 @@ function validate(req: EnrollCardRequest): void {
   const card = req.card;
   if (!card) v.add('card', 'is required');
   else {
-    if (!card.issuerCode) v.add('card.issuer_code', 'is required');
+    v.id('card.issuer_code', card.issuerCode);
     if (!isCalendarDate(card.expiresOn)) v.add('card.expires_on', 'must be a date "YYYY-MM-DD"');
     const p = card.proof;
     if (!p) v.add('card.proof', 'is required');

@@ -2,7 +2,7 @@
 // BadRequest field violations for INVALID_ARGUMENT) and changes nothing.
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { expect } from 'chai';
-import { decodeErrorDetails } from '../../common/errors.js';
+import { MAX_ERROR_MESSAGE, MAX_REPORTED_VIOLATIONS, decodeErrorDetails } from '../../common/errors.js';
 import { callUnary } from '../../common/rpc.js';
 import { AccountState } from '../../gen/tapcredit/authorizer/v1/authorizer.js';
 import { enroll, openAccount, rider } from '../helpers/rider.js';
@@ -88,6 +88,25 @@ for (const backend of backends())
     it('EnrollCard: missing request id, unknown account', async () => {
       await refused(() => enroll(sys, newCard(sys, 'C6'), rider(1), ''), status.INVALID_ARGUMENT, 'INVALID_ARGUMENT', 'request_id');
       await refused(() => enroll(sys, newCard(sys, 'C6'), { ...rider(1), accountId: 'acc-nobody' }), status.NOT_FOUND, 'ACCOUNT_NOT_FOUND');
+    });
+
+    it('oversized input gets a bounded error at once, and the channel goes on working', async () => {
+      // Errors travel in HTTP/2 trailers, which peers cap: quoting a huge field or listing thousands of violations would lose the answer.
+      const huge = { ...newCard(sys, 'C8'), issuerCode: 'X'.repeat(70_000) };
+      await refused(() => enroll(sys, huge, rider(1)), status.INVALID_ARGUMENT, 'INVALID_ARGUMENT', 'card.issuer_code');
+
+      const bad = Array.from({ length: 5000 }, (_, i) => ({ tapId: `T1:${i + 1}`, terminalId: 'T1', terminalSequence: String(i + 1), cardId: 'C1', agreementId, fare: money(200n, 'xx'), tappedAt: undefined, proof: undefined }));
+      const before = await snapshot();
+      const err = await expectGrpcError(callUnary(I(), I().tapReport, { terminalId: 'T1', taps: bad }), status.INVALID_ARGUMENT, 'INVALID_ARGUMENT');
+      expect(await snapshot()).to.deep.equal(before);
+      const details = decodeErrorDetails(err);
+      expect(details.badRequest?.fieldViolations).to.have.length(MAX_REPORTED_VIOLATIONS);
+      expect(Number(details.errorInfo?.metadata.violation_count)).to.be.greaterThan(5000);
+      expect(err.details.length).to.be.at.most(MAX_ERROR_MESSAGE);
+      expect(err.details).to.match(/; and \d+ more$/);
+
+      const { card } = await callUnary(I(), I().getCard, { cardId: 'C1' });
+      expect(card?.cardId).to.equal('C1');
     });
 
     it('TapReport: empty batch, missing terminal id', async () => {
