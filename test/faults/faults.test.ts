@@ -21,6 +21,8 @@ describe('fault injection (servers killed and restarted, network faults)', funct
       cards: 50,
       terminals: 3,
       kills: 5,
+      // Frequent faults: a short run must still break every hop, whatever its speed.
+      meanFaultGapMs: 400,
       quiescenceTimeoutMs: 90_000,
       logLevel: 'warn',
       // Progress on the console: on a slow machine it shows which phase took the time.

@@ -28,6 +28,8 @@ export interface FaultRunOptions {
   lanes: number;
   /** Mean gap between two network faults on each hop (ms); 0 turns the proxies' faults off. */
   meanFaultGapMs: number;
+  /** Faults stay on at least this long from the drive's start, so every hop sees some however fast the taps go. */
+  minFaultWindowMs: number;
   /** How long the system may take to drain once faults stop. */
   quiescenceTimeoutMs: number;
   /** Keeps the run's directory (databases and server logs) even when it passes. */
@@ -47,6 +49,7 @@ export const DEFAULT_OPTIONS: Omit<FaultRunOptions, 'seed'> = {
   underfundedShare: 0.2,
   lanes: 12,
   meanFaultGapMs: 1000,
+  minFaultWindowMs: 10_000,
   quiescenceTimeoutMs: 120_000,
   keepDir: false,
   logLevel: 'info',
@@ -171,6 +174,9 @@ export async function runFaultScenario(options: Partial<FaultRunOptions> & { see
     driving = false;
     await chaos;
     say(`${opts.taps} presented in ${Date.now() - driveStarted} ms: ${record.accepted.length} accepted, ${record.retried} presentations retried`);
+    // The outboxes still carry debits and settlements meanwhile.
+    const rest = opts.minFaultWindowMs - (Date.now() - driveStarted);
+    if (opts.meanFaultGapMs > 0 && rest > 0) await sleep(rest);
 
     // --- faults off; drain; check over the APIs, stop, check the databases ---
     system.setFaults(false);
