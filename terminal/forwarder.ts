@@ -41,6 +41,7 @@ export async function forwardBatch(opts: ForwarderOptions): Promise<boolean> {
   );
   const sent = new Set(taps.map((t) => t.tapId));
   const acked: string[] = [];
+  const held: string[] = [];
   for (const result of response.results) {
     if (!sent.has(result.tapId)) {
       opts.log.error({ tapId: result.tapId }, 'issuer answered for a tap that was not sent');
@@ -51,19 +52,22 @@ export async function forwardBatch(opts: ForwarderOptions): Promise<boolean> {
       }
     } else {
       // TAP_ID_CONFLICT means another tap already holds this id at the issuer
-      // (e.g. two terminals configured with one id). The tap stays unsent so
-      // it is not lost, and an operator must look.
+      // (e.g. two terminals configured with one id). Sending it again cannot
+      // help: it is held, kept unsent for an operator, and the taps behind it go on.
+      held.push(result.tapId);
       opts.log.error(
         { tapId: result.tapId, status: tapReportStatusToJSON(result.status), reason: result.reason },
-        'issuer did not take a tap; it stays unsent',
+        'issuer did not take a tap; it is held for an operator',
       );
     }
   }
-  await opts.store.markAcked(acked, new Date());
-  opts.log.debug({ sent: taps.length, acked: acked.length }, 'taps forwarded');
-  // A full batch with progress means more may be waiting; taps the issuer
-  // refuses to hold must not turn the loop into a busy spin.
-  return taps.length === batchSize && acked.length > 0;
+  const now = new Date();
+  await opts.store.markAcked(acked, now);
+  await opts.store.markHeld(held, 'TAP_ID_CONFLICT', now);
+  opts.log.debug({ sent: taps.length, acked: acked.length, held: held.length }, 'taps forwarded');
+  // A full batch with progress means more may be waiting; a batch without
+  // any (no answer for any tap) must not turn the loop into a busy spin.
+  return taps.length === batchSize && acked.length + held.length > 0;
 }
 
 export function createForwarder(opts: ForwarderOptions): Worker {

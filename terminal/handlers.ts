@@ -121,13 +121,15 @@ export async function getTerminalStatus(ctx: TerminalContext, req: GetTerminalSt
   const limit = req.unsentTapsLimit === 0 ? DEFAULT_UNSENT_LIMIT : Math.min(req.unsentTapsLimit, MAX_UNSENT_LIMIT);
 
   const counts = await ctx.store.counts();
-  const unsentTaps = await ctx.store.unsentTaps(limit);
+  const unsentTaps = await ctx.store.unsentTaps(limit, { includeHeld: true });
   return {
     terminalId: ctx.terminalId,
     fare: ctx.fare,
     acceptedTapCount: String(counts.acceptedTapCount),
     unsentTapCount: String(counts.unsentTapCount),
     unsentTaps,
+    heldTapCount: String(counts.heldTapCount),
+    heldTapIds: await ctx.store.heldTapIds(limit),
     lastForwardedAt: counts.lastForwardedAt,
     denyListVersion: counts.denyListVersion,
     denyListSize: String(counts.denyListSize),

@@ -13,6 +13,9 @@ export function terminalMetrics(db: Db): Metrics {
     const oldest = await unsent().orderBy('sequence').first(asText(db, 'tapped_at'));
     return ageSeconds(oldest?.tapped_at);
   });
+  metrics.gauge('tapcredit_terminal_held_taps', 'Unsent taps held back for an operator: the issuer answered TAP_ID_CONFLICT.', async () =>
+    toNumber((await unsent().whereNotNull('held_reason').count({ n: '*' }))[0].n),
+  );
   metrics.gauge('tapcredit_terminal_deny_list_version', 'Version of the deny list this terminal holds (0: never synced).', async () => {
     const meta = await db('terminal_meta').where({ id: 1 }).first(asText(db, 'deny_list_version'));
     return Number(meta?.deny_list_version ?? 0);

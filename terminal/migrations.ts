@@ -36,4 +36,15 @@ export const terminalMigrations: Migration[] = [
       await db('terminal_meta').insert({ id: 1, deny_list_version: '0', last_forwarded_at: null });
     },
   },
+  {
+    name: '002_held_taps',
+    async up(db) {
+      await db.schema.alterTable('taps', (t) => {
+        // Set when the issuer will not take the tap under its id (TAP_ID_CONFLICT):
+        // it is kept for an operator and no longer sent, so it cannot block the taps behind it.
+        t.string('held_reason', 64).nullable();
+        t.bigInteger('held_at').nullable();
+      });
+    },
+  },
 ];

@@ -7,7 +7,10 @@ import { Tap } from '../gen/tapcredit/type/v1/tap.js';
 
 export interface TerminalCounts {
   acceptedTapCount: number;
+  /** Taps the issuer has not acknowledged, held ones included. */
   unsentTapCount: number;
+  /** Unsent taps held back for an operator (see markHeld). */
+  heldTapCount: number;
   lastForwardedAt: Date | undefined;
   denyListVersion: string;
   denyListSize: number;
@@ -75,10 +78,28 @@ export class TerminalStore {
     });
   }
 
-  /** Taps the issuer has not acknowledged yet, oldest first. */
-  async unsentTaps(limit: number): Promise<Tap[]> {
-    const rows = await this.db('taps').whereNull('acked_at').orderBy('sequence', 'asc').limit(limit).select('tap');
+  /** Taps the issuer has not acknowledged yet, oldest first: those to send, or with includeHeld the held ones too. */
+  async unsentTaps(limit: number, opts: { includeHeld?: boolean } = {}): Promise<Tap[]> {
+    const query = this.db('taps').whereNull('acked_at');
+    if (!opts.includeHeld) query.whereNull('held_reason');
+    const rows = await query.orderBy('sequence', 'asc').limit(limit).select('tap');
     return rows.map((r: { tap: Buffer }) => Tap.decode(r.tap));
+  }
+
+  /**
+   * Holds unsent taps back for an operator: the issuer will not take them
+   * under their ids, so sending them again cannot help. They stay in the
+   * store, unacknowledged, and are no longer sent.
+   */
+  async markHeld(tapIds: string[], reason: string, at: Date): Promise<void> {
+    if (tapIds.length === 0) return;
+    await this.db('taps').whereIn('tap_id', tapIds).whereNull('acked_at').whereNull('held_reason').update({ held_reason: reason, held_at: String(at.getTime()) });
+  }
+
+  /** Ids of the held taps, oldest first. */
+  async heldTapIds(limit: number): Promise<string[]> {
+    const rows = await this.db('taps').whereNull('acked_at').whereNotNull('held_reason').orderBy('sequence', 'asc').limit(limit).select('tap_id');
+    return rows.map((r: { tap_id: string }) => r.tap_id);
   }
 
   /** Marks taps as held by the issuer; they are never sent again. */
@@ -138,6 +159,7 @@ export class TerminalStore {
     const db = this.db;
     const [accepted] = await db('taps').count({ n: '*' });
     const [unsent] = await db('taps').whereNull('acked_at').count({ n: '*' });
+    const [held] = await db('taps').whereNull('acked_at').whereNotNull('held_reason').count({ n: '*' });
     const [denied] = await db('deny_list').count({ n: '*' });
     const meta = await db('terminal_meta')
       .where({ id: 1 })
@@ -145,6 +167,7 @@ export class TerminalStore {
     return {
       acceptedTapCount: toNumber(accepted.n),
       unsentTapCount: toNumber(unsent.n),
+      heldTapCount: toNumber(held.n),
       lastForwardedAt: meta?.last_forwarded_at == null ? undefined : new Date(Number(meta.last_forwarded_at)),
       denyListVersion: meta?.deny_list_version ?? '0',
       denyListSize: toNumber(denied.n),

@@ -124,7 +124,7 @@ describe('terminal server', () => {
     expect(new Set(issuer.sentTapIds())).to.deep.equal(new Set(['T1:1', 'T1:2']));
   });
 
-  it('keeps a tap the issuer answers TAP_ID_CONFLICT for unsent, and acknowledges the others', async () => {
+  it('holds a tap the issuer answers TAP_ID_CONFLICT for, unsent and no longer sent, and acknowledges the others', async () => {
     issuer.overrides.set('T1:1', TapReportStatus.TAP_REPORT_STATUS_TAP_ID_CONFLICT);
     issuer.overrides.set('T1:2', TapReportStatus.TAP_REPORT_STATUS_REJECTED);
     await start();
@@ -132,9 +132,28 @@ describe('terminal server', () => {
     await waitFor(() => issuer.stored.has('T1:3'));
     const reported = await waitFor(async () => {
       const s = await terminalStatus();
-      return s.unsentTapCount === '1' && s;
+      return s.heldTapCount === '1' && s;
     });
+    expect(reported).to.deep.include({ unsentTapCount: '1', heldTapCount: '1', heldTapIds: ['T1:1'] });
     expect(reported.unsentTaps.map((t) => t.tapId)).to.deep.equal(['T1:1']);
+    // Held, it is not sent again with the next taps.
+    const sends = () => issuer.reports.flatMap((r) => r.taps.map((t) => t.tapId)).filter((id) => id === 'T1:1').length;
+    const sentBefore = sends();
+    await present(enrolledCard('C4'));
+    await waitFor(() => issuer.stored.has('T1:4'));
+    expect(sends()).to.equal(sentBefore);
+  });
+
+  it('goes on forwarding when a whole batch of the oldest taps is held', async () => {
+    for (const id of ['T1:1', 'T1:2', 'T1:3']) issuer.overrides.set(id, TapReportStatus.TAP_REPORT_STATUS_TAP_ID_CONFLICT);
+    await start({ forwardBatchSize: 3 });
+    for (let i = 1; i <= 6; i++) await present(enrolledCard(`C${i}`));
+    await waitFor(() => ['T1:4', 'T1:5', 'T1:6'].every((id) => issuer.stored.has(id)));
+    const reported = await waitFor(async () => {
+      const s = await terminalStatus();
+      return s.unsentTapCount === '3' && s;
+    });
+    expect(reported).to.deep.include({ heldTapCount: '3', heldTapIds: ['T1:1', 'T1:2', 'T1:3'] });
   });
 
   it('keeps accepted taps across a restart, forwards them after it, and continues the sequence', async () => {

@@ -205,7 +205,19 @@ export interface GetTerminalStatusResponse {
    * When the terminal last heard from the issuer's deny list (a change or
    * an up-to-date answer); unset if never since it started.
    */
-  denyListSyncedAt: Date | undefined;
+  denyListSyncedAt:
+    | Date
+    | undefined;
+  /**
+   * Of the unsent taps, those held back for an operator: the issuer answered
+   * TAP_ID_CONFLICT (it holds another tap under the same id, e.g. two
+   * terminals configured with one id), so sending again cannot help. A held
+   * tap is kept, never dropped, and no longer sent, so it does not block the
+   * taps behind it.
+   */
+  heldTapCount: string;
+  /** Ids of the held taps, oldest first, up to unsent_taps_limit. */
+  heldTapIds: string[];
 }
 
 function createBasePresentCardRequest(): PresentCardRequest {
@@ -481,6 +493,8 @@ function createBaseGetTerminalStatusResponse(): GetTerminalStatusResponse {
     denyListSize: "0",
     lineId: "",
     denyListSyncedAt: undefined,
+    heldTapCount: "0",
+    heldTapIds: [],
   };
 }
 
@@ -515,6 +529,12 @@ export const GetTerminalStatusResponse: MessageFns<GetTerminalStatusResponse> = 
     }
     if (message.denyListSyncedAt !== undefined) {
       Timestamp.encode(toTimestamp(message.denyListSyncedAt), writer.uint32(82).fork()).join();
+    }
+    if (message.heldTapCount !== "0") {
+      writer.uint32(88).int64(message.heldTapCount);
+    }
+    for (const v of message.heldTapIds) {
+      writer.uint32(98).string(v!);
     }
     return writer;
   },
@@ -612,6 +632,22 @@ export const GetTerminalStatusResponse: MessageFns<GetTerminalStatusResponse> = 
             message.denyListSyncedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.heldTapCount = reader.int64().toString();
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.heldTapIds.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -672,6 +708,16 @@ export const GetTerminalStatusResponse: MessageFns<GetTerminalStatusResponse> = 
         : isSet(object.deny_list_synced_at)
         ? fromJsonTimestamp(object.deny_list_synced_at)
         : undefined,
+      heldTapCount: isSet(object.heldTapCount)
+        ? globalThis.String(object.heldTapCount)
+        : isSet(object.held_tap_count)
+        ? globalThis.String(object.held_tap_count)
+        : "0",
+      heldTapIds: globalThis.Array.isArray(object?.heldTapIds)
+        ? object.heldTapIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.held_tap_ids)
+        ? object.held_tap_ids.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -707,6 +753,12 @@ export const GetTerminalStatusResponse: MessageFns<GetTerminalStatusResponse> = 
     if (message.denyListSyncedAt !== undefined) {
       obj.denyListSyncedAt = message.denyListSyncedAt.toISOString();
     }
+    if (message.heldTapCount !== "0") {
+      obj.heldTapCount = message.heldTapCount;
+    }
+    if (message.heldTapIds?.length) {
+      obj.heldTapIds = message.heldTapIds;
+    }
     return obj;
   },
 
@@ -725,6 +777,8 @@ export const GetTerminalStatusResponse: MessageFns<GetTerminalStatusResponse> = 
     message.denyListSize = object.denyListSize ?? "0";
     message.lineId = object.lineId ?? "";
     message.denyListSyncedAt = object.denyListSyncedAt ?? undefined;
+    message.heldTapCount = object.heldTapCount ?? "0";
+    message.heldTapIds = object.heldTapIds?.map((e) => e) || [];
     return message;
   },
 };
