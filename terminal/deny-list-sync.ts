@@ -98,6 +98,8 @@ export class DenyListSyncer {
     await new Promise<void>((resolve, reject) => {
       const call = client.watchDenyList({ fromVersion: from.toString(), terminalId }, new Metadata());
       this.call = call;
+      // stop() may have come while the version was read, before there was a call to cancel.
+      if (!this.running) call.cancel();
       let settled = false;
       let applying = Promise.resolve();
       let watchdog = setTimeout(onStale, staleAfter);

@@ -145,6 +145,14 @@ describe('terminal: deny-list syncer', () => {
     expect((await decision('C2')).declineReason).to.equal(DeclineReason.DECLINE_REASON_DENY_LISTED);
   });
 
+  it('stops at once when the terminal closes right after starting, before its stream is open', async () => {
+    await startRealIssuer();
+    await startTerminalAt(issuer!.address);
+    // The stream opens after the version held is read; a close in between must still end it (not wait for its 45 s watchdog).
+    await terminal!.close();
+    terminal = undefined;
+  });
+
   it('catches up on what it missed while it was off', async () => {
     await startRealIssuer();
     await startTerminalAt(issuer!.address);
