@@ -12,6 +12,8 @@ import { createHash } from 'node:crypto';
 import { asText, isUniqueViolation, type Db } from '../common/db.js';
 import { notFound } from '../common/errors.js';
 import { Leases, skipLocked, type Claim } from '../common/leases.js';
+import { trailLogger } from '../common/log.js';
+import { itemTraceFields, runForBatch } from '../common/trace.js';
 import { MAX_BATCH, Violations } from '../common/validate.js';
 import { DeductStatus, type DeductItem } from '../gen/tapcredit/authorizer/v1/authorizer.js';
 import type { RetryDebtsRequest, RetryDebtsResponse } from '../gen/tapcredit/issuer/v1/issuer.js';
@@ -37,6 +39,8 @@ interface Attempt {
   fare_currency: string;
   due_minor: string;
   tapped_at: string;
+  /** The tap's trace: a retry is followed in the logs under the tap's own trace id. */
+  traceparent: string | null;
 }
 
 export interface DebtStepResult {
@@ -55,6 +59,7 @@ const attemptColumns = (db: Db) => [
   't.fare_currency',
   asText(db, 't.due_minor'),
   asText(db, 't.tapped_at'),
+  't.traceparent',
 ];
 
 /**
@@ -92,7 +97,7 @@ async function claimAttempts(db: Db, leases: Leases, now: number, batchSize: num
       .limit(room);
     if (cardId) dueQuery.where({ card_id: cardId });
     else dueQuery.where('next_retry_at', '<=', String(now));
-    const due = await skipLocked(trx, dueQuery.select('tap_id', 'card_id', 'agreement_id', 'fare_currency', asText(trx, 'due_minor'), asText(trx, 'tapped_at'), 'debt_retries'));
+    const due = await skipLocked(trx, dueQuery.select('tap_id', 'card_id', 'agreement_id', 'fare_currency', asText(trx, 'due_minor'), asText(trx, 'tapped_at'), 'traceparent', 'debt_retries'));
 
     const claimed: Attempt[] = due.map((t: any) => {
       const attempt = Number(t.debt_retries) + 1;
@@ -167,8 +172,11 @@ async function sendAttempts(ctx: IssuerContext, attempts: Attempt[], batchSize: 
     agreementId: agreements.get(a.card_id) ?? a.agreement_id,
     amount: { currencyCode: a.fare_currency, minorUnits: a.due_minor },
     tappedAt: new Date(Number(a.tapped_at)),
+    traceparent: a.traceparent ?? undefined,
   }));
-  const { results } = await ctx.authorizer.deduct({ issuerId: ctx.issuerId, items });
+  const send = () => ctx.authorizer.deduct({ issuerId: ctx.issuerId, items });
+  // The scheduled worker's call joins the first tap's trace; a rider's RetryDebts call stays in its own.
+  const { results } = await (forCard === undefined ? runForBatch(attempts[0].traceparent ?? undefined, send) : send());
   checkResults(items, results);
 
   const retry = ctx.debtRetry ?? DEFAULT_DEBT_RETRY;
@@ -176,6 +184,7 @@ async function sendAttempts(ctx: IssuerContext, attempts: Attempt[], batchSize: 
   const byRequest = new Map(attempts.map((a) => [a.request_id, a]));
   let recovered = 0;
   let unlisted = false;
+  const trail = trailLogger(ctx.log);
   await db.transaction(async (trx) => {
     const recoveredCards = new Set<string>();
     for (const r of results) {
@@ -189,6 +198,10 @@ async function sendAttempts(ctx: IssuerContext, attempts: Attempt[], batchSize: 
       // Guarded by state: an answer is stored once, whatever a concurrent sender did.
       const stored = await trx('debit_attempts').where({ request_id: a.request_id, state: 'PENDING' }).update({ ...outcome, ...Leases.free, answered_at: String(now) });
       if (stored === 0) continue;
+      trail.info(
+        { ...itemTraceFields(a.traceparent ?? undefined), tapId: a.tap_id, requestId: a.request_id, attempt: a.attempt, state: outcome.state, reason: outcome.reason ?? undefined },
+        'tap debt retry answered',
+      );
       if (outcome.state === 'DEBITED') {
         const updated = await trx('taps').where({ tap_id: a.tap_id, state: 'DECLINED' }).update({
           state: 'DEDUCTED',

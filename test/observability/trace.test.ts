@@ -102,6 +102,30 @@ describe('tracing across the hops', function () {
     expect(logs.lines().find((l) => l.msg === 'rpc' && l.rpc === 'TapReport')?.trace_id).to.equal(report.traceId);
   });
 
+  it('follows a debt retried on schedule under the trace of its tap', async () => {
+    await sys.close();
+    logs = captureLogs();
+    sys = await startSystem({ log: logs.log, issuer: { debtRetry: { baseMs: 200, maxMs: 200 }, debtPollIntervalMs: 50 } });
+    const r = rider(3);
+    await openAccount(sys, r, FARE); // one ride: the second one's debit declines
+    const first = await tap(sys, (await enroll(sys, newCard(sys, 'C3'), r)).card);
+    await waitFor(() => logs.lines().some((l) => l.msg === 'debit' && l.requestId === first.tap!.tapId));
+    const gate = newSpan();
+    const presented = await runInSpan(gate, () => tap(sys, first.card!));
+    const tapId = presented.tap!.tapId;
+    await waitFor(() => logs.lines().some((l) => l.trace_id === gate.traceId && l.msg === 'tap debt retry answered'));
+    await callUnary(sys.authorizerClient, sys.authorizerClient.topUp, { requestId: 'top-up-c3', accountId: r.accountId, amount: money(FARE) });
+    await waitFor(() => logs.lines().some((l) => l.trace_id === gate.traceId && l.msg === 'tap debt retry answered' && l.state === 'DEBITED'), 10_000);
+
+    const trail = logs.lines().filter((l) => l.trace_id === gate.traceId);
+    // The first debit declined, then the retries: each seen at the issuer and at the authorizer, under the tap's trace.
+    expect(trail.find((l) => l.msg === 'debit' && l.requestId === tapId)).to.include({ status: 'DECLINED' });
+    const retries = trail.filter((l) => l.msg === 'tap debt retry answered');
+    expect(retries.every((l) => l.tapId === tapId && String(l.requestId).startsWith(`${tapId}:r`))).to.equal(true);
+    expect(retries.at(-1)).to.include({ state: 'DEBITED' });
+    expect(trail.find((l) => l.msg === 'debit' && l.requestId === retries.at(-1)!.requestId)).to.include({ status: 'DEBITED' });
+  });
+
   it('continues the caller\'s trace on a synchronous hop (EnrollCard -> AuthorizeEnrollment)', async () => {
     const r = rider(2);
     await openAccount(sys, r);
