@@ -58,6 +58,17 @@ export const requestIdReused = (field: string, id: string) =>
 
 const ANY_PREFIX = 'type.googleapis.com/';
 
+/**
+ * Returns true for a database error that the same request, sent again,
+ * should get past: a serialization failure or a deadlock (PostgreSQL, and the
+ * distributed SQL stores that speak its protocol), a busy or locked SQLite
+ * database. The transaction was rolled back whole.
+ */
+export function isTransientDatabaseError(err: unknown): boolean {
+  const code = (err as { code?: unknown })?.code;
+  return code === '40001' || code === '40P01' || code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED';
+}
+
 // An error travels in HTTP/2 trailers (grpc-message, grpc-status-details-bin),
 // which peers cap (Node at 64 KiB per header block; a block over the cap is
 // dropped and the call hangs until its deadline). Requests may be large and
@@ -68,10 +79,19 @@ const MAX_METADATA_VALUE = 200;
 
 const bounded = (text: string, max: number) => (text.length <= max ? text : `${text.slice(0, max - 1)}…`);
 
-/** Builds the gRPC error a handler returns; unknown errors become INTERNAL without leaking their text. */
+/**
+ * Builds the gRPC error a handler returns. A transaction the database rolled
+ * back for a concurrent update is ABORTED (the caller sends the same request
+ * again: every mutation is idempotent by its id); other unknown errors become
+ * INTERNAL without leaking their text.
+ */
 export function toServiceError(err: unknown, domain: string): Partial<ServiceError> {
   const apiError =
-    err instanceof ApiError ? err : new ApiError(status.INTERNAL, 'INTERNAL', 'internal error; see server logs');
+    err instanceof ApiError
+      ? err
+      : isTransientDatabaseError(err)
+        ? new ApiError(status.ABORTED, 'CONCURRENT_UPDATE', 'the request met a concurrent update and was rolled back; send it again')
+        : new ApiError(status.INTERNAL, 'INTERNAL', 'internal error; see server logs');
   const message = bounded(apiError.message, MAX_ERROR_MESSAGE);
   const info: Record<string, string> = {};
   for (const [key, value] of Object.entries(apiError.metadata)) info[bounded(key, MAX_METADATA_VALUE)] = bounded(value, MAX_METADATA_VALUE);
