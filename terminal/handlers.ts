@@ -71,7 +71,7 @@ function validatePresentCard(req: PresentCardRequest): void {
 export async function presentCard(ctx: TerminalContext, req: PresentCardRequest): Promise<PresentCardResponse> {
   validatePresentCard(req);
   const card = req.card!;
-  const denyListed = await ctx.store.isDenyListed(card.cardId);
+  const denyListed = ctx.store.isDenyListed(card.cardId);
   const now = ctx.now?.() ?? new Date();
 
   // From here to claimSequence() nothing awaits, so no other call can take

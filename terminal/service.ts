@@ -69,6 +69,8 @@ export interface TerminalHandle {
   /** host:port of the HTTP /metrics listener, when metricsPort was given. */
   metricsAddress?: string;
   db: Db;
+  /** The terminal's store (its taps and deny list). */
+  store: TerminalStore;
   /** Stops taking cards, lets in-flight calls finish, stops the forwarder and closes the store. */
   close(): Promise<void>;
 }
@@ -161,6 +163,7 @@ export async function startTerminal(config: TerminalConfig): Promise<TerminalHan
     port: server.port,
     metricsAddress: server.metricsAddress,
     db,
+    store,
     close: () =>
       (closing ??= (async () => {
         // Close the server first, so taps being accepted are committed before the store closes.

@@ -36,13 +36,20 @@ export class TerminalStore {
   private constructor(
     readonly db: Db,
     private next: bigint,
+    /**
+     * The cards on the deny list, mirrored in memory from the deny_list table
+     * (the record) after each commit: a decision reads it without a query,
+     * so it never waits behind the forwarder's commits on the one connection.
+     */
+    private readonly denied: Set<string>,
   ) {}
 
   /** Opens the store; the next sequence continues after the highest one stored. */
   static async open(db: Db): Promise<TerminalStore> {
     const [row] = await db('taps').select(db.raw('CAST(MAX(sequence) AS TEXT) AS max_sequence'));
     const max = row?.max_sequence == null ? 0n : BigInt(row.max_sequence);
-    return new TerminalStore(db, max + 1n);
+    const denied = new Set<string>((await db('deny_list').select('card_id')).map((r: { card_id: string }) => r.card_id));
+    return new TerminalStore(db, max + 1n, denied);
   }
 
   /** The sequence the next accepted tap will carry. */
@@ -125,7 +132,9 @@ export class TerminalStore {
    * is dropped first. Resolves to the version held afterwards.
    */
   async applyDenyListChanges(changes: DenyListChange[], reset = false): Promise<bigint> {
-    return this.db.transaction(async (trx) => {
+    // What the commit does to each card, mirrored in memory once it has committed.
+    const listed = new Map<string, boolean>();
+    const version = await this.db.transaction(async (trx) => {
       if (reset) {
         await trx('deny_list').delete();
         await trx('terminal_meta').where({ id: 1 }).update({ deny_list_version: '0' });
@@ -137,6 +146,7 @@ export class TerminalStore {
         if (v <= version) continue;
         if (v !== version + 1n) throw new Error(`deny-list change ${v} does not follow the version held (${version})`);
         const reasons = change.reasons.map((r) => denyListReasonToJSON(r).replace(/^DENY_LIST_REASON_/, ''));
+        listed.set(change.cardId, reasons.length > 0);
         if (reasons.length === 0) await trx('deny_list').where({ card_id: change.cardId }).delete();
         else {
           await trx('deny_list')
@@ -149,10 +159,34 @@ export class TerminalStore {
       await trx('terminal_meta').where({ id: 1 }).update({ deny_list_version: version.toString() });
       return version;
     });
+    if (reset) this.denied.clear();
+    for (const [cardId, isListed] of listed) {
+      if (isListed) this.denied.add(cardId);
+      else this.denied.delete(cardId);
+    }
+    return version;
   }
 
-  async isDenyListed(cardId: string): Promise<boolean> {
-    return (await this.db('deny_list').where({ card_id: cardId }).first('card_id')) !== undefined;
+  /**
+   * Puts a card on the deny list the terminal holds and bumps the list's
+   * version; returns the new version. Listing a card already listed updates
+   * its reason. (The issuer's changes arrive through applyDenyListChanges;
+   * this is for tests and tools that list a card at the terminal alone.)
+   */
+  async denyCard(cardId: string, reason: string): Promise<string> {
+    const version = await this.db.transaction(async (trx) => {
+      const meta = await trx('terminal_meta').where({ id: 1 }).first(asText(trx, 'deny_list_version'));
+      const next = (BigInt(meta?.deny_list_version ?? '0') + 1n).toString();
+      await trx('terminal_meta').where({ id: 1 }).update({ deny_list_version: next });
+      await trx('deny_list').insert({ card_id: cardId, reason, version: next }).onConflict('card_id').merge(['reason', 'version']);
+      return next;
+    });
+    this.denied.add(cardId);
+    return version;
+  }
+
+  isDenyListed(cardId: string): boolean {
+    return this.denied.has(cardId);
   }
 
   async counts(): Promise<TerminalCounts> {
@@ -173,19 +207,4 @@ export class TerminalStore {
       denyListSize: toNumber(denied.n),
     };
   }
-}
-
-/**
- * Puts a card on the deny list the terminal holds and bumps the list's
- * version; returns the new version. Listing a card already listed updates
- * its reason.
- */
-export async function denyCard(db: Db, cardId: string, reason: string): Promise<string> {
-  return db.transaction(async (trx) => {
-    const meta = await trx('terminal_meta').where({ id: 1 }).first(asText(trx, 'deny_list_version'));
-    const version = (BigInt(meta?.deny_list_version ?? '0') + 1n).toString();
-    await trx('terminal_meta').where({ id: 1 }).update({ deny_list_version: version });
-    await trx('deny_list').insert({ card_id: cardId, reason, version }).onConflict('card_id').merge(['reason', 'version']);
-    return version;
-  });
 }

@@ -9,7 +9,6 @@ import { Decision, DeclineReason, TerminalServiceClient } from '../../gen/tapcre
 import type { CardImage } from '../../gen/tapcredit/type/v1/card.js';
 import { Tap } from '../../gen/tapcredit/type/v1/tap.js';
 import type { TerminalHandle } from '../../terminal/service.js';
-import { denyCard } from '../../terminal/store.js';
 import {
   blankCard,
   enrolledCard,
@@ -76,7 +75,7 @@ describe('terminal server', () => {
     await start();
     const other = generateKeyPairSync('ed25519');
     const forged = writeCreditFlag(blankCard('C2'), signCreditFlag(other.privateKey, { cardId: 'C2', agreementId: 'agr_x', version: 1, issuedAt: new Date() }));
-    await denyCard(terminal!.db, 'C6', 'LOST');
+    await terminal!.store.denyCard('C6', 'LOST');
     const cases: [CardImage, DeclineReason][] = [
       [blankCard('C1'), DeclineReason.DECLINE_REASON_NO_CREDIT_FLAG],
       [forged, DeclineReason.DECLINE_REASON_FLAG_SIGNATURE_INVALID],
@@ -205,7 +204,7 @@ describe('terminal server', () => {
     issuer.unavailableCalls = Number.POSITIVE_INFINITY;
     await start();
     for (const id of ['C1', 'C2', 'C3']) await present(enrolledCard(id));
-    await denyCard(terminal!.db, 'C9', 'DEBT');
+    await terminal!.store.denyCard('C9', 'DEBT');
 
     const reported = await terminalStatus(2);
     expect(reported).to.deep.include({

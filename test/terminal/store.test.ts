@@ -3,7 +3,7 @@ import { expect } from 'chai';
 import { openDatabase, type Db } from '../../common/db.js';
 import type { Tap } from '../../gen/tapcredit/type/v1/tap.js';
 import { terminalMigrations } from '../../terminal/migrations.js';
-import { denyCard, TerminalStore } from '../../terminal/store.js';
+import { TerminalStore } from '../../terminal/store.js';
 import { FARE, removeDir, tempDir } from './fixtures.js';
 
 const tapAt = (sequence: bigint, cardId = 'C1'): Tap => ({
@@ -101,12 +101,12 @@ describe('terminal store', () => {
   it('keeps a versioned deny list: each listing bumps the version', async () => {
     const store = await TerminalStore.open(db);
     expect(await store.counts()).to.deep.include({ denyListVersion: '0', denyListSize: 0, lastForwardedAt: undefined });
-    expect(await store.isDenyListed('C1')).to.equal(false);
-    expect(await denyCard(db, 'C1', 'LOST')).to.equal('1');
-    expect(await denyCard(db, 'C2', 'DEBT')).to.equal('2');
-    expect(await denyCard(db, 'C1', 'CLONED')).to.equal('3');
-    expect(await store.isDenyListed('C1')).to.equal(true);
-    expect(await store.isDenyListed('C3')).to.equal(false);
+    expect(store.isDenyListed('C1')).to.equal(false);
+    expect(await store.denyCard('C1', 'LOST')).to.equal('1');
+    expect(await store.denyCard('C2', 'DEBT')).to.equal('2');
+    expect(await store.denyCard('C1', 'CLONED')).to.equal('3');
+    expect(store.isDenyListed('C1')).to.equal(true);
+    expect(store.isDenyListed('C3')).to.equal(false);
     expect(await store.counts()).to.deep.include({ denyListVersion: '3', denyListSize: 2 });
     expect(await db('deny_list').where({ card_id: 'C1' }).first('reason')).to.deep.equal({ reason: 'CLONED' });
   });
