@@ -1,10 +1,13 @@
 // Drains the terminal's accepted taps to the issuer: oldest first, in
 // batches, through IssuerService.TapReport, until each is acknowledged.
+import { status, type ServiceError } from '@grpc/grpc-js';
+import { decodeErrorDetails } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { callUnary } from '../common/rpc.js';
 import { runForBatch } from '../common/trace.js';
 import { Worker } from '../common/worker.js';
 import { IssuerServiceClient, TapReportStatus, tapReportStatusToJSON } from '../gen/tapcredit/issuer/v1/issuer.js';
+import type { Tap } from '../gen/tapcredit/type/v1/tap.js';
 import type { TerminalStore } from './store.js';
 
 export const DEFAULT_FORWARD_BATCH_SIZE = 500;
@@ -36,9 +39,19 @@ export async function forwardBatch(opts: ForwarderOptions): Promise<boolean> {
   if (taps.length === 0) return false;
 
   // The call joins the first tap's trace; every tap carries its own traceparent.
-  const response = await runForBatch(taps[0].traceparent, () =>
-    callUnary(opts.client, opts.client.tapReport, { terminalId: opts.terminalId, taps }, FORWARD_DEADLINE_MS),
-  );
+  let response;
+  try {
+    response = await runForBatch(taps[0].traceparent, () =>
+      callUnary(opts.client, opts.client.tapReport, { terminalId: opts.terminalId, taps }, FORWARD_DEADLINE_MS),
+    );
+  } catch (err) {
+    const refused = refusedTaps(err, taps);
+    if (refused.length === 0) throw err;
+    // The issuer refused the batch for some of its taps only: hold those for an operator and send the rest.
+    opts.log.error({ tapIds: refused.map((t) => t.tapId), err: String(err) }, 'issuer refused taps as malformed; they are held for an operator');
+    await opts.store.markHeld(refused.map((t) => t.tapId), 'INVALID_ARGUMENT', new Date());
+    return true;
+  }
   const sent = new Set(taps.map((t) => t.tapId));
   const acked: string[] = [];
   const held: string[] = [];
@@ -68,6 +81,29 @@ export async function forwardBatch(opts: ForwarderOptions): Promise<boolean> {
   // A full batch with progress means more may be waiting; a batch without
   // any (no answer for any tap) must not turn the loop into a busy spin.
   return taps.length === batchSize && acked.length + held.length > 0;
+}
+
+/**
+ * The taps an INVALID_ARGUMENT names (its field violations under taps[i]),
+ * when they are some of the batch, not all: then the batch fails for those
+ * taps alone, and sending it again cannot help. Empty otherwise (a refusal
+ * of the whole request, or of every tap, may be a passing misconfiguration:
+ * the batch is retried).
+ */
+export function refusedTaps(err: unknown, taps: Tap[]): Tap[] {
+  if ((err as ServiceError)?.code !== status.INVALID_ARGUMENT) return [];
+  const details = decodeErrorDetails(err as ServiceError);
+  // Past the cap of reported violations the list is partial: which taps are bad is not known.
+  if (details.errorInfo?.metadata.violation_count) return [];
+  const violations = details.badRequest?.fieldViolations ?? [];
+  const named = new Set<number>();
+  for (const v of violations) {
+    const m = /^taps\[(\d+)\]/.exec(v.field);
+    if (!m) return [];
+    named.add(Number(m[1]));
+  }
+  const refused = taps.filter((_, i) => named.has(i));
+  return refused.length > 0 && refused.length < taps.length ? refused : [];
 }
 
 export function createForwarder(opts: ForwarderOptions): Worker {

@@ -13,7 +13,7 @@ export function terminalMetrics(db: Db): Metrics {
     const oldest = await unsent().orderBy('sequence').first(asText(db, 'tapped_at'));
     return ageSeconds(oldest?.tapped_at);
   });
-  metrics.gauge('tapcredit_terminal_held_taps', 'Unsent taps held back for an operator: the issuer answered TAP_ID_CONFLICT.', async () =>
+  metrics.gauge('tapcredit_terminal_held_taps', 'Unsent taps held back for an operator: the issuer answered TAP_ID_CONFLICT or refused them as malformed.', async () =>
     toNumber((await unsent().whereNotNull('held_reason').count({ n: '*' }))[0].n),
   );
   metrics.gauge('tapcredit_terminal_deny_list_version', 'Version of the deny list this terminal holds (0: never synced).', async () => {

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { Server, ServerCredentials, status, type ServiceError, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { issueCard, signCreditFlag, writeCreditFlag } from '../../common/card.js';
+import { invalidArgument, toServiceError } from '../../common/errors.js';
 import {
   IssuerServiceService,
   TapReportStatus,
@@ -65,6 +66,8 @@ export class FakeIssuer {
   unavailableCalls = 0;
   /** Status to answer for particular tap ids instead of STORED / DUPLICATE. */
   readonly overrides = new Map<string, TapReportStatus>();
+  /** Tap ids the fake refuses as malformed: a batch holding one is answered INVALID_ARGUMENT naming it, as the issuer would. */
+  readonly malformed = new Set<string>();
   readonly enrollments: EnrollCardRequest[] = [];
   private server = new Server();
   address = '';
@@ -78,6 +81,8 @@ export class FakeIssuer {
           this.unavailableCalls--;
           return cb({ code: status.UNAVAILABLE, details: 'issuer is down (fake)' });
         }
+        const bad = call.request.taps.flatMap((tap, i) => (this.malformed.has(tap.tapId) ? [{ field: `taps[${i}].fare.currency_code`, description: 'must be CNY, the issuer\'s currency' }] : []));
+        if (bad.length > 0) return cb(toServiceError(invalidArgument(bad), 'issuer.tapcredit'));
         const results = call.request.taps.map((tap) => {
           const override = this.overrides.get(tap.tapId);
           if (override) return { tapId: tap.tapId, status: override, reason: 'FAKE' };

@@ -2,12 +2,13 @@ import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { credentials, status } from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { signCreditFlag, writeCreditFlag } from '../../common/card.js';
-import { decodeErrorDetails } from '../../common/errors.js';
+import { decodeErrorDetails, invalidArgument, toServiceError } from '../../common/errors.js';
 import { callUnary } from '../../common/rpc.js';
 import { TapReportStatus } from '../../gen/tapcredit/issuer/v1/issuer.js';
 import { Decision, DeclineReason, TerminalServiceClient } from '../../gen/tapcredit/terminal/v1/terminal.js';
 import type { CardImage } from '../../gen/tapcredit/type/v1/card.js';
 import { Tap } from '../../gen/tapcredit/type/v1/tap.js';
+import { refusedTaps } from '../../terminal/forwarder.js';
 import type { TerminalHandle } from '../../terminal/service.js';
 import {
   blankCard,
@@ -155,6 +156,33 @@ describe('terminal server', () => {
     expect(reported).to.deep.include({ heldTapCount: '3', heldTapIds: ['T1:1', 'T1:2', 'T1:3'] });
   });
 
+  it('holds the taps the issuer refuses as malformed in a batch it would otherwise take, and sends the rest', async () => {
+    issuer.malformed.add('T1:2');
+    await start({ forwardBatchSize: 10 });
+    issuer.unavailableCalls = Number.POSITIVE_INFINITY; // let the three taps queue into one batch
+    for (const id of ['C1', 'C2', 'C3']) await present(enrolledCard(id));
+    issuer.unavailableCalls = 0;
+    await waitFor(() => issuer.stored.has('T1:1') && issuer.stored.has('T1:3'));
+    const reported = await waitFor(async () => {
+      const s = await terminalStatus();
+      return s.heldTapCount === '1' && s;
+    });
+    expect(reported).to.deep.include({ unsentTapCount: '1', heldTapIds: ['T1:2'] });
+    expect(issuer.stored.has('T1:2')).to.equal(false);
+  });
+
+  it('keeps retrying a batch the issuer refuses whole: every tap named, or the request itself', async () => {
+    issuer.malformed.add('T1:1');
+    await start();
+    await present(enrolledCard('C1'));
+    await waitFor(() => issuer.reports.length >= 3);
+    const status = await terminalStatus();
+    expect(status).to.deep.include({ unsentTapCount: '1', heldTapCount: '0' });
+    // Once the issuer takes it (its configuration fixed, say), the tap goes.
+    issuer.malformed.clear();
+    await waitFor(() => issuer.stored.has('T1:1'));
+  });
+
   it('keeps accepted taps across a restart, forwards them after it, and continues the sequence', async () => {
     issuer.unavailableCalls = Number.POSITIVE_INFINITY;
     await start({ forwardBatchSize: 2 });
@@ -232,5 +260,26 @@ describe('terminal server', () => {
   it('verifies flags against the configured issuer key only', async () => {
     await start({ issuerPublicKey: generateKeyPairSync('ed25519').publicKey });
     expect((await present(enrolledCard('C1'))).declineReason).to.equal(DeclineReason.DECLINE_REASON_FLAG_SIGNATURE_INVALID);
+  });
+});
+
+describe('terminal forwarder: which taps an INVALID_ARGUMENT refuses', () => {
+  const taps = ['T1:1', 'T1:2', 'T1:3'].map((tapId) => Tap.fromPartial({ tapId }));
+  const refusal = (fields: string[], count?: number) => {
+    const violations = fields.map((field) => ({ field, description: 'bad' }));
+    const err = toServiceError(invalidArgument(count === undefined ? violations : [...violations, ...Array.from({ length: count - fields.length }, () => violations[0])]), 'issuer.tapcredit');
+    return Object.assign(new Error(String(err.details)), err);
+  };
+  const ids = (err: unknown) => refusedTaps(err, taps).map((t) => t.tapId);
+
+  it('names the taps its field violations point at, when they are some of the batch', () => {
+    expect(ids(refusal(['taps[0].fare.currency_code', 'taps[2].line_id']))).to.deep.equal(['T1:1', 'T1:3']);
+  });
+
+  it('names none when every tap is refused, the request itself is, the list was cut short, or the error is another', () => {
+    expect(ids(refusal(['taps[0].fare', 'taps[1].fare', 'taps[2].fare']))).to.deep.equal([]);
+    expect(ids(refusal(['taps[0].fare', 'terminal_id']))).to.deep.equal([]);
+    expect(ids(refusal(['taps[0].fare'], 60))).to.deep.equal([]);
+    expect(ids(Object.assign(new Error('down'), { code: status.UNAVAILABLE }))).to.deep.equal([]);
   });
 });

@@ -209,11 +209,12 @@ export interface GetTerminalStatusResponse {
     | Date
     | undefined;
   /**
-   * Of the unsent taps, those held back for an operator: the issuer answered
-   * TAP_ID_CONFLICT (it holds another tap under the same id, e.g. two
-   * terminals configured with one id), so sending again cannot help. A held
-   * tap is kept, never dropped, and no longer sent, so it does not block the
-   * taps behind it.
+   * Of the unsent taps, those held back for an operator, as sending them
+   * again cannot help: the issuer answered TAP_ID_CONFLICT (it holds another
+   * tap under the same id, e.g. two terminals configured with one id), or it
+   * refused the tap as malformed (INVALID_ARGUMENT naming some taps of a
+   * batch). A held tap is kept, never dropped, and no longer sent, so it does
+   * not block the taps behind it.
    */
   heldTapCount: string;
   /** Ids of the held taps, oldest first, up to unsent_taps_limit. */
