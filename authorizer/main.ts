@@ -15,6 +15,7 @@ const issuers = parseIssuerAddresses(setting('issuer-addresses', 'ISSUER_ADDRESS
 // mTLS with the authorizer's certificate; plaintext only with --insecure, on loopback.
 const tls = transportFromSettings('authorizer', host, Object.values(issuers).flatMap(splitAddresses));
 
+const shutdown = onShutdownSignal(log);
 const authorizer = await startAuthorizer({
   authorizerId: setting('authorizer-id', 'AUTHORIZER_ID', 'authorizer-1'),
   databaseUrl: setting('database-url', 'AUTHORIZER_DATABASE_URL', join(dataDir(), 'authorizer.sqlite')),
@@ -38,4 +39,4 @@ const authorizer = await startAuthorizer({
   log,
 });
 log.info({ address: authorizer.address }, 'authorizer ready');
-onShutdownSignal(log, authorizer.close);
+shutdown.started(authorizer.close);

@@ -211,11 +211,19 @@ export async function startServer(opts: {
   };
 }
 
-/** Runs stop() once on SIGTERM or SIGINT, then exits. */
-export function onShutdownSignal(log: Logger, stop: () => Promise<void>): void {
+/**
+ * Takes SIGTERM and SIGINT from now on: once the server has started (see
+ * started()), the first signal runs its stop() once and exits. Installed
+ * before the server starts, so a signal that comes while it starts (it may
+ * already listen) waits for the start and then stops it gracefully, instead
+ * of killing the process with the default action.
+ */
+export function onShutdownSignal(log: Logger): { started(stop: () => Promise<void>): void } {
+  let signal: string | undefined;
+  let stop: (() => Promise<void>) | undefined;
   let stopping = false;
-  const handler = (signal: string) => {
-    if (stopping) return;
+  const run = () => {
+    if (stopping || !signal || !stop) return;
     stopping = true;
     log.info({ signal }, 'shutting down');
     stop().then(
@@ -226,6 +234,16 @@ export function onShutdownSignal(log: Logger, stop: () => Promise<void>): void {
       },
     );
   };
-  process.on('SIGTERM', () => handler('SIGTERM'));
-  process.on('SIGINT', () => handler('SIGINT'));
+  const take = (name: string) => {
+    signal ??= name;
+    run();
+  };
+  process.on('SIGTERM', () => take('SIGTERM'));
+  process.on('SIGINT', () => take('SIGINT'));
+  return {
+    started(s) {
+      stop = s;
+      run();
+    },
+  };
 }

@@ -21,6 +21,7 @@ const authorizerAddress = setting('authorizer-address', 'AUTHORIZER_ADDRESS', `1
 // mTLS with the issuer's certificate; plaintext only with --insecure, on loopback.
 const tls = transportFromSettings('issuer', host, splitAddresses(authorizerAddress));
 
+const shutdown = onShutdownSignal(log);
 const issuer = await startIssuer({
   issuerId: setting('issuer-id', 'ISSUER_ID', 'issuer-1'),
   issuerCode: setting('issuer-code', 'ISSUER_CODE', 'CITY1'),
@@ -52,4 +53,4 @@ const issuer = await startIssuer({
   log,
 });
 log.info({ address: issuer.address }, 'issuer ready');
-onShutdownSignal(log, issuer.close);
+shutdown.started(issuer.close);

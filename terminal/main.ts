@@ -35,6 +35,7 @@ const fare = tariff
   ? fareForLine(tariff, lineId)
   : { minorUnits: String(intSetting('fare-minor-units', 'FARE_MINOR_UNITS', 200)), currencyCode: setting('currency', 'CURRENCY', 'CNY') };
 
+const shutdown = onShutdownSignal(log);
 const terminal = await startTerminal({
   terminalId,
   issuerCode: setting('issuer-code', 'ISSUER_CODE', 'CITY1'),
@@ -56,4 +57,4 @@ const terminal = await startTerminal({
   log,
 });
 log.info({ address: terminal.address }, 'terminal ready');
-onShutdownSignal(log, terminal.close);
+shutdown.started(terminal.close);
