@@ -7,7 +7,7 @@
 // child's peak RSS (VmHWM) and CPU time from /proc.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
-import { accepts, freePort } from '../common/ports.js';
+import { accepts, freePort, freePorts } from '../common/ports.js';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ChannelCredentials } from '@grpc/grpc-js';
@@ -259,8 +259,8 @@ export class Cluster {
   static async start(opts: ClusterOptions): Promise<Cluster> {
     mkdirSync(opts.dir, { recursive: true });
     if (opts.profileDir) mkdirSync(opts.profileDir, { recursive: true });
-    const ports = { authorizer: await freePort(), issuer: await freePort(), terminals: [] as number[] };
-    for (let i = 0; i < opts.terminals; i++) ports.terminals.push(await freePort());
+    const [authorizer, issuer, ...terminals] = await freePorts(2 + opts.terminals);
+    const ports = { authorizer, issuer, terminals };
     const cluster = new Cluster(opts, ports);
     if (opts.tls) {
       await ensureDevPki(cluster.certsDir, {

@@ -4,11 +4,9 @@
 // the same port and database. Each child's output goes to a log file.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, openSync } from 'node:fs';
-import { accepts, freePort } from '../../common/ports.js';
+import { accepts } from '../../common/ports.js';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-
-export { freePort };
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 

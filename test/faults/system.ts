@@ -16,7 +16,8 @@ import { IssuerServiceClient, type GetReconciliationReportResponse } from '../..
 import { Decision, DeclineReason, TerminalServiceClient, declineReasonToJSON } from '../../gen/tapcredit/terminal/v1/terminal.js';
 import type { CardImage } from '../../gen/tapcredit/type/v1/card.js';
 import { removeDir, tempDir } from '../helpers/assert.js';
-import { ServiceProcess, freePort, type ExitRecord, type ServiceSpec } from './cluster.js';
+import { freePorts } from '../../common/ports.js';
+import { ServiceProcess, type ExitRecord, type ServiceSpec } from './cluster.js';
 import { checkInvariants, openSqlite, pendingWork, type AcceptedTap, type InvariantFigures } from './invariants.js';
 import type { Prng } from './prng.js';
 import { FaultProxy } from './proxy.js';
@@ -94,8 +95,10 @@ export class FaultSystem {
     const dir = tempDir('tapcredit-faults-');
     const keys = ensureDevKeys(join(dir, 'keys'));
     const terminalIds = Array.from({ length: opts.terminals }, (_, i) => `T${i + 1}`);
-    const ports = { issuer: await freePort(), authorizer: await freePort(), terminals: [] as number[] };
-    for (const _ of terminalIds) ports.terminals.push(await freePort());
+    // Every port at once, the proxies' too, so none is handed out twice (a proxy on a server's port would pass for the server).
+    const [issuerPort, authorizerPort, ...rest] = await freePorts(2 + terminalIds.length + 3);
+    const ports = { issuer: issuerPort, authorizer: authorizerPort, terminals: rest.slice(0, terminalIds.length) };
+    const [toIssuer, toAuthorizer, backToIssuer] = rest.slice(terminalIds.length);
     const proxy = (hop: Hop, port: number) => new FaultProxy(hop, port, prng.fork(`proxy ${hop}`), opts.meanFaultGapMs);
     const proxies: Record<Hop, FaultProxy> = {
       'terminal->issuer': proxy('terminal->issuer', ports.issuer),
@@ -103,9 +106,9 @@ export class FaultSystem {
       'authorizer->issuer': proxy('authorizer->issuer', ports.issuer),
     };
     const via: Record<Hop, number> = {
-      'terminal->issuer': await proxies['terminal->issuer'].listen(),
-      'issuer->authorizer': await proxies['issuer->authorizer'].listen(),
-      'authorizer->issuer': await proxies['authorizer->issuer'].listen(),
+      'terminal->issuer': await proxies['terminal->issuer'].listen(toIssuer),
+      'issuer->authorizer': await proxies['issuer->authorizer'].listen(toAuthorizer),
+      'authorizer->issuer': await proxies['authorizer->issuer'].listen(backToIssuer),
     };
     const files = {
       authorizer: join(dir, 'authorizer.sqlite'),

@@ -22,7 +22,8 @@ import { Decision, TerminalServiceClient, declineReasonToJSON } from '../../gen/
 import type { CardImage } from '../../gen/tapcredit/type/v1/card.js';
 import { removeDir, sleep, tempDir } from '../helpers/assert.js';
 import { POSTGRES_URL, testDatabases } from '../helpers/databases.js';
-import { ServiceProcess, freePort, type ExitRecord, type ServiceSpec } from '../faults/cluster.js';
+import { freePorts } from '../../common/ports.js';
+import { ServiceProcess, type ExitRecord, type ServiceSpec } from '../faults/cluster.js';
 import { openSqlite } from '../faults/invariants.js';
 import { invariantViolations, isDrained, outstanding, type AcceptedTap, type RunDatabases } from './checks.js';
 
@@ -108,10 +109,11 @@ export async function runScaleScenario(o: ScaleOptions): Promise<ScaleReport> {
     const certs = join(dir, 'certs');
     await ensureDevPki(certs, { issuerId: ISSUER_ID, authorizerId: AUTHORIZER_ID, terminalIds });
     const urls = { issuer: await databases.url('issuer'), authorizer: await databases.url('authorizer') };
+    const all = await freePorts(4 + terminalIds.length);
     const ports = {
-      issuers: [await freePort(), await freePort()],
-      authorizers: [await freePort(), await freePort()],
-      terminals: await Promise.all(terminalIds.map(() => freePort())),
+      issuers: all.slice(0, 2),
+      authorizers: all.slice(2, 4),
+      terminals: all.slice(4),
     };
     const list = (ps: number[]) => ps.map((p) => `127.0.0.1:${p}`).join(',');
     const env = {
