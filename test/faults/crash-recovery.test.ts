@@ -6,6 +6,7 @@
 // twice. The servers are child processes (their main.ts).
 import { expect } from 'chai';
 import { toNumber } from '../../common/db.js';
+import { callUnary } from '../../common/rpc.js';
 import { Prng, randomSeed } from './prng.js';
 import { DriverRecord, FaultSystem, sleep } from './system.js';
 import type { CardImage } from '../../gen/tapcredit/type/v1/card.js';
@@ -33,6 +34,15 @@ describe('a crash between sending and storing the answer (SIGKILL, child process
     const prng = new Prng(seed);
     system = await FaultSystem.start(prng, { terminals: 1, meanFaultGapMs: 0, logLevel: 'warn' });
     cards = await system.enrollRiders(3, prng.fork('setup'), { underfundedShare: 0, faresPerRider: 10 });
+    // The terminal's connection to the issuer must be up before answers are dropped: a connection
+    // opened while they are dropped never completes its HTTP/2 handshake, so nothing would be sent.
+    // The deny-list stream being in sync shows it is.
+    const terminal = system.clients.terminals[0];
+    await until('the terminal is connected to the issuer', async () => (await callUnary(terminal, terminal.getTerminalStatus, { unsentTapsLimit: 0 })).denyListSyncedAt);
+  });
+  afterEach(() => {
+    // A failed test must not leave a hop dropping answers for the next one.
+    for (const proxy of Object.values(system.proxies)) proxy.dropAnswers = false;
   });
   after(async () => {
     await system?.close(!passed);
