@@ -134,7 +134,7 @@ export class TerminalStore {
   async applyDenyListChanges(changes: DenyListChange[], reset = false): Promise<bigint> {
     // What the commit does to each card, mirrored in memory once it has committed.
     const listed = new Map<string, boolean>();
-    const version = await this.db.transaction(async (trx) => {
+    const held = await this.db.transaction(async (trx) => {
       if (reset) {
         await trx('deny_list').delete();
         await trx('terminal_meta').where({ id: 1 }).update({ deny_list_version: '0' });
@@ -164,7 +164,7 @@ export class TerminalStore {
       if (isListed) this.denied.add(cardId);
       else this.denied.delete(cardId);
     }
-    return version;
+    return held;
   }
 
   /**
