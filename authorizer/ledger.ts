@@ -4,7 +4,7 @@
 // have a floor (-credit_limit); system accounts carry the other side of
 // riders' money (top-up funding, payable to an issuer, paid to an issuer).
 import type { Knex } from 'knex';
-import { asText, insertRows, snapshot, toNumber, type Db } from '../common/db.js';
+import { asText, insertRows, snapshot, sumAsText, toNumber, type Db } from '../common/db.js';
 import { failedPrecondition } from '../common/errors.js';
 
 export type TransferKind = 'TOP_UP' | 'FARE' | 'SETTLEMENT';
@@ -232,8 +232,6 @@ export async function entriesOf(db: Db, ledgerAccount: string, opts: { limit: nu
   }));
 }
 
-const sumAsText = (db: Db, column: string, alias: string) => db.raw('CAST(SUM(??) AS TEXT) AS ??', [column, alias]);
-
 /**
  * Checks the ledger's invariants and returns every violation found (empty
  * when the ledger is sound): each transfer is exactly two entries, -amount
@@ -270,7 +268,7 @@ async function violationsIn(db: Knex.Transaction): Promise<string[]> {
   if (toNumber(orphans[0].n) > 0) problems.push(`${orphans[0].n} entries belong to no transfer`);
 
   const [all] = await db('ledger_entries').select(sumAsText(db, 'amount', 'total'));
-  if (all.total !== null && BigInt(all.total) !== 0n) problems.push(`all entries sum to ${all.total}, not 0`);
+  if (BigInt(all.total) !== 0n) problems.push(`all entries sum to ${all.total}, not 0`);
 
   const sums = new Map<string, bigint>(
     (await db('ledger_entries').groupBy('ledger_account_id').select('ledger_account_id', sumAsText(db, 'amount', 'total'))).map((r) => [

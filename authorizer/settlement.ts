@@ -9,7 +9,7 @@
 // sending it, so one is in flight from one replica at a time and a dead
 // replica's settlement is taken over when its claim expires.
 import type { Knex } from 'knex';
-import { asText, toNumber, type Db } from '../common/db.js';
+import { asText, sumAsText, toNumber, type Db } from '../common/db.js';
 import { newId } from '../common/ids.js';
 import { Leases, skipLocked, type Claim } from '../common/leases.js';
 import type { Logger } from '../common/log.js';
@@ -101,7 +101,7 @@ async function formSettlement(trx: Knex.Transaction, issuerId: string, batchSize
   for (const part of chunks(rows.map((r) => toNumber(r.seq)))) {
     await trx('deductions').whereIn('seq', part).whereNull('settlement_id').update({ settlement_id: settlementId });
   }
-  const [assigned] = await trx('deductions').where({ settlement_id: settlementId }).select(trx.raw('COUNT(*) AS n'), trx.raw('CAST(COALESCE(SUM(amount), 0) AS TEXT) AS total'));
+  const [assigned] = await trx('deductions').where({ settlement_id: settlementId }).select(trx.raw('COUNT(*) AS n'), sumAsText(trx, 'amount', 'total'));
   if (toNumber(assigned.n) === 0) {
     await trx('settlements').where({ settlement_id: settlementId }).delete();
     return undefined;

@@ -12,6 +12,7 @@ import { callUnary } from '../common/rpc.js';
 import { IssuerServiceClient } from '../gen/tapcredit/issuer/v1/issuer.js';
 import { Tap } from '../gen/tapcredit/type/v1/tap.js';
 import { migrations as issuerMigrations, MIGRATIONS_TABLE } from '../issuer/migrations.js';
+import { tapRow } from '../issuer/taps.js';
 import { freePort, ServerProcess, type Cluster } from './cluster.js';
 import { batchesOf, sendBatches, type IngestResult, type Sender } from './ingest.js';
 import { Latencies, nowMs, type LatencySummary } from './stats.js';
@@ -25,34 +26,9 @@ export interface StorageResult {
   commitLatency: LatencySummary;
 }
 
-/** The row the issuer stores for a RECEIVED tap (issuer/taps.ts storeBatch). */
-function tapRow(tap: Tap, now: number) {
-  return {
-    tap_id: tap.tapId,
-    terminal_id: tap.terminalId,
-    terminal_sequence: tap.terminalSequence,
-    card_id: tap.cardId,
-    agreement_id: tap.agreementId,
-    fare_currency: tap.fare!.currencyCode,
-    fare_minor: tap.fare!.minorUnits,
-    tapped_at: String(tap.tappedAt!.getTime()),
-    proof_counter: tap.proof!.counter,
-    proof_terminal_random: tap.proof!.terminalRandom,
-    proof_mac: tap.proof!.mac,
-    fingerprint: fingerprint(Tap.encode(tap).finish()),
-    state: 'RECEIVED',
-    decline_reason: null,
-    traceparent: null,
-    line_id: null,
-    service_day: new Date(now).toISOString().slice(0, 10),
-    due_minor: tap.fare!.minorUnits,
-    clone_reason: null,
-    charged_currency: null,
-    charged_minor: null,
-    received_at: String(now),
-    updated_at: String(now),
-  };
-}
+/** The row the issuer stores for a RECEIVED tap, through the issuer's own tapRow. */
+const receivedRow = (tap: Tap, now: number) =>
+  tapRow({ tap, print: fingerprint(Tap.encode(tap).finish()), state: 'RECEIVED', risk: { serviceDay: new Date(now).toISOString().slice(0, 10), due: BigInt(tap.fare!.minorUnits) } }, now);
 
 /** Inserts the taps' rows into a fresh issuer schema, batchSize rows per transaction (chunks of 400 rows per INSERT, as the issuer). */
 export async function storageBaseline(dir: string, taps: Tap[], batchSize: number): Promise<StorageResult> {
@@ -63,7 +39,7 @@ export async function storageBaseline(dir: string, taps: Tap[], batchSize: numbe
     for (const batch of batchesOf(taps, batchSize)) {
       const c0 = nowMs();
       const now = Date.now();
-      const rows = batch.map((t) => tapRow(t, now));
+      const rows = batch.map((t) => receivedRow(t, now));
       await db.transaction(async (trx) => {
         for (const part of batchesOf(rows, 400)) await trx('taps').insert(part);
       });

@@ -4,9 +4,33 @@
 import { join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { SERVER_HEAP_MB } from '../common/config.js';
-import { ROOT } from './cluster.js';
+import { ROOT, type HopSettings } from './cluster.js';
 import { renderMarkdown, writeReport } from './report.js';
 import { runBench, type BenchOptions } from './run.js';
+
+/** The flags, as Commander gives them; the hop flags are named as the servers' settings. */
+type CliOptions = HopSettings & {
+  duration?: number;
+  virtualTerminals?: number;
+  maxInFlight?: number;
+  heapMb?: number;
+  gatesDuration?: number;
+  cards?: number;
+  terminals?: number;
+  readers?: number;
+  rate?: number;
+  latencySeconds?: number;
+  latencyRate?: number;
+  senders?: number;
+  gateSenders?: number;
+  insecure?: boolean;
+  postgres?: string | true;
+  logLevel: string;
+  profile?: boolean;
+  keep?: boolean;
+  quick?: boolean;
+  out: string;
+};
 
 const int = (value: string) => {
   const n = Number(value);
@@ -47,34 +71,7 @@ const opts = new Command()
   .option('--quick', 'a few seconds with a handful of cards: proves the harness works, figures mean nothing')
   .option('--out <dir>', 'where reports go', join(ROOT, 'bench', 'reports'))
   .parse()
-  .opts<{
-    duration?: number;
-    virtualTerminals?: number;
-    maxInFlight?: number;
-    heapMb?: number;
-    gatesDuration?: number;
-    cards?: number;
-    terminals?: number;
-    readers?: number;
-    rate?: number;
-    latencySeconds?: number;
-    latencyRate?: number;
-    senders?: number;
-    gateSenders?: number;
-    forwardBatchSize?: number;
-    forwardWindowMs?: number;
-    deductBatchSize?: number;
-    deductWindowMs?: number;
-    settlementBatchSize?: number;
-    settlementWindowMs?: number;
-    insecure?: boolean;
-    postgres?: string | true;
-    logLevel: string;
-    profile?: boolean;
-    keep?: boolean;
-    quick?: boolean;
-    out: string;
-  }>();
+  .opts<CliOptions>();
 
 const stamp = new Date().toISOString().replace(/[:.]/g, '-');
 const options: Partial<BenchOptions> = Object.fromEntries(

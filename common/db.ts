@@ -116,6 +116,9 @@ export function snapshot<T>(db: Knex, read: (trx: Knex.Transaction) => Promise<T
 export const asText = (db: Knex, column: string, alias = column.split('.').pop()!) =>
   db.raw('CAST(?? AS TEXT) AS ??', [column, alias]);
 
+/** Sums an int64 column as text (0 when no row), so a total is never read back as a lossy JS number. */
+export const sumAsText = (db: Knex, column: string, alias: string) => db.raw('CAST(COALESCE(SUM(??), 0) AS TEXT) AS ??', [column, alias]);
+
 /** Reads a count or id from either driver (pg returns bigint aggregates as strings). */
 export const toNumber = (value: unknown): number => Number(value ?? 0);
 

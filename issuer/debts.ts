@@ -9,7 +9,7 @@
 // recovered debt turns the tap DEDUCTED (recovered); once a card owes
 // nothing, its DEBT listing is removed.
 import { createHash } from 'node:crypto';
-import { asText, isUniqueViolation, type Db } from '../common/db.js';
+import { asText, isUniqueViolation, sumAsText, type Db } from '../common/db.js';
 import { notFound } from '../common/errors.js';
 import { Leases, skipLocked, type Claim } from '../common/leases.js';
 import { trailLogger } from '../common/log.js';
@@ -237,7 +237,7 @@ async function sendAttempts(ctx: IssuerContext, attempts: Attempt[], batchSize: 
 
 /** Sum of the amounts due of a card's DECLINED taps. */
 export async function outstandingDebt(db: Db, cardId: string): Promise<bigint> {
-  const [row] = await db('taps').where({ card_id: cardId, state: 'DECLINED' }).select(db.raw('CAST(COALESCE(SUM(due_minor), 0) AS TEXT) AS total'));
+  const [row] = await db('taps').where({ card_id: cardId, state: 'DECLINED' }).select(sumAsText(db, 'due_minor', 'total'));
   return BigInt(row.total);
 }
 

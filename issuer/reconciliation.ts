@@ -1,7 +1,7 @@
 // The reconciliation report of one service day: the day's taps counted and
 // summed by state, what was debited against what was settled, and every
 // settlement item the issuer found not to match (stored by Settle). Read-only.
-import { asText, snapshot, toNumber, type Db } from '../common/db.js';
+import { asText, snapshot, sumAsText, toNumber, type Db } from '../common/db.js';
 import { invalidArgument } from '../common/errors.js';
 import { Violations, pageSize } from '../common/validate.js';
 import {
@@ -47,8 +47,6 @@ function decodeToken(day: string, token: string): number {
   }
   throw invalidArgument([{ field: 'page_token', description: 'is not a token from a previous page of this report' }]);
 }
-
-const sumAsText = (db: Db, column: string, alias: string) => db.raw('CAST(COALESCE(SUM(??), 0) AS TEXT) AS ??', [column, alias]);
 
 export interface ReportOptions {
   /** Currency of the issuer's fares: every sum is in it. */

@@ -8,7 +8,7 @@
 // the issuer out of order (each terminal forwards on its own), so a counter
 // lower than the highest seen is not evidence by itself; only the order of
 // tapped_at is, beyond a clock tolerance between terminals.
-import { asText, raiseColumn, type Db } from '../common/db.js';
+import { asText, raiseColumn, sumAsText, type Db } from '../common/db.js';
 import type { Tap } from '../gen/tapcredit/type/v1/tap.js';
 import { chunks, DEFAULT_CLONE_CLOCK_SKEW_MS, type IssuerContext } from './context.js';
 import { addReason } from './deny-list.js';
@@ -79,7 +79,7 @@ export async function assessTaps(trx: Db, ctx: IssuerContext, taps: Tap[], now: 
           .whereIn('service_day', someDays)
           .whereNot({ state: 'REJECTED' })
           .groupBy('card_id', 'service_day')
-          .select('card_id', 'service_day', trx.raw('CAST(COALESCE(SUM(due_minor), 0) AS TEXT) AS total'));
+          .select('card_id', 'service_day', sumAsText(trx, 'due_minor', 'total'));
         for (const r of rows) spent.set(`${r.card_id}\0${r.service_day}`, BigInt(r.total));
       }
     }

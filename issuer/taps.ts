@@ -196,37 +196,12 @@ async function storeBatch(
     if (o.risk.due === 0n) o.state = 'CAPPED';
   }
 
-  const toStore = outcomes.filter((o) => o.state);
+  const toStore = outcomes.filter((o): o is Outcome & StoredTap => o.state !== undefined);
   for (const batch of chunks(toStore, 400)) {
     await insertRows(
       trx,
       'taps',
-      batch.map(({ tap, print, state, reason, risk }) => ({
-        tap_id: tap.tapId,
-        terminal_id: tap.terminalId,
-        terminal_sequence: tap.terminalSequence,
-        card_id: tap.cardId,
-        agreement_id: tap.agreementId,
-        fare_currency: tap.fare!.currencyCode,
-        fare_minor: tap.fare!.minorUnits,
-        tapped_at: String(tap.tappedAt!.getTime()),
-        proof_counter: tap.proof!.counter,
-        proof_terminal_random: tap.proof!.terminalRandom,
-        proof_mac: tap.proof!.mac,
-        fingerprint: print,
-        state,
-        decline_reason: reason ?? null,
-        traceparent: tap.traceparent || null,
-        line_id: tap.lineId || null,
-        service_day: risk?.serviceDay ?? null,
-        due_minor: risk ? risk.due.toString() : null,
-        clone_reason: risk?.cloneReason ?? null,
-        // Nothing was debited for a capped tap: it is charged zero.
-        charged_currency: state === 'CAPPED' ? tap.fare!.currencyCode : null,
-        charged_minor: state === 'CAPPED' ? '0' : null,
-        received_at: String(now),
-        updated_at: String(now),
-      })),
+      batch.map((o) => tapRow(o, now)),
     );
   }
   for (const batch of chunks(toStore)) {
@@ -245,6 +220,46 @@ async function storeBatch(
     updated_at: String(now),
   });
   return { outcomes, denyListChanged };
+}
+
+/** A tap as it is stored: reported, fingerprinted, in its first state. */
+export interface StoredTap {
+  tap: Tap;
+  print: string;
+  state: TapStateName;
+  reason?: string;
+  /** The fare cap's and clone check's assessment; none for a REJECTED tap. */
+  risk?: TapAssessment;
+}
+
+/** The taps row of a tap as the issuer stores it on arrival (the storage baseline of the bench inserts the same). */
+export function tapRow({ tap, print, state, reason, risk }: StoredTap, now: number): Record<string, unknown> {
+  return {
+    tap_id: tap.tapId,
+    terminal_id: tap.terminalId,
+    terminal_sequence: tap.terminalSequence,
+    card_id: tap.cardId,
+    agreement_id: tap.agreementId,
+    fare_currency: tap.fare!.currencyCode,
+    fare_minor: tap.fare!.minorUnits,
+    tapped_at: String(tap.tappedAt!.getTime()),
+    proof_counter: tap.proof!.counter,
+    proof_terminal_random: tap.proof!.terminalRandom,
+    proof_mac: tap.proof!.mac,
+    fingerprint: print,
+    state,
+    decline_reason: reason ?? null,
+    traceparent: tap.traceparent || null,
+    line_id: tap.lineId || null,
+    service_day: risk?.serviceDay ?? null,
+    due_minor: risk ? risk.due.toString() : null,
+    clone_reason: risk?.cloneReason ?? null,
+    // Nothing was debited for a capped tap: it is charged zero.
+    charged_currency: state === 'CAPPED' ? tap.fare!.currencyCode : null,
+    charged_minor: state === 'CAPPED' ? '0' : null,
+    received_at: String(now),
+    updated_at: String(now),
+  };
 }
 
 // --- reading taps back ---
