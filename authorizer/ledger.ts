@@ -4,7 +4,7 @@
 // have a floor (-credit_limit); system accounts carry the other side of
 // riders' money (top-up funding, payable to an issuer, paid to an issuer).
 import type { Knex } from 'knex';
-import { asText, insertRows, snapshot, sumAsText, toNumber, type Db } from '../common/db.js';
+import { asText, chunks, insertRows, snapshot, sumAsText, toNumber, type Db } from '../common/db.js';
 import { failedPrecondition } from '../common/errors.js';
 
 export type TransferKind = 'TOP_UP' | 'FARE' | 'SETTLEMENT';
@@ -20,14 +20,6 @@ export const ledgerAccountId = {
 
 const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
-/** Rows per INSERT / ids per IN (...): well inside SQLite's and PostgreSQL's bound-parameter limits. */
-export const CHUNK = 500;
-
-export function chunks<T>(items: readonly T[], size = CHUNK): T[][] {
-  const out: T[][] = [];
-  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
-  return out;
-}
 
 interface LedgerAccountState {
   id: string;

@@ -20,7 +20,7 @@ import { callUnary } from '../common/rpc.js';
 import { AuthorizerServiceClient } from '../gen/tapcredit/authorizer/v1/authorizer.js';
 import { IssuerServiceClient, tapStateToJSON, type GetReconciliationReportResponse } from '../gen/tapcredit/issuer/v1/issuer.js';
 import { TerminalServiceClient } from '../gen/tapcredit/terminal/v1/terminal.js';
-import { serviceDay } from '../issuer/fares.js';
+import { serviceDay } from '../issuer/service-day.js';
 import { Cluster, CURRENCY, ISSUER_CODE } from './cluster.js';
 import { drive } from './drive.js';
 import { IssuerStore } from './issuer-store.js';

@@ -120,6 +120,16 @@ export const asText = (db: Knex, column: string, alias = column.split('.').pop()
 export const sumAsText = (db: Knex, column: string, alias: string) => db.raw('CAST(COALESCE(SUM(??), 0) AS TEXT) AS ??', [column, alias]);
 
 /** Reads a count or id from either driver (pg returns bigint aggregates as strings). */
+/** Rows per multi-row INSERT / ids per IN (...): well inside SQLite's and PostgreSQL's bound-parameter limits. */
+export const CHUNK = 500;
+
+/** items in slices of at most size, for statements that take a list. */
+export function chunks<T>(items: readonly T[], size = CHUNK): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}
+
 export const toNumber = (value: unknown): number => Number(value ?? 0);
 
 /** Returns true when err is a unique-key violation (a claimed id) on either driver. */

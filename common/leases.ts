@@ -18,7 +18,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Knex } from 'knex';
-import type { Db } from './db.js';
+import { chunks, type Db } from './db.js';
 
 /** How long a claim lasts: longer than one send (a call deadline is 10 s) plus storing its outcome. */
 export const DEFAULT_CLAIM_TTL_MS = 30_000;
@@ -69,13 +69,6 @@ export interface Claim {
   expiresAt: number;
 }
 
-const IN_LIST = 500;
-
-function chunked<T>(items: T[]): T[][] {
-  const out: T[][] = [];
-  for (let i = 0; i < items.length; i += IN_LIST) out.push(items.slice(i, i + IN_LIST));
-  return out;
-}
 
 export interface LeaseOptions {
   /** This replica's name (replicaName() by default). */
@@ -124,7 +117,7 @@ export class Leases {
     const candidates: string[] = (await skipLocked(trx, query)).map((r: Record<string, string>) => r[spec.key]);
     if (candidates.length === 0) return { ...claim, keys: [] };
     let updated = 0;
-    for (const part of chunked(candidates)) {
+    for (const part of chunks(candidates)) {
       // Conditional: a row another replica claimed since the select (SQLite, or a lease that expired meanwhile) is not taken.
       updated += await unclaimed(trx(spec.table).whereIn(spec.key, part), now).update(Leases.columns(claim));
     }
@@ -135,7 +128,7 @@ export class Leases {
 
   /** Frees the rows still held by claim (after a failed send), so that any replica may retry them now. */
   async release(db: Db, table: string, key: string, claim: Claim): Promise<void> {
-    for (const part of chunked(claim.keys)) {
+    for (const part of chunks(claim.keys)) {
       await db(table).whereIn(key, part).where(CLAIMED_BY, claim.token).update(Leases.free);
     }
   }

@@ -5,7 +5,14 @@ import { status, type ServiceError } from '@grpc/grpc-js';
 import { ApiError, decodeErrorDetails, unavailable } from '../common/errors.js';
 import { callUnary, channelTarget } from '../common/rpc.js';
 import { channelCredentials, type TlsConfig } from '../common/tls.js';
-import { AuthorizerServiceClient } from '../gen/tapcredit/authorizer/v1/authorizer.js';
+import {
+  AuthorizerServiceClient,
+  DeductDeclineReason,
+  DeductStatus,
+  deductDeclineReasonToJSON,
+  type DeductItem,
+  type DeductResult,
+} from '../gen/tapcredit/authorizer/v1/authorizer.js';
 import type { AuthorizerPort } from './context.js';
 
 export const ENROLL_DEADLINE_MS = 5_000;
@@ -44,4 +51,25 @@ export function authorizerClient(address: string, tls?: TlsConfig): AuthorizerPo
       }),
     close: () => client.close(),
   };
+}
+
+/** "DEDUCT_DECLINE_REASON_INSUFFICIENT_FUNDS" -> "INSUFFICIENT_FUNDS". */
+export const declineReasonName = (reason: DeductDeclineReason) =>
+  deductDeclineReasonToJSON(reason).replace(/^DEDUCT_DECLINE_REASON_/, '');
+
+/** Refuses an answer that does not give one well-formed result per item, in order (nothing is stored then). */
+export function checkResults(items: DeductItem[], results: DeductResult[]): void {
+  if (results.length !== items.length) {
+    throw new Error(`Deduct answered ${results.length} results for ${items.length} items`);
+  }
+  results.forEach((r, i) => {
+    if (r.requestId !== items[i].requestId) throw new Error(`Deduct result ${i} is for ${r.requestId}, expected ${items[i].requestId}`);
+    if (r.status === DeductStatus.DEDUCT_STATUS_DEBITED && !r.deductionId) throw new Error(`Deduct result ${i} is DEBITED without a deduction id`);
+    if (r.status === DeductStatus.DEDUCT_STATUS_DECLINED && r.declineReason === DeductDeclineReason.DEDUCT_DECLINE_REASON_UNSPECIFIED) {
+      throw new Error(`Deduct result ${i} is DECLINED without a reason`);
+    }
+    if (![DeductStatus.DEDUCT_STATUS_DEBITED, DeductStatus.DEDUCT_STATUS_DECLINED, DeductStatus.DEDUCT_STATUS_REJECTED].includes(r.status)) {
+      throw new Error(`Deduct result ${i} has status ${r.status}`);
+    }
+  });
 }

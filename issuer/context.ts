@@ -12,6 +12,7 @@ import type {
   RevokeAgreementRequest,
   RevokeAgreementResponse,
 } from '../gen/tapcredit/authorizer/v1/authorizer.js';
+import type { DebtRetryConfig } from './debts.js';
 import type { DenyListFeed } from './deny-list.js';
 import type { FareCapConfig } from './fares.js';
 
@@ -26,18 +27,6 @@ export interface AuthorizerPort {
   revokeAgreement(request: RevokeAgreementRequest): Promise<RevokeAgreementResponse>;
 }
 
-/** Backoff of debt retries: baseMs after the first decline, doubling per retry, at most maxMs. */
-export interface DebtRetryConfig {
-  baseMs: number;
-  maxMs: number;
-}
-
-export const DEFAULT_DEBT_RETRY: DebtRetryConfig = { baseMs: 60 * 60_000, maxMs: 24 * 60 * 60_000 };
-
-/** Wait before the next retry of a debt that has been retried `retries` times. */
-export function debtRetryDelay(cfg: DebtRetryConfig, retries: number): number {
-  return Math.min(cfg.maxMs, cfg.baseMs * 2 ** Math.min(retries, 30));
-}
 /** Taps of one card from different terminals closer in time than this are not compared for order (terminal clocks differ). */
 export const DEFAULT_CLONE_CLOCK_SKEW_MS = 60_000;
 
@@ -69,16 +58,6 @@ const processLeases = new Leases();
 
 export const leasesOf = (ctx: IssuerContext): Leases => ctx.leases ?? processLeases;
 
-/** Tap life-cycle states as stored (the TapState enum names without prefix). */
-export type TapStateName = 'RECEIVED' | 'DEDUCTING' | 'DEDUCTED' | 'DECLINED' | 'SETTLED' | 'REJECTED' | 'CAPPED';
 
-/** Rows per multi-row INSERT / IN list: far below SQLite's and PostgreSQL's bind-parameter limits. */
-export const CHUNK = 500;
-
-export function chunks<T>(items: readonly T[], size = CHUNK): T[][] {
-  const out: T[][] = [];
-  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
-  return out;
-}
 
 

@@ -9,7 +9,7 @@
 // recovered debt turns the tap DEDUCTED (recovered); once a card owes
 // nothing, its DEBT listing is removed.
 import { createHash } from 'node:crypto';
-import { asText, isUniqueViolation, sumAsText, type Db } from '../common/db.js';
+import { asText, chunks, isUniqueViolation, sumAsText, type Db } from '../common/db.js';
 import { notFound } from '../common/errors.js';
 import { Leases, skipLocked, type Claim } from '../common/leases.js';
 import { trailLogger } from '../common/log.js';
@@ -17,11 +17,25 @@ import { itemTraceFields, runForBatch } from '../common/trace.js';
 import { MAX_BATCH, Violations } from '../common/validate.js';
 import { DeductStatus, type DeductItem } from '../gen/tapcredit/authorizer/v1/authorizer.js';
 import type { RetryDebtsRequest, RetryDebtsResponse } from '../gen/tapcredit/issuer/v1/issuer.js';
-import { chunks, DEFAULT_DEBT_RETRY, debtRetryDelay, leasesOf, type IssuerContext } from './context.js';
-import { checkResults, declineReasonName } from './deductions.js';
+import { checkResults, declineReasonName } from './authorizer-client.js';
+import { leasesOf, type IssuerContext } from './context.js';
 import { denyListEntry, removeReason } from './deny-list.js';
+import { DEBT_STATES, moveTaps } from './tap-states.js';
 
 export const DEFAULT_DEBT_BATCH_SIZE = 500;
+
+/** Backoff of debt retries: baseMs after the first decline, doubling per retry, at most maxMs. */
+export interface DebtRetryConfig {
+  baseMs: number;
+  maxMs: number;
+}
+
+export const DEFAULT_DEBT_RETRY: DebtRetryConfig = { baseMs: 60 * 60_000, maxMs: 24 * 60 * 60_000 };
+
+/** Wait before the next retry of a debt that has been retried `retries` times. */
+export function debtRetryDelay(cfg: DebtRetryConfig, retries: number): number {
+  return Math.min(cfg.maxMs, cfg.baseMs * 2 ** Math.min(retries, 30));
+}
 
 /** Authorizer request id of retry n (n >= 1) of a tap's debit; the first debit used the tap id itself. */
 export function retryRequestId(tapId: string, n: number): string {
@@ -90,8 +104,9 @@ async function claimAttempts(db: Db, leases: Leases, now: number, batchSize: num
     if (room <= 0) return { claim: held, attempts: pending };
 
     // Taps another replica is claiming right now are skipped (PostgreSQL); the key above catches the rest.
+    // The schedule retries DECLINED debts; a retry the rider asks for also tries the UNCOLLECTABLE ones again.
     const dueQuery = trx('taps')
-      .where({ state: 'DECLINED' })
+      .whereIn('state', cardId ? DEBT_STATES : ['DECLINED'])
       .whereNotExists(trx('debit_attempts').whereRaw('debit_attempts.tap_id = taps.tap_id').where('debit_attempts.state', 'PENDING'))
       .orderBy('id')
       .limit(room);
@@ -203,30 +218,34 @@ async function sendAttempts(ctx: IssuerContext, attempts: Attempt[], batchSize: 
         'tap debt retry answered',
       );
       if (outcome.state === 'DEBITED') {
-        const updated = await trx('taps').where({ tap_id: a.tap_id, state: 'DECLINED' }).update({
-          state: 'DEDUCTED',
-          deduction_id: r.deductionId,
-          charged_currency: a.fare_currency,
-          charged_minor: a.due_minor,
-          recovered_at: String(now),
-          next_retry_at: null,
-          updated_at: String(now),
+        const moved = await moveTaps(trx, {
+          from: DEBT_STATES,
+          to: 'DEDUCTED',
+          tapIds: [a.tap_id],
+          now,
+          set: { deduction_id: r.deductionId, charged_currency: a.fare_currency, charged_minor: a.due_minor, recovered_at: String(now), next_retry_at: null },
         });
-        if (updated > 0) {
-          await trx('tap_state_changes').insert({ tap_id: a.tap_id, state: 'DEDUCTED', changed_at: String(now) });
+        if (moved.length > 0) {
           recovered++;
           recoveredCards.add(a.card_id);
         }
+      } else if (outcome.state === 'REJECTED') {
+        // Refused for good (the agreement is gone, say): retrying on the schedule cannot help, so the debt waits for an operator or the rider.
+        ctx.log.error({ tapId: a.tap_id, requestId: a.request_id, reason: outcome.reason }, 'debt retry refused by the authorizer; the debt is uncollectable');
+        await moveTaps(trx, { from: 'DECLINED', to: 'UNCOLLECTABLE', tapIds: [a.tap_id], now, set: { decline_reason: outcome.reason, next_retry_at: null } });
+        await trx('taps').where({ tap_id: a.tap_id, state: 'UNCOLLECTABLE' }).update({ decline_reason: outcome.reason, updated_at: String(now) });
       } else {
-        if (outcome.state === 'REJECTED') ctx.log.error({ tapId: a.tap_id, requestId: a.request_id, reason: outcome.reason }, 'debt retry rejected by the authorizer');
-        const update: Record<string, string> = { next_retry_at: String(now + debtRetryDelay(retry, a.attempt)), updated_at: String(now) };
-        if (outcome.state === 'DECLINED') update.decline_reason = outcome.reason!;
-        await trx('taps').where({ tap_id: a.tap_id, state: 'DECLINED' }).update(update);
+        // Declined, not refused: an uncollectable debt is collectable again (the card was bound to a new account, say).
+        await moveTaps(trx, { from: 'UNCOLLECTABLE', to: 'DECLINED', tapIds: [a.tap_id], now });
+        await trx('taps')
+          .where({ tap_id: a.tap_id })
+          .whereIn('state', DEBT_STATES)
+          .update({ decline_reason: outcome.reason!, next_retry_at: String(now + debtRetryDelay(retry, a.attempt)), updated_at: String(now) });
       }
     }
     // A card that owes nothing any more leaves the deny list (for DEBT; other reasons stay).
     for (const cardId of recoveredCards) {
-      const owing = await trx('taps').where({ card_id: cardId, state: 'DECLINED' }).first('tap_id');
+      const owing = await trx('taps').where({ card_id: cardId }).whereIn('state', DEBT_STATES).first('tap_id');
       if (!owing && (await removeReason(trx, cardId, 'DEBT', now))) unlisted = true;
     }
   });
@@ -235,9 +254,9 @@ async function sendAttempts(ctx: IssuerContext, attempts: Attempt[], batchSize: 
   return { retried: attempts.length, recovered, more: attempts.length === batchSize };
 }
 
-/** Sum of the amounts due of a card's DECLINED taps. */
+/** Sum of the amounts due of a card's debts. */
 export async function outstandingDebt(db: Db, cardId: string): Promise<bigint> {
-  const [row] = await db('taps').where({ card_id: cardId, state: 'DECLINED' }).select(sumAsText(db, 'due_minor', 'total'));
+  const [row] = await db('taps').where({ card_id: cardId }).whereIn('state', DEBT_STATES).select(sumAsText(db, 'due_minor', 'total'));
   return BigInt(row.total);
 }
 

@@ -2,13 +2,21 @@
 // authorizer authorizes the rider's account as an agreement, and the issuer
 // binds card and agreement and signs the credit flag the phone writes into
 // the card.
-import { isUniqueViolation } from '../common/db.js';
+//
+// The enrollment claims the card before it asks the authorizer, so two
+// enrollments of one card cannot both create an agreement. An enrollment that
+// never completes (the phone gave up, the issuer crashed after the
+// authorizer's answer) leaves its claim to expire; the claim is then
+// abandoned and the agreement it may have created is revoked by the
+// enrollment worker (sweepAbandonedEnrollments).
+import { status } from '@grpc/grpc-js';
 import { createHash } from 'node:crypto';
 import { CREDIT_FLAG_VERSION, MAC_BYTES, TERMINAL_RANDOM_BYTES, signCreditFlag, verifyCardProof } from '../common/card.js';
-import { asText } from '../common/db.js';
-import { failedPrecondition, requestIdReused } from '../common/errors.js';
+import { asText, isUniqueViolation, type Db } from '../common/db.js';
+import { ApiError, failedPrecondition, requestIdReused } from '../common/errors.js';
 import { fingerprint } from '../common/ids.js';
 import { Violations } from '../common/validate.js';
+import { AuthorizeEnrollmentRequest } from '../gen/tapcredit/authorizer/v1/authorizer.js';
 import { EnrollCardRequest, type EnrollCardResponse } from '../gen/tapcredit/issuer/v1/issuer.js';
 import { type IssuerContext } from './context.js';
 import { removeReason } from './deny-list.js';
@@ -142,14 +150,24 @@ export async function enrollCard(ctx: IssuerContext, req: EnrollCardRequest): Pr
   }
   await checkCardEnrollable(ctx, cardId, BigInt(proof.counter));
 
-  // The authorizer call happens outside any transaction; its request id makes a retry safe.
-  const { agreement } = await ctx.authorizer.authorizeEnrollment({
+  const authorize: AuthorizeEnrollmentRequest = {
     requestId: authorizerRequestId(ctx.issuerId, req.requestId),
     issuerId: ctx.issuerId,
     accountId: req.accountId,
     rider: req.rider,
     cardId,
-  });
+  };
+  await claimCard(ctx, cardId, req.requestId, authorize, now.getTime());
+  // The authorizer call happens outside any transaction; its request id makes a retry safe.
+  let agreement;
+  try {
+    ({ agreement } = await ctx.authorizer.authorizeEnrollment(authorize));
+  } catch (err) {
+    // A definite refusal created nothing at the authorizer: free the card. Otherwise the claim stays
+    // (an agreement may exist): the phone's retry continues it, or it expires and is swept.
+    if (err instanceof ApiError && DEFINITE_REFUSALS.has(err.code)) await releaseClaim(ctx.db, cardId, req.requestId);
+    throw err;
+  }
   if (!agreement?.agreementId) throw new Error('the authorizer answered AuthorizeEnrollment without an agreement');
 
   const row: EnrollmentRow = {
@@ -165,6 +183,9 @@ export async function enrollCard(ctx: IssuerContext, req: EnrollCardRequest): Pr
   let unlisted = false;
   try {
     await ctx.db.transaction(async (trx) => {
+      // Still ours, or the claim expired meanwhile and its agreement is being revoked.
+      const released = await trx('enrollment_claims').where({ card_id: cardId, request_id: req.requestId }).delete();
+      if (released === 0) throw enrollmentAbandoned(req.requestId);
       // The enrollment row claims the request id; the card row (or its empty binding) claims the card.
       await trx('enrollments').insert(row);
       const existing = await trx('cards').where({ card_id: cardId }).first('enrollment_request_id');
@@ -197,9 +218,11 @@ export async function enrollCard(ctx: IssuerContext, req: EnrollCardRequest): Pr
       }
     });
   } catch (err) {
-    if (!isUniqueViolation(err)) throw err;
+    const abandoned = err instanceof ApiError && err.reason === 'ENROLLMENT_ABANDONED';
+    if (!isUniqueViolation(err) && !abandoned) throw err;
     // Lost a race: either the same request (answer as a repeat) or another enrollment of this card.
     const raced = await earlierResult(ctx, req.requestId, print);
+    if (abandoned && !raced) throw err;
     if (raced) return raced;
     throw alreadyEnrolled(cardId);
   }
@@ -210,6 +233,107 @@ export async function enrollCard(ctx: IssuerContext, req: EnrollCardRequest): Pr
 
 const alreadyEnrolled = (cardId: string) =>
   failedPrecondition('CARD_ALREADY_ENROLLED', `card ${cardId} is already enrolled`, { card_id: cardId });
+
+const enrollmentInProgress = (cardId: string) =>
+  new ApiError(status.ABORTED, 'ENROLLMENT_IN_PROGRESS', `another enrollment of card ${cardId} is in progress; try again later`, { card_id: cardId });
+
+const enrollmentAbandoned = (requestId: string) =>
+  new ApiError(status.ABORTED, 'ENROLLMENT_ABANDONED', `enrollment ${JSON.stringify(requestId)} was abandoned and its agreement revoked; enroll again with a new request id`, {
+    request_id: requestId,
+  });
+
+/** Authorizer answers after which it holds no agreement for the request. */
+const DEFINITE_REFUSALS = new Set<number>([status.INVALID_ARGUMENT, status.NOT_FOUND, status.ALREADY_EXISTS, status.PERMISSION_DENIED, status.FAILED_PRECONDITION]);
+
+/** How long an enrollment holds its card before it counts as abandoned: far beyond a phone's retries of one enrollment. */
+export const ENROLLMENT_CLAIM_TTL_MS = 10 * 60_000;
+
+/**
+ * Claims the card for this request (renewing its own claim on a retry), or
+ * refuses: ENROLLMENT_IN_PROGRESS while another request holds a live claim,
+ * ENROLLMENT_ABANDONED for a request whose claim was abandoned. Another
+ * request's expired claim is abandoned here, in the same transaction.
+ */
+async function claimCard(ctx: IssuerContext, cardId: string, requestId: string, authorize: AuthorizeEnrollmentRequest, now: number): Promise<void> {
+  const row = {
+    card_id: cardId,
+    request_id: requestId,
+    authorize_request: Buffer.from(AuthorizeEnrollmentRequest.encode(authorize).finish()),
+    claimed_at: String(now),
+    expires_at: String(now + ENROLLMENT_CLAIM_TTL_MS),
+  };
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await ctx.db.transaction(async (trx) => {
+        if (await trx('abandoned_enrollments').where({ request_id: requestId }).first('request_id')) throw enrollmentAbandoned(requestId);
+        const held = await trx('enrollment_claims').where({ card_id: cardId }).first('request_id', asText(trx, 'expires_at'));
+        if (held?.request_id === requestId) {
+          await trx('enrollment_claims').where({ card_id: cardId, request_id: requestId }).update({ expires_at: row.expires_at });
+          return;
+        }
+        if (held && Number(held.expires_at) > now) throw enrollmentInProgress(cardId);
+        if (held) await abandonClaims(trx, [cardId], now);
+        await trx('enrollment_claims').insert(row);
+      });
+    } catch (err) {
+      // A concurrent enrollment of the card inserted its claim first: look again, it is live now.
+      if (!isUniqueViolation(err) || attempt >= 3) throw err;
+    }
+  }
+}
+
+async function releaseClaim(db: Db, cardId: string, requestId: string): Promise<void> {
+  await db('enrollment_claims').where({ card_id: cardId, request_id: requestId }).delete();
+}
+
+/** Moves the claims of cardIds to the abandoned enrollments (the revocation outbox), inside trx. */
+async function abandonClaims(trx: Db, cardIds: string[], now: number): Promise<void> {
+  const claims = await trx('enrollment_claims').whereIn('card_id', cardIds).select('card_id', 'request_id', 'authorize_request');
+  if (claims.length === 0) return;
+  await trx('abandoned_enrollments').insert(
+    claims.map((c: { card_id: string; request_id: string; authorize_request: Buffer }) => ({
+      request_id: c.request_id,
+      card_id: c.card_id,
+      authorize_request: c.authorize_request,
+      state: 'PENDING',
+      abandoned_at: String(now),
+    })),
+  );
+  await trx('enrollment_claims').whereIn('card_id', cardIds).delete();
+}
+
+/**
+ * One step of the enrollment worker: abandons expired claims, then revokes
+ * the agreement each abandoned enrollment may have left at the authorizer.
+ * The AuthorizeEnrollment request is replayed as it was first sent (the
+ * authorizer answers a repeat with the agreement it made, if it made one),
+ * then that agreement is revoked. Rejects when the authorizer cannot be
+ * reached (the rows stay PENDING for the next step). Resolves to the number
+ * of enrollments settled.
+ */
+export async function sweepAbandonedEnrollments(ctx: IssuerContext, limit = 100): Promise<number> {
+  const now = ctx.now().getTime();
+  await ctx.db.transaction(async (trx) => {
+    const expired = await trx('enrollment_claims').where('expires_at', '<=', String(now)).limit(limit).select('card_id');
+    await abandonClaims(trx, expired.map((c: { card_id: string }) => c.card_id), now);
+  });
+  const pending = await ctx.db('abandoned_enrollments').where({ state: 'PENDING' }).orderBy('abandoned_at').limit(limit).select('request_id', 'card_id', 'authorize_request');
+  for (const a of pending as { request_id: string; card_id: string; authorize_request: Buffer }[]) {
+    const authorize = AuthorizeEnrollmentRequest.decode(a.authorize_request);
+    let agreementId: string | undefined;
+    try {
+      agreementId = (await ctx.authorizer.authorizeEnrollment(authorize)).agreement?.agreementId;
+    } catch (err) {
+      if (!(err instanceof ApiError && DEFINITE_REFUSALS.has(err.code))) throw err;
+    }
+    if (agreementId) await ctx.authorizer.revokeAgreement({ issuerId: ctx.issuerId, agreementId });
+    await ctx.db('abandoned_enrollments')
+      .where({ request_id: a.request_id, state: 'PENDING' })
+      .update({ state: agreementId ? 'REVOKED' : 'NONE', agreement_id: agreementId ?? null, done_at: String(ctx.now().getTime()) });
+    ctx.log.warn({ cardId: a.card_id, requestId: a.request_id, agreementId }, 'abandoned enrollment cleaned up');
+  }
+  return pending.length;
+}
 
 /** Refuses a replayed proof (counter not above the highest seen) and a card that is already bound. */
 async function checkCardEnrollable(ctx: IssuerContext, cardId: string, counter: bigint): Promise<void> {

@@ -75,8 +75,7 @@ export function issuerHandlers(ctx: IssuerContext, log: Logger, onTapsStored: ()
     getReconciliationReport: (req) =>
       reconciliationReport(ctx.db, req, {
         currencyCode: ctx.currencyCode,
-        // The issuer's service day (see fares.ts): local day from the boundary; the UTC date when none is configured.
-        dayStartOffsetMs: ctx.fareCap ? (ctx.fareCap.dayStartMinutes - ctx.fareCap.utcOffsetMinutes) * 60_000 : 0,
+        serviceDay: ctx.fareCap,
       }),
     listDenyListChanges: (req) => listDenyListChanges(ctx, req),
     addToDenyList: (req) => addToDenyList(ctx, req),

@@ -201,4 +201,34 @@ export const migrations: Migration[] = [
       await db.schema.alterTable('debit_attempts', (t) => addLeaseColumns(t));
     },
   },
+  {
+    name: '009_enrollment_claims',
+    async up(db) {
+      // An enrollment claims its card before it asks the authorizer for an
+      // agreement, so a concurrent enrollment of the same card is refused
+      // before it creates one. The claim holds the exact AuthorizeEnrollment
+      // request, so an abandoned enrollment's agreement can be found (the
+      // request is idempotent at the authorizer) and revoked.
+      await db.schema.createTable('enrollment_claims', (t) => {
+        t.string('card_id', 64).primary();
+        t.string('request_id', 64).notNullable();
+        t.binary('authorize_request').notNullable();
+        t.bigInteger('claimed_at').notNullable();
+        t.bigInteger('expires_at').notNullable();
+      });
+      // Agreements an enrollment that never completed may have left at the
+      // authorizer: revoked by the issuer's worker (the outbox). The row
+      // stays once done, so the abandoned request id is never enrolled.
+      await db.schema.createTable('abandoned_enrollments', (t) => {
+        t.string('request_id', 64).primary();
+        t.string('card_id', 64).notNullable();
+        t.binary('authorize_request').notNullable();
+        t.string('state', 16).notNullable(); // PENDING, REVOKED, NONE (no agreement was made)
+        t.string('agreement_id', 64).nullable();
+        t.bigInteger('abandoned_at').notNullable();
+        t.bigInteger('done_at').nullable();
+        t.index(['state']);
+      });
+    },
+  },
 ];

@@ -13,27 +13,10 @@ import {
   type TapStateTotal,
 } from '../gen/tapcredit/issuer/v1/issuer.js';
 import { isCalendarDate } from './enrollment.js';
+import { serviceDayRange, UTC_DAYS, type ServiceDayConfig } from './service-day.js';
 
 export const DEFAULT_MISMATCH_PAGE_SIZE = 100;
 export const MAX_MISMATCH_PAGE_SIZE = 1000;
-const DAY_MS = 86_400_000;
-
-export interface ServiceDayRange {
-  /** First millisecond of the day (epoch ms, inclusive). */
-  start: number;
-  /** First millisecond of the next day (exclusive). */
-  end: number;
-}
-
-/**
- * The span of a service day "YYYY-MM-DD". By default the UTC date; an
- * operator whose day runs e.g. 04:00 to 04:00 at UTC+8 gives the offset of
- * the day's start from UTC midnight (here 4 h - 8 h = -4 h).
- */
-export function serviceDayRange(day: string, startOffsetMs = 0): ServiceDayRange {
-  const start = Date.parse(`${day}T00:00:00Z`) + startOffsetMs;
-  return { start, end: start + DAY_MS };
-}
 
 // Page tokens name the day and the last mismatch returned (its settlement_items row).
 const encodeToken = (day: string, lastId: number) => Buffer.from(JSON.stringify({ d: day, k: lastId })).toString('base64url');
@@ -51,8 +34,8 @@ function decodeToken(day: string, token: string): number {
 export interface ReportOptions {
   /** Currency of the issuer's fares: every sum is in it. */
   currencyCode: string;
-  /** Offset of the service day's start from UTC midnight (see serviceDayRange). */
-  dayStartOffsetMs?: number;
+  /** The issuer's service day; the UTC date when unset. */
+  serviceDay?: ServiceDayConfig;
 }
 
 export async function reconciliationReport(db: Db, req: GetReconciliationReportRequest, opts: ReportOptions): Promise<GetReconciliationReportResponse> {
@@ -61,7 +44,7 @@ export async function reconciliationReport(db: Db, req: GetReconciliationReportR
   const size = pageSize(v, req.pageSize, DEFAULT_MISMATCH_PAGE_SIZE, MAX_MISMATCH_PAGE_SIZE);
   v.throwIfAny();
   const after = req.pageToken ? decodeToken(req.serviceDay, req.pageToken) : 0;
-  const { start, end } = serviceDayRange(req.serviceDay, opts.dayStartOffsetMs);
+  const { start, end } = serviceDayRange(req.serviceDay, opts.serviceDay ?? UTC_DAYS);
   const money = (minorUnits: bigint) => ({ currencyCode: opts.currencyCode, minorUnits: minorUnits.toString() });
 
   // One snapshot: the state totals and the mismatches describe the same moment.

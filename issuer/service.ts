@@ -9,10 +9,11 @@ import { assertOwnIdentity, type TlsConfig } from '../common/tls.js';
 import { Worker } from '../common/worker.js';
 import { IssuerServiceService } from '../gen/tapcredit/issuer/v1/issuer.js';
 import { authorizerClient } from './authorizer-client.js';
-import type { DebtRetryConfig, IssuerContext } from './context.js';
-import { debtStep } from './debts.js';
+import type { IssuerContext } from './context.js';
+import { debtStep, type DebtRetryConfig } from './debts.js';
 import { DEFAULT_DEDUCT_BATCH_SIZE, deductStep } from './deductions.js';
 import { DenyListFeed } from './deny-list.js';
+import { sweepAbandonedEnrollments } from './enrollment.js';
 import type { FareCapConfig } from './fares.js';
 import { issuerHandlers } from './handlers.js';
 import { issuerMetrics } from './metrics.js';
@@ -51,6 +52,8 @@ export interface IssuerConfig {
   fareCap?: FareCapConfig;
   /** Backoff of debt retries (default: 1 h, doubling, at most 24 h). */
   debtRetry?: DebtRetryConfig;
+  /** How often the enrollment worker looks for abandoned enrollments to clean up (default 30 s). */
+  enrollmentSweepIntervalMs?: number;
   /** How often the debt worker looks for debts due for a retry (default 1000 ms). */
   debtPollIntervalMs?: number;
   /** Clock tolerance between terminals for the clone check (default 60 s). */
@@ -112,6 +115,12 @@ export async function startIssuer(config: IssuerConfig): Promise<IssuerHandle> {
     intervalMs: config.debtPollIntervalMs ?? 1000,
     log,
   });
+  // Revokes the agreements of enrollments that never completed; rarely has work.
+  const enrollmentWorker = new Worker(async () => (await sweepAbandonedEnrollments(ctx)) > 0, {
+    name: 'enrollment-sweep',
+    intervalMs: config.enrollmentSweepIntervalMs ?? 30_000,
+    log,
+  });
   const batchSize = config.deductBatchSize ?? DEFAULT_DEDUCT_BATCH_SIZE;
   const deductWorkers = Array.from(
     { length: Math.max(1, config.deductConcurrency ?? 1) },
@@ -152,6 +161,7 @@ export async function startIssuer(config: IssuerConfig): Promise<IssuerHandle> {
   // Taps left DEDUCTING by a crash are resent on the first step.
   for (const w of deductWorkers) w.start();
   debtWorker.start();
+  enrollmentWorker.start();
   feed.start(db, config.denyListPollMs);
 
   let closing: Promise<void> | undefined;
@@ -167,6 +177,7 @@ export async function startIssuer(config: IssuerConfig): Promise<IssuerHandle> {
         await server.close();
         await Promise.all(deductWorkers.map((w) => w.stop()));
         await debtWorker.stop();
+        await enrollmentWorker.stop();
         authorizer.close();
         await db.destroy();
       })()),

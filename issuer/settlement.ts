@@ -1,8 +1,7 @@
 // Settle: the credit authorizer pays out debited fares in batches. Every item
 // is reconciled against the issuer's own tap; a matching tap becomes SETTLED,
 // anything else is stored and reported as a mismatch, never accepted silently.
-import { isUniqueViolation } from '../common/db.js';
-import { asText, insertRows, type Db } from '../common/db.js';
+import { asText, chunks, insertRows, isUniqueViolation, type Db } from '../common/db.js';
 import { invalidArgument, requestIdReused, unavailable } from '../common/errors.js';
 import { fingerprint } from '../common/ids.js';
 import { Violations } from '../common/validate.js';
@@ -12,7 +11,8 @@ import {
   type SettleResponse,
   type SettlementItemResult,
 } from '../gen/tapcredit/issuer/v1/issuer.js';
-import { chunks, type IssuerContext, type TapStateName } from './context.js';
+import type { IssuerContext } from './context.js';
+import { DEBT_STATES, moveTaps, type TapStateName } from './tap-states.js';
 
 export type MismatchReason = 'UNKNOWN_TAP' | 'TAP_NOT_DEDUCTED' | 'DEDUCTION_ID_MISMATCH' | 'AMOUNT_MISMATCH' | 'ALREADY_SETTLED';
 
@@ -119,7 +119,7 @@ async function reconcileAndStore(trx: Db, now: number, req: SettleRequest, print
   // and never settled: have the authorizer send the settlement again later.
   // Likewise a debt whose retry is in flight: the tap is DECLINED with a PENDING attempt.
   const retrying = new Set<string>();
-  const declined = req.items.filter((item) => taps.get(item.tapId)?.state === 'DECLINED').map((item) => item.tapId);
+  const declined = req.items.filter((item) => DEBT_STATES.includes(taps.get(item.tapId)?.state as TapStateName)).map((item) => item.tapId);
   for (const ids of chunks(declined)) {
     for (const row of await trx('debit_attempts').whereIn('tap_id', ids).where({ state: 'PENDING' }).select('tap_id')) retrying.add(row.tap_id);
   }
@@ -167,10 +167,7 @@ async function reconcileAndStore(trx: Db, now: number, req: SettleRequest, print
     reason: results[position].reason || null,
   }));
   for (const batch of chunks(itemRows)) await insertRows(trx, 'settlement_items', batch);
-  for (const ids of chunks(settled)) {
-    await trx('taps').whereIn('tap_id', ids).where({ state: 'DEDUCTED' }).update({ state: 'SETTLED', settlement_id: req.settlementId, updated_at: String(now) });
-    await insertRows(trx, 'tap_state_changes', ids.map((tap_id) => ({ tap_id, state: 'SETTLED', changed_at: String(now) })));
-  }
+  await moveTaps(trx, { from: 'DEDUCTED', to: 'SETTLED', tapIds: settled, now, set: { settlement_id: req.settlementId } });
   return {
     settlementId: req.settlementId,
     results,

@@ -8,11 +8,12 @@
 // the issuer out of order (each terminal forwards on its own), so a counter
 // lower than the highest seen is not evidence by itself; only the order of
 // tapped_at is, beyond a clock tolerance between terminals.
-import { asText, raiseColumn, sumAsText, type Db } from '../common/db.js';
+import { asText, chunks, raiseColumn, sumAsText, type Db } from '../common/db.js';
 import type { Tap } from '../gen/tapcredit/type/v1/tap.js';
-import { chunks, DEFAULT_CLONE_CLOCK_SKEW_MS, type IssuerContext } from './context.js';
+import { DEFAULT_CLONE_CLOCK_SKEW_MS, type IssuerContext } from './context.js';
 import { addReason } from './deny-list.js';
-import { amountDue, NO_CAP, serviceDay } from './fares.js';
+import { amountDue, NO_CAP } from './fares.js';
+import { serviceDay } from './service-day.js';
 
 export type CloneReason = 'COUNTER_REPEATED' | 'COUNTER_WENT_BACK';
 

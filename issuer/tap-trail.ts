@@ -1,7 +1,7 @@
 // The audit trail of each tap in the issuer's logs, one line per tap and hop,
 // under the tap's own trace id (from the traceparent it arrived with): a tap
 // is followed across batches that mix many taps by grepping its trace id.
-import type { Db } from '../common/db.js';
+import { chunks, type Db } from '../common/db.js';
 import { trailLogger, type Logger } from '../common/log.js';
 import { itemTraceFields } from '../common/trace.js';
 import {
@@ -12,7 +12,6 @@ import {
   type TapReportRequest,
   type TapReportResponse,
 } from '../gen/tapcredit/issuer/v1/issuer.js';
-import { chunks } from './context.js';
 
 /** One line per reported tap: what the issuer did with it. */
 export function logReportedTaps(log: Logger, req: TapReportRequest, res: TapReportResponse): void {

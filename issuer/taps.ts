@@ -2,11 +2,10 @@
 // stored once under its tap id, its card proof is re-verified, the card
 // counter is recorded, and a valid tap is queued for debit (state RECEIVED,
 // drained by the deduction worker).
-import { insertRows, isUniqueViolation, raiseColumn } from '../common/db.js';
 import { GroupCommit } from '../common/group-commit.js';
 import { timingSafeEqual } from 'node:crypto';
 import { MAC_BYTES, TERMINAL_RANDOM_BYTES, computeCardMac, diversifyCardKey } from '../common/card.js';
-import { asText, type Db } from '../common/db.js';
+import { asText, chunks, insertRows, isUniqueViolation, raiseColumn, type Db } from '../common/db.js';
 import { fingerprint } from '../common/ids.js';
 import { Violations } from '../common/validate.js';
 import {
@@ -18,19 +17,10 @@ import {
   type TapReportResult,
 } from '../gen/tapcredit/issuer/v1/issuer.js';
 import { Tap } from '../gen/tapcredit/type/v1/tap.js';
-import { chunks, type IssuerContext, type TapStateName } from './context.js';
+import type { IssuerContext } from './context.js';
+import { recordArrivals, TAP_STATES, type TapStateName } from './tap-states.js';
 import { parseUint63 } from './enrollment.js';
 import { assessTaps, type TapAssessment } from './tap-risk.js';
-
-export const TAP_STATES: Record<TapStateName, TapState> = {
-  RECEIVED: TapState.TAP_STATE_RECEIVED,
-  DEDUCTING: TapState.TAP_STATE_DEDUCTING,
-  DEDUCTED: TapState.TAP_STATE_DEDUCTED,
-  DECLINED: TapState.TAP_STATE_DECLINED,
-  SETTLED: TapState.TAP_STATE_SETTLED,
-  REJECTED: TapState.TAP_STATE_REJECTED,
-  CAPPED: TapState.TAP_STATE_CAPPED,
-};
 
 export function validateTapReport(req: TapReportRequest, currencyCode: string): void {
   const v = new Violations();
@@ -204,9 +194,7 @@ async function storeBatch(
       batch.map((o) => tapRow(o, now)),
     );
   }
-  for (const batch of chunks(toStore)) {
-    await insertRows(trx, 'tap_state_changes', batch.map((o) => ({ tap_id: o.tap.tapId, state: o.state, changed_at: String(now) })));
-  }
+  await recordArrivals(trx, toStore.map((o) => ({ tapId: o.tap.tapId, state: o.state })), now);
 
   // The card counter only moves on authenticated taps of enrolled cards.
   const highest = new Map<string, bigint>();

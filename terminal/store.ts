@@ -59,8 +59,11 @@ export class TerminalStore {
 
   /**
    * Claims the sequence for an accepted tap. Synchronous, so two concurrent
-   * PresentCard calls can never claim the same one; only accepted taps claim
-   * one, so a terminal's accepted taps carry consecutive sequences.
+   * PresentCard calls can never claim the same one. Only accepted taps claim
+   * one, so stored sequences increase with acceptance, but they are not
+   * always consecutive: a tap whose commit fails after its claim (a full
+   * disk, say) leaves its sequence unused, and it is never handed out again.
+   * A gap is therefore no sign of a lost tap; an accepted tap is always stored.
    */
   claimSequence(sequence: bigint): void {
     if (sequence !== this.next) throw new Error(`sequence ${sequence} is not the next one (${this.next})`);

@@ -12,7 +12,7 @@ import { asText, toNumber, type Db } from '../../common/db.js';
 import type { GetReconciliationReportResponse } from '../../gen/tapcredit/issuer/v1/issuer.js';
 
 /** Tap states in which a tap stays once the system is quiet. */
-export const FINAL_TAP_STATES = new Set(['SETTLED', 'DECLINED', 'REJECTED', 'CAPPED']);
+export const FINAL_TAP_STATES = new Set(['SETTLED', 'DECLINED', 'UNCOLLECTABLE', 'REJECTED', 'CAPPED']);
 /** REJECTED reasons that can only come from a fault of the system (a tap corrupted or a binding lost). */
 const BUG_REJECT_REASONS = new Set(['CARD_AUTHENTICATION_FAILED', 'CARD_NOT_ENROLLED']);
 const MAX_LISTED = 20;

@@ -6,7 +6,7 @@
 // nothing.
 import { status } from '@grpc/grpc-js';
 import { expect } from 'chai';
-import { DeductDeclineReason } from '../../gen/tapcredit/authorizer/v1/authorizer.js';
+import { DeductDeclineReason, DeductStatus } from '../../gen/tapcredit/authorizer/v1/authorizer.js';
 import { TapState } from '../../gen/tapcredit/issuer/v1/issuer.js';
 import { getCard, listCardTaps } from '../../issuer/cards.js';
 import { debtStep, outstandingDebt, retryDebts, retryRequestId } from '../../issuer/debts.js';
@@ -130,6 +130,37 @@ describe('issuer: debt recovery', () => {
     const response = await settle(t.ctx, request);
     expect(response.mismatchedCount).to.equal(0);
     expect((await held())[0]).to.deep.include({ state: TapState.TAP_STATE_SETTLED, recovered: true, settlementId: 'stl-1' });
+  });
+
+  it('stops retrying a debt the authorizer refuses for good: UNCOLLECTABLE, still owed and listed, collectable again by RetryDebts', async () => {
+    clock += BASE;
+    t.authorizer.decide = (item) =>
+      item.tapId === 'T1:1'
+        ? { status: DeductStatus.DEDUCT_STATUS_REJECTED, deductionId: '', declineReason: 0, errorReason: 'AGREEMENT_NOT_FOUND', message: '' }
+        : insufficient();
+    expect(await debtStep(t.ctx)).to.deep.include({ retried: 2, recovered: 0 });
+    let h = await held();
+    expect(h.map((x) => [x.state, x.declineReason, x.nextRetryAt])).to.deep.equal([
+      [TapState.TAP_STATE_UNCOLLECTABLE, 'AGREEMENT_NOT_FOUND', undefined],
+      [TAP_STATE_DECLINED, 'INSUFFICIENT_FUNDS', new Date(clock + 2 * BASE)],
+    ]);
+    expect(await outstandingDebt(t.db, 'C1'), 'still owed').to.equal(400n);
+    expect(await cardReasons(t.db, 'C1')).to.deep.equal(['DEBT']);
+
+    // The schedule no longer sends it, however long it waits.
+    const sent = () => t.authorizer.deductCalls.flatMap((c) => c.items.map((i) => i.tapId));
+    const before = sent().length;
+    clock += 1000 * BASE;
+    await debtStep(t.ctx);
+    expect(sent().slice(before)).to.deep.equal(['T1:2']);
+
+    // The rider re-enrolled to an account that pays: asking for a retry collects it.
+    t.authorizer.decide = approveAll;
+    const response = await retryDebts(t.ctx, { cardId: 'C1' });
+    expect([response.recoveredCount, response.outstandingDebt]).to.deep.equal([2, money(0)]);
+    h = await held();
+    expect(h[0].history.map((x) => x.state)).to.deep.equal([TAP_STATE_RECEIVED, TAP_STATE_DEDUCTING, TAP_STATE_DECLINED, TapState.TAP_STATE_UNCOLLECTABLE, TAP_STATE_DEDUCTED]);
+    expect(await cardReasons(t.db, 'C1')).to.deep.equal([]);
   });
 
   it('keeps request ids within 64 characters for long tap ids', () => {

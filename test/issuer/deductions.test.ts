@@ -5,6 +5,7 @@ import { listCardTaps } from '../../issuer/cards.js';
 import { deductStep } from '../../issuer/deductions.js';
 import { enrollCard } from '../../issuer/enrollment.js';
 import { reportTaps } from '../../issuer/taps.js';
+import { captureLogs } from '../helpers/logs.js';
 import { authorizerDown, declineWith, enrollRequest, ISSUER_ID, money, newCard, openTestIssuer, tapsOf, type TestIssuer } from './fixtures.js';
 
 const { TAP_STATE_RECEIVED, TAP_STATE_DEDUCTING, TAP_STATE_DEDUCTED, TAP_STATE_DECLINED, TAP_STATE_REJECTED } = TapState;
@@ -61,6 +62,24 @@ describe('issuer: debit outbox (Deduct)', () => {
     const taps = await held();
     expect(taps.map((h) => h.state)).to.deep.equal(new Array(7).fill(TAP_STATE_DEDUCTED));
     for (const h of taps) expect(h.history.map((c) => c.state)).to.deep.equal([TAP_STATE_RECEIVED, TAP_STATE_DEDUCTING, TAP_STATE_DEDUCTED]);
+  });
+
+  it('stores and counts an answer once when another sender already stored it', async () => {
+    await report(2);
+    const logs = captureLogs();
+    t.ctx.log = logs.log;
+    // While the call is out, another replica (whose claim had expired) stores T1:1's answer.
+    const deduct = t.authorizer.deduct.bind(t.authorizer);
+    t.authorizer.deduct = async (request) => {
+      const response = await deduct(request);
+      await t.db('taps').where({ tap_id: 'T1:1' }).update({ state: 'DEDUCTED', deduction_id: 'ded-T1:1' });
+      return response;
+    };
+    await deductStep(t.ctx);
+    const answered = logs.lines().filter((l) => l.msg === 'tap debit answered');
+    expect(answered.map((l) => l.tapId)).to.deep.equal(['T1:2']);
+    expect(logs.lines().filter((l) => l.msg === 'deduct batch stored').map((l) => l.debited)).to.deep.equal([1]);
+    expect((await t.db('tap_state_changes').where({ state: 'DEDUCTED' }).select('tap_id')).map((r) => r.tap_id)).to.deep.equal(['T1:2']);
   });
 
   it('stores a decline as DECLINED with the reason name, and an authorizer rejection as REJECTED with its reason', async () => {

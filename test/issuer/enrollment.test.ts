@@ -5,7 +5,7 @@ import { verifyCreditFlag } from '../../common/card.js';
 import { ApiError } from '../../common/errors.js';
 import { CardState } from '../../gen/tapcredit/issuer/v1/issuer.js';
 import { getCard } from '../../issuer/cards.js';
-import { authorizerRequestId, enrollCard } from '../../issuer/enrollment.js';
+import { authorizerRequestId, enrollCard, ENROLLMENT_CLAIM_TTL_MS, sweepAbandonedEnrollments } from '../../issuer/enrollment.js';
 import { authorizerDown, enrollRequest, expectApiError, FakeAuthorizer, ISSUER_ID, newCard, openTestIssuer, RIDER, tableCounts, type TestIssuer } from './fixtures.js';
 
 describe('issuer: EnrollCard', () => {
@@ -86,6 +86,66 @@ describe('issuer: EnrollCard', () => {
     await expectApiError(enrollCard(t.ctx, enrollRequest(first.card, 'req-2').request), status.FAILED_PRECONDITION, 'CARD_ALREADY_ENROLLED');
     expect(t.authorizer.enrollCalls).to.have.length(1);
     expect(await tableCounts(t.db)).to.deep.equal(counts);
+  });
+
+  describe('leaves no orphaned agreement at the authorizer', () => {
+    it('claims the card before asking the authorizer: a concurrent enrollment under another request id asks for no agreement', async () => {
+      const first = enrollRequest(newCard(t.masterKey, 'C1'), 'req-1');
+      const second = enrollRequest(first.card, 'req-2');
+      // The first enrollment's call to the authorizer is still out when the second arrives.
+      const authorize = t.authorizer.authorizeEnrollment.bind(t.authorizer);
+      let release!: () => void;
+      const held = new Promise<void>((resolve) => (release = resolve));
+      t.authorizer.authorizeEnrollment = async (req) => {
+        if (req.requestId === authorizerRequestId(ISSUER_ID, 'req-1')) await held;
+        return authorize(req);
+      };
+      const winner = enrollCard(t.ctx, first.request);
+      await new Promise((r) => setTimeout(r, 50));
+      await expectApiError(enrollCard(t.ctx, second.request), status.ABORTED, 'ENROLLMENT_IN_PROGRESS');
+      release();
+      await winner;
+      expect(t.authorizer.enrollCalls.map((c) => c.requestId), 'one agreement asked for').to.deep.equal([authorizerRequestId(ISSUER_ID, 'req-1')]);
+      expect(await t.db('enrollment_claims').count({ n: '*' })).to.deep.equal([{ n: 0 }]);
+    });
+
+    it('revokes the agreement of an enrollment abandoned after the authorizer made it, and frees the card', async () => {
+      let clock = Date.parse('2030-03-10T02:00:00Z');
+      t.ctx.now = () => new Date(clock);
+      const first = enrollRequest(newCard(t.masterKey, 'C1'), 'req-1');
+      // The authorizer made the agreement, but its answer never came back (or the issuer crashed before its commit).
+      const authorize = t.authorizer.authorizeEnrollment.bind(t.authorizer);
+      t.authorizer.authorizeEnrollment = async (req) => {
+        await authorize(req);
+        throw authorizerDown();
+      };
+      await expectApiError(enrollCard(t.ctx, first.request), status.UNAVAILABLE, 'AUTHORIZER_UNAVAILABLE');
+      t.authorizer.authorizeEnrollment = authorize;
+      const second = enrollRequest(first.card, 'req-2');
+      await expectApiError(enrollCard(t.ctx, second.request), status.ABORTED, 'ENROLLMENT_IN_PROGRESS');
+
+      expect(await sweepAbandonedEnrollments(t.ctx), 'the claim is still live').to.equal(0);
+      clock += ENROLLMENT_CLAIM_TTL_MS;
+      expect(await sweepAbandonedEnrollments(t.ctx)).to.equal(1);
+      const orphan = FakeAuthorizer.agreementFor(authorizerRequestId(ISSUER_ID, 'req-1'));
+      expect(t.authorizer.revokeCalls).to.deep.equal([{ issuerId: ISSUER_ID, agreementId: orphan }]);
+      expect(await sweepAbandonedEnrollments(t.ctx), 'done once').to.equal(0);
+      expect(t.authorizer.revokeCalls).to.have.length(1);
+
+      // The abandoned request id is dead; the card enrolls under a new one.
+      await expectApiError(enrollCard(t.ctx, enrollRequest(second.card, 'req-1').request), status.ABORTED, 'ENROLLMENT_ABANDONED');
+      const response = await enrollCard(t.ctx, enrollRequest(second.card, 'req-3').request);
+      expect(response.enrollment!.agreementId).to.not.equal(orphan);
+    });
+
+    it('frees the card at once when the authorizer refuses for good, and retries keep the claim', async () => {
+      const first = enrollRequest(newCard(t.masterKey, 'C1'), 'req-1');
+      t.authorizer.enrollError = new ApiError(status.FAILED_PRECONDITION, 'ACCOUNT_NOT_ELIGIBLE', 'no');
+      await expectApiError(enrollCard(t.ctx, first.request), status.FAILED_PRECONDITION, 'ACCOUNT_NOT_ELIGIBLE');
+      expect(await t.db('enrollment_claims').count({ n: '*' })).to.deep.equal([{ n: 0 }]);
+      t.authorizer.enrollError = undefined;
+      await enrollCard(t.ctx, enrollRequest(first.card, 'req-2').request);
+    });
   });
 
   it('refuses a proof whose counter is not above the highest the issuer has seen (a replayed reading)', async () => {

@@ -4,8 +4,8 @@ import { DeductDeclineReason, DeductStatus } from '../../gen/tapcredit/authorize
 import { TapState, type SettleRequest } from '../../gen/tapcredit/issuer/v1/issuer.js';
 import { deductStep } from '../../issuer/deductions.js';
 import { enrollCard } from '../../issuer/enrollment.js';
-import { serviceDay } from '../../issuer/fares.js';
-import { reconciliationReport, serviceDayRange } from '../../issuer/reconciliation.js';
+import { reconciliationReport } from '../../issuer/reconciliation.js';
+import { serviceDay, serviceDayRange, UTC_DAYS } from '../../issuer/service-day.js';
 import { settle } from '../../issuer/settlement.js';
 import { reportTaps } from '../../issuer/taps.js';
 import { CURRENCY, declineWith, enrollRequest, expectApiError, money, newCard, openTestIssuer, tableCounts, tapsOf, type TestIssuer } from './fixtures.js';
@@ -29,7 +29,7 @@ describe('issuer: reconciliation report', () => {
     const agreementId = (await enrollCard(t.ctx, enrolled.request)).enrollment!.agreementId;
     // Five taps on DAY (T1:1..5) and one the next day (T1:6); T1:4 declined, T1:5 never debited.
     const { taps } = tapsOf(enrolled.card, agreementId, 'T1', 1, 6);
-    const { start } = serviceDayRange(DAY);
+    const { start } = serviceDayRange(DAY, UTC_DAYS);
     taps.forEach((tap, i) => (tap.tappedAt = new Date(start + (i === 5 ? 86_400_000 : 3_600_000 * (i + 1)))));
     t.authorizer.decide = (i) =>
       i.requestId === 'T1:4'
@@ -88,7 +88,7 @@ describe('issuer: reconciliation report', () => {
   });
 
   it('takes a service-day boundary: a day starting at 04:00 UTC+8 begins at 20:00 UTC the day before', () => {
-    const { start, end } = serviceDayRange(DAY, (4 - 8) * 3_600_000);
+    const { start, end } = serviceDayRange(DAY, { dayStartMinutes: 4 * 60, utcOffsetMinutes: 8 * 60 });
     expect([new Date(start).toISOString(), new Date(end).toISOString()]).to.deep.equal(['2030-05-16T20:00:00.000Z', '2030-05-17T20:00:00.000Z']);
   });
 
@@ -99,7 +99,7 @@ describe('issuer: reconciliation report', () => {
       { dayStartMinutes: 180, utcOffsetMinutes: -300 },
     ]) {
       for (let t = Date.parse('2030-05-16T00:00:00Z'); t < Date.parse('2030-05-19T00:00:00Z'); t += 37 * 60_000) {
-        const { start, end } = serviceDayRange(serviceDay(t, cfg), (cfg.dayStartMinutes - cfg.utcOffsetMinutes) * 60_000);
+        const { start, end } = serviceDayRange(serviceDay(t, cfg), cfg);
         expect(start <= t && t < end, `${new Date(t).toISOString()} in ${serviceDay(t, cfg)}`).to.equal(true);
       }
     }

@@ -170,6 +170,14 @@ export enum TapState {
    * (amount_due is zero).
    */
   TAP_STATE_CAPPED = 7,
+  /**
+   * TAP_STATE_UNCOLLECTABLE - A debt the authorizer refused for good when it was retried (see
+   * decline_reason, e.g. AGREEMENT_NOT_FOUND): no longer retried on the
+   * schedule, and the card stays on the deny list (DEBT). RetryDebts for the
+   * card (after the rider re-enrolls it to another account, say) tries it
+   * again; an operator may also unlist the card.
+   */
+  TAP_STATE_UNCOLLECTABLE = 8,
   UNRECOGNIZED = -1,
 }
 
@@ -199,6 +207,9 @@ export function tapStateFromJSON(object: any): TapState {
     case 7:
     case "TAP_STATE_CAPPED":
       return TapState.TAP_STATE_CAPPED;
+    case 8:
+    case "TAP_STATE_UNCOLLECTABLE":
+      return TapState.TAP_STATE_UNCOLLECTABLE;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -224,6 +235,8 @@ export function tapStateToJSON(object: TapState): string {
       return "TAP_STATE_REJECTED";
     case TapState.TAP_STATE_CAPPED:
       return "TAP_STATE_CAPPED";
+    case TapState.TAP_STATE_UNCOLLECTABLE:
+      return "TAP_STATE_UNCOLLECTABLE";
     case TapState.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
