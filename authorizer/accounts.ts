@@ -1,7 +1,7 @@
 // Riders' payment accounts: opening (idempotent by account id), top-ups
 // (idempotent by request id), freezing, and reading balances and entries.
 import { asText, isUniqueViolation, toNumber, type Db } from '../common/db.js';
-import { alreadyExists, failedPrecondition, invalidArgument, notFound, requestIdReused } from '../common/errors.js';
+import { apiError, invalidArgument, requestIdReused } from '../common/errors.js';
 import { newId } from '../common/ids.js';
 import type { HolderDigest } from './holders.js';
 import { LedgerBook, entriesOf, ledgerAccountId, type LedgerEntryView } from './ledger.js';
@@ -78,7 +78,7 @@ export async function findAccount(db: Db, accountId: string): Promise<AccountVie
 /** The account, or NOT_FOUND ACCOUNT_NOT_FOUND. */
 export async function getAccount(db: Db, accountId: string): Promise<AccountView> {
   const account = await findAccount(db, accountId);
-  if (!account) throw notFound('ACCOUNT_NOT_FOUND', `account ${JSON.stringify(accountId)} does not exist`, { account_id: accountId });
+  if (!account) throw apiError('ACCOUNT_NOT_FOUND', `account ${JSON.stringify(accountId)} does not exist`, { account_id: accountId });
   return account;
 }
 
@@ -101,7 +101,7 @@ export async function openAccount(db: Db, input: OpenAccountInput, now = Date.no
           existing.currency === input.currency &&
           existing.creditLimit === input.creditLimit;
         if (same) return existing;
-        throw alreadyExists('ACCOUNT_ALREADY_EXISTS', `account ${JSON.stringify(input.accountId)} already exists with other details`, {
+        throw apiError('ACCOUNT_ALREADY_EXISTS', `account ${JSON.stringify(input.accountId)} already exists with other details`, {
           account_id: input.accountId,
         });
       }
@@ -162,7 +162,7 @@ export async function topUp(db: Db, input: TopUpInput, now = Date.now()): Promis
       }
       const account = await getAccount(trx, input.accountId);
       if (account.currency !== input.currency) {
-        throw failedPrecondition('CURRENCY_MISMATCH', `account ${input.accountId} is in ${account.currency}, not ${input.currency}`, {
+        throw apiError('CURRENCY_MISMATCH', `account ${input.accountId} is in ${account.currency}, not ${input.currency}`, {
           account_id: input.accountId,
         });
       }

@@ -2,7 +2,7 @@
 // Granted by AuthorizeEnrollment after the account checks; fares are debited
 // only under an active agreement of the issuer that asks.
 import { toNumber, type Db } from '../common/db.js';
-import { failedPrecondition, notFound, requestIdReused } from '../common/errors.js';
+import { apiError, requestIdReused } from '../common/errors.js';
 import { newId } from '../common/ids.js';
 import { getAccount, retryOnUniqueViolation } from './accounts.js';
 import { isHolder, type HolderDigest } from './holders.js';
@@ -56,12 +56,12 @@ export async function authorizeEnrollment(db: Db, input: EnrollmentInput, now = 
       const account = await getAccount(trx, input.accountId);
       const meta = { account_id: input.accountId };
       if (!isHolder(account.holder, input.rider)) {
-        throw failedPrecondition('RIDER_MISMATCH', `the rider's details do not match the holder of account ${input.accountId}`, meta);
+        throw apiError('RIDER_MISMATCH', `the rider's details do not match the holder of account ${input.accountId}`, meta);
       }
-      if (account.state !== 'ACTIVE') throw failedPrecondition('ACCOUNT_FROZEN', `account ${input.accountId} is frozen`, meta);
+      if (account.state !== 'ACTIVE') throw apiError('ACCOUNT_FROZEN', `account ${input.accountId} is frozen`, meta);
       // Eligibility: the account must be able to pay at least something now.
       if (account.available <= 0n) {
-        throw failedPrecondition('ACCOUNT_NOT_ELIGIBLE', `account ${input.accountId} has no funds or credit available`, meta);
+        throw apiError('ACCOUNT_NOT_ELIGIBLE', `account ${input.accountId} has no funds or credit available`, meta);
       }
       const row = {
         agreement_id: newId('agr'),
@@ -82,7 +82,7 @@ export async function authorizeEnrollment(db: Db, input: EnrollmentInput, now = 
 /** The agreement, or NOT_FOUND AGREEMENT_NOT_FOUND. */
 export async function getAgreement(db: Db, agreementId: string): Promise<AgreementView> {
   const row = await db('agreements').where({ agreement_id: agreementId }).first();
-  if (!row) throw notFound('AGREEMENT_NOT_FOUND', `agreement ${JSON.stringify(agreementId)} does not exist`, { agreement_id: agreementId });
+  if (!row) throw apiError('AGREEMENT_NOT_FOUND', `agreement ${JSON.stringify(agreementId)} does not exist`, { agreement_id: agreementId });
   return toView(row);
 }
 
@@ -95,7 +95,7 @@ export async function getAgreement(db: Db, agreementId: string): Promise<Agreeme
 export async function revokeAgreement(db: Db, agreementId: string, now = Date.now(), issuerId?: string): Promise<AgreementView> {
   const agreement = await getAgreement(db, agreementId);
   if (issuerId !== undefined && agreement.issuerId !== issuerId) {
-    throw notFound('AGREEMENT_NOT_FOUND', `agreement ${JSON.stringify(agreementId)} does not exist`, { agreement_id: agreementId });
+    throw apiError('AGREEMENT_NOT_FOUND', `agreement ${JSON.stringify(agreementId)} does not exist`, { agreement_id: agreementId });
   }
   await db('agreements').where({ agreement_id: agreementId, state: 'ACTIVE' }).update({ state: 'REVOKED', revoked_at: now });
   return getAgreement(db, agreementId);

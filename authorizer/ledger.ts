@@ -5,7 +5,7 @@
 // riders' money (top-up funding, payable to an issuer, paid to an issuer).
 import type { Knex } from 'knex';
 import { asText, chunks, insertRows, snapshot, sumAsText, toNumber, type Db } from '../common/db.js';
-import { failedPrecondition } from '../common/errors.js';
+import { apiError } from '../common/errors.js';
 
 export type TransferKind = 'TOP_UP' | 'FARE' | 'SETTLEMENT';
 export type LedgerAccountKind = 'RIDER' | 'TOP_UP_FUNDING' | 'ISSUER_PAYABLE' | 'ISSUER_PAID';
@@ -128,10 +128,10 @@ export class LedgerBook {
     const fromAfter = from.balance - t.amount;
     const toAfter = to.balance + t.amount;
     if (from.creditLimit !== null && fromAfter + from.creditLimit < 0n) {
-      throw failedPrecondition('INSUFFICIENT_FUNDS', `${t.debitAccountId} cannot pay ${t.amount}: available ${from.balance + from.creditLimit}`);
+      throw apiError('INSUFFICIENT_FUNDS', `${t.debitAccountId} cannot pay ${t.amount}: available ${from.balance + from.creditLimit}`);
     }
     if (fromAfter < INT64_MIN || toAfter > INT64_MAX) {
-      throw failedPrecondition('BALANCE_OUT_OF_RANGE', `transfer ${t.transferId} would take a balance out of the int64 range`);
+      throw apiError('BALANCE_OUT_OF_RANGE', `transfer ${t.transferId} would take a balance out of the int64 range`);
     }
     from.balance = fromAfter;
     to.balance = toAfter;

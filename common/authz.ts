@@ -4,8 +4,8 @@
 // RPCs not in the table are refused (fail closed), so a new RPC must be
 // added to its service's table to be callable. Only active with mTLS: on a
 // plaintext (--insecure, loopback-only) server there is no peer identity.
-import { status, ServerInterceptingCall, type ServerInterceptor, type ServiceDefinition } from '@grpc/grpc-js';
-import { ApiError, toServiceError } from './errors.js';
+import { ServerInterceptingCall, type ServerInterceptor, type ServiceDefinition } from '@grpc/grpc-js';
+import { ApiError, apiError, toServiceError } from './errors.js';
 import type { PeerIdentity, Role } from './identity.js';
 import type { Logger } from './log.js';
 import { peerIdentity } from './tls.js';
@@ -49,15 +49,15 @@ export function decideCall(policies: AccessPolicy[], path: string, peer: PeerIde
   const [, service = '', rpc = ''] = /^\/([^/]+)\/([^/]+)$/.exec(path) ?? [];
   const meta = { rpc: `${service}/${rpc}`, peer: peer?.uri ?? '' };
   if (!peer) {
-    return { ok: false, error: new ApiError(status.UNAUTHENTICATED, 'PEER_IDENTITY_MISSING', 'the client certificate carries no tapcredit identity (spiffe://tapcredit/<role>/<name>)', meta) };
+    return { ok: false, error: apiError('PEER_IDENTITY_MISSING', 'the client certificate carries no tapcredit identity (spiffe://tapcredit/<role>/<name>)', meta) };
   }
   if (OPEN_SERVICES.includes(service)) return { ok: true };
   const rule = policies.find((p) => p.service === service)?.rules[rpc];
-  if (!rule) return { ok: false, error: new ApiError(status.PERMISSION_DENIED, 'RPC_NOT_IN_POLICY', `${meta.rpc} is not open to any caller`, meta) };
+  if (!rule) return { ok: false, error: apiError('RPC_NOT_IN_POLICY', `${meta.rpc} is not open to any caller`, meta) };
   if (!rule.allow.includes(peer.role)) {
     return {
       ok: false,
-      error: new ApiError(status.PERMISSION_DENIED, 'PEER_ROLE_NOT_ALLOWED', `${rpc} may be called by ${rule.allow.join(', ')}; not by ${peer.uri}`, {
+      error: apiError('PEER_ROLE_NOT_ALLOWED', `${rpc} may be called by ${rule.allow.join(', ')}; not by ${peer.uri}`, {
         ...meta,
         allowed_roles: rule.allow.join(','),
       }),
@@ -73,7 +73,7 @@ export function decideRequest(rule: AccessRule | undefined, path: string, peer: 
   const refusal = rule?.bind?.(peer, request);
   if (!refusal) return { ok: true };
   const rpc = path.slice(1);
-  return { ok: false, error: new ApiError(status.PERMISSION_DENIED, 'PEER_IDENTITY_MISMATCH', refusal, { rpc, peer: peer.uri }) };
+  return { ok: false, error: apiError('PEER_IDENTITY_MISMATCH', refusal, { rpc, peer: peer.uri }) };
 }
 
 /** The interceptor that enforces the policies; a refused call ends with the status and never reaches its handler. */

@@ -4,6 +4,7 @@
 import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import { BadRequest, ErrorInfo } from '../gen/google/rpc/error_details.js';
 import { Status } from '../gen/google/rpc/status.js';
+import { ERROR_REASONS, type ErrorReason } from './error-reasons.js';
 
 export interface FieldViolation {
   field: string;
@@ -26,7 +27,11 @@ export class ApiError extends Error {
 /** Violations named in an INVALID_ARGUMENT message; all of them (up to MAX_REPORTED_VIOLATIONS) are in its BadRequest. */
 const VIOLATIONS_IN_MESSAGE = 10;
 
-export const invalidArgument = (violations: FieldViolation[], reason = 'INVALID_ARGUMENT') =>
+/** An error of the catalogue (error-reasons.ts): the reason decides the code. */
+export const apiError = (reason: ErrorReason, message: string, metadata: Record<string, string> = {}) =>
+  new ApiError(ERROR_REASONS[reason].code, reason, message, metadata);
+
+export const invalidArgument = (violations: FieldViolation[], reason: 'INVALID_ARGUMENT' | 'MALFORMED_REQUEST' | 'TOTAL_MISMATCH' = 'INVALID_ARGUMENT') =>
   new ApiError(
     status.INVALID_ARGUMENT,
     reason,
@@ -38,21 +43,9 @@ export const invalidArgument = (violations: FieldViolation[], reason = 'INVALID_
     violations,
   );
 
-export const notFound = (reason: string, message: string, metadata: Record<string, string> = {}) =>
-  new ApiError(status.NOT_FOUND, reason, message, metadata);
-
-export const alreadyExists = (reason: string, message: string, metadata: Record<string, string> = {}) =>
-  new ApiError(status.ALREADY_EXISTS, reason, message, metadata);
-
-export const failedPrecondition = (reason: string, message: string, metadata: Record<string, string> = {}) =>
-  new ApiError(status.FAILED_PRECONDITION, reason, message, metadata);
-
-export const unavailable = (reason: string, message: string, metadata: Record<string, string> = {}) =>
-  new ApiError(status.UNAVAILABLE, reason, message, metadata);
-
 /** The request id was used before with a different payload (AIP-155). */
 export const requestIdReused = (field: string, id: string) =>
-  alreadyExists('REQUEST_ID_REUSED', `${field} ${JSON.stringify(id)} was already used with a different request`, {
+  apiError('REQUEST_ID_REUSED', `${field} ${JSON.stringify(id)} was already used with a different request`, {
     [field]: id,
   });
 
@@ -86,22 +79,22 @@ const bounded = (text: string, max: number) => (text.length <= max ? text : `${t
  * INTERNAL without leaking their text.
  */
 export function toServiceError(err: unknown, domain: string): Partial<ServiceError> {
-  const apiError =
+  const error =
     err instanceof ApiError
       ? err
       : isTransientDatabaseError(err)
-        ? new ApiError(status.ABORTED, 'CONCURRENT_UPDATE', 'the request met a concurrent update and was rolled back; send it again')
-        : new ApiError(status.INTERNAL, 'INTERNAL', 'internal error; see server logs');
-  const message = bounded(apiError.message, MAX_ERROR_MESSAGE);
+        ? apiError('CONCURRENT_UPDATE', 'the request met a concurrent update and was rolled back; send it again')
+        : apiError('INTERNAL', 'internal error; see server logs');
+  const message = bounded(error.message, MAX_ERROR_MESSAGE);
   const info: Record<string, string> = {};
-  for (const [key, value] of Object.entries(apiError.metadata)) info[bounded(key, MAX_METADATA_VALUE)] = bounded(value, MAX_METADATA_VALUE);
-  const violations = apiError.fieldViolations;
+  for (const [key, value] of Object.entries(error.metadata)) info[bounded(key, MAX_METADATA_VALUE)] = bounded(value, MAX_METADATA_VALUE);
+  const violations = error.fieldViolations;
   // Past the cap, the count tells a client how many there were.
   if (violations.length > MAX_REPORTED_VIOLATIONS) info.violation_count = String(violations.length);
   const details = [
     {
       typeUrl: ANY_PREFIX + 'google.rpc.ErrorInfo',
-      value: Buffer.from(ErrorInfo.encode({ reason: apiError.reason, domain, metadata: info }).finish()),
+      value: Buffer.from(ErrorInfo.encode({ reason: error.reason, domain, metadata: info }).finish()),
     },
   ];
   if (violations.length > 0) {
@@ -114,8 +107,8 @@ export function toServiceError(err: unknown, domain: string): Partial<ServiceErr
     });
   }
   const metadata = new Metadata();
-  metadata.set('grpc-status-details-bin', Buffer.from(Status.encode({ code: apiError.code, message, details }).finish()));
-  return { code: apiError.code, details: message, metadata };
+  metadata.set('grpc-status-details-bin', Buffer.from(Status.encode({ code: error.code, message, details }).finish()));
+  return { code: error.code, details: message, metadata };
 }
 
 export interface DecodedErrorDetails {

@@ -2,7 +2,7 @@
 // a deadline on every call, and the authorizer's errors turned into ApiErrors
 // so the issuer's handlers pass them on with the same code and reason.
 import { status, type ServiceError } from '@grpc/grpc-js';
-import { ApiError, decodeErrorDetails, unavailable } from '../common/errors.js';
+import { ApiError, apiError, decodeErrorDetails } from '../common/errors.js';
 import { callUnary, channelTarget } from '../common/rpc.js';
 import { channelCredentials, type TlsConfig } from '../common/tls.js';
 import {
@@ -22,7 +22,7 @@ function fromServiceError(err: unknown, address: string): unknown {
   const e = err as ServiceError;
   if (typeof e?.code !== 'number') return err;
   if (e.code === status.UNAVAILABLE || e.code === status.DEADLINE_EXCEEDED) {
-    return unavailable('AUTHORIZER_UNAVAILABLE', `the credit authorizer did not answer (${status[e.code]}); retry later`, {
+    return apiError('AUTHORIZER_UNAVAILABLE', `the credit authorizer did not answer (${status[e.code]}); retry later`, {
       authorizer: address,
     });
   }

@@ -5,8 +5,7 @@
 // binding and lists the card. The authorizer call is idempotent, so a call
 // that failed half way is simply repeated; rides taken before the revocation
 // are still debited under the old agreement.
-import { status } from '@grpc/grpc-js';
-import { ApiError } from '../common/errors.js';
+import { apiError } from '../common/errors.js';
 import { Violations } from '../common/validate.js';
 import type {
   ReportCardLostRequest,
@@ -45,7 +44,7 @@ function validate(req: { cardId: string; accountId: string }): void {
 /** The caller must name the account the card is bound to: a light proof that it is the rider's card. */
 function checkAccount(b: CardBinding, cardId: string, accountId: string): void {
   if (b.accountId !== accountId) {
-    throw new ApiError(status.PERMISSION_DENIED, 'ACCOUNT_MISMATCH', `card ${cardId} is not bound to account ${accountId}`, { card_id: cardId });
+    throw apiError('ACCOUNT_MISMATCH', `card ${cardId} is not bound to account ${accountId}`, { card_id: cardId });
   }
 }
 
@@ -65,7 +64,7 @@ export async function unenrollCard(ctx: IssuerContext, req: UnenrollCardRequest)
   const b = await binding(ctx, req.cardId);
   checkAccount(b, req.cardId, req.accountId);
   if (b.state === 'LOST') {
-    throw new ApiError(status.FAILED_PRECONDITION, 'CARD_LOST', `card ${req.cardId} was reported lost`, { card_id: req.cardId });
+    throw apiError('CARD_LOST', `card ${req.cardId} was reported lost`, { card_id: req.cardId });
   }
   if (b.state === 'ENROLLED') await endBinding(ctx, req.cardId, b, 'UNENROLLED', 'REVOKED');
   return { card: await cardView(ctx, req.cardId) };

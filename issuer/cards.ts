@@ -1,7 +1,7 @@
 // Read side for operators and riders: a card with its binding, and a card's
 // taps with their life cycle, newest first.
 import { asText } from '../common/db.js';
-import { invalidArgument, notFound } from '../common/errors.js';
+import { apiError, invalidArgument } from '../common/errors.js';
 import { Violations, pageSize } from '../common/validate.js';
 import {
   CardState,
@@ -19,7 +19,7 @@ import { issuerTaps, tapColumns, type TapRow } from './taps.js';
 export const DEFAULT_PAGE_SIZE = 50;
 export const MAX_PAGE_SIZE = 500;
 
-export const cardNotFound = (cardId: string) => notFound('CARD_NOT_FOUND', `card ${cardId} is not known to this issuer`, { card_id: cardId });
+export const cardNotFound = (cardId: string) => apiError('CARD_NOT_FOUND', `card ${cardId} is not known to this issuer`, { card_id: cardId });
 
 const CARD_STATES: Record<string, CardState> = {
   ENROLLED: CardState.CARD_STATE_ENROLLED,

@@ -10,7 +10,7 @@
 // nothing, its DEBT listing is removed.
 import { createHash } from 'node:crypto';
 import { asText, chunks, isUniqueViolation, sumAsText, type Db } from '../common/db.js';
-import { notFound } from '../common/errors.js';
+import { apiError } from '../common/errors.js';
 import { Leases, skipLocked, type Claim } from '../common/leases.js';
 import { trailLogger } from '../common/log.js';
 import { itemTraceFields, runForBatch } from '../common/trace.js';
@@ -266,7 +266,7 @@ export async function retryDebts(ctx: IssuerContext, req: RetryDebtsRequest): Pr
   v.id('card_id', req.cardId);
   v.throwIfAny();
   if (!(await ctx.db('cards').where({ card_id: req.cardId }).first('card_id'))) {
-    throw notFound('CARD_NOT_FOUND', `card ${req.cardId} is not known to this issuer`, { card_id: req.cardId });
+    throw apiError('CARD_NOT_FOUND', `card ${req.cardId} is not known to this issuer`, { card_id: req.cardId });
   }
   // One Deduct call: a card is blocked at its first debt, so it never owes more than a few taps.
   const { retried, recovered } = await debtStep(ctx, { cardId: req.cardId, batchSize: MAX_BATCH });

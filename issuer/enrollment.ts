@@ -13,7 +13,7 @@ import { status } from '@grpc/grpc-js';
 import { createHash } from 'node:crypto';
 import { CREDIT_FLAG_VERSION, MAC_BYTES, TERMINAL_RANDOM_BYTES, signCreditFlag, verifyCardProof } from '../common/card.js';
 import { asText, isUniqueViolation, type Db } from '../common/db.js';
-import { ApiError, failedPrecondition, requestIdReused } from '../common/errors.js';
+import { ApiError, apiError, requestIdReused } from '../common/errors.js';
 import { fingerprint } from '../common/ids.js';
 import { Violations } from '../common/validate.js';
 import { AuthorizeEnrollmentRequest } from '../gen/tapcredit/authorizer/v1/authorizer.js';
@@ -134,11 +134,11 @@ export async function enrollCard(ctx: IssuerContext, req: EnrollCardRequest): Pr
   const proof = reading.proof!;
   const cardId = proof.cardId;
   if (reading.issuerCode !== ctx.issuerCode) {
-    throw failedPrecondition('WRONG_ISSUER', `the card was issued by ${JSON.stringify(reading.issuerCode)}, not by this issuer`, { card_id: cardId });
+    throw apiError('WRONG_ISSUER', `the card was issued by ${JSON.stringify(reading.issuerCode)}, not by this issuer`, { card_id: cardId });
   }
   // Every call, a repeat too, must come from a genuine card in the caller's hands.
   if (!verifyCardProof(ctx.masterKey, proof)) {
-    throw failedPrecondition('CARD_AUTHENTICATION_FAILED', "the card's proof does not verify: not a genuine card of this issuer", { card_id: cardId });
+    throw apiError('CARD_AUTHENTICATION_FAILED', "the card's proof does not verify: not a genuine card of this issuer", { card_id: cardId });
   }
   const print = enrollmentFingerprint(req);
   const repeat = await earlierResult(ctx, req.requestId, print);
@@ -146,7 +146,7 @@ export async function enrollCard(ctx: IssuerContext, req: EnrollCardRequest): Pr
 
   const now = ctx.now();
   if (reading.expiresOn < now.toISOString().slice(0, 10)) {
-    throw failedPrecondition('CARD_EXPIRED', `the card expired on ${reading.expiresOn}`, { card_id: cardId });
+    throw apiError('CARD_EXPIRED', `the card expired on ${reading.expiresOn}`, { card_id: cardId });
   }
   await checkCardEnrollable(ctx, cardId, BigInt(proof.counter));
 
@@ -232,13 +232,13 @@ export async function enrollCard(ctx: IssuerContext, req: EnrollCardRequest): Pr
 }
 
 const alreadyEnrolled = (cardId: string) =>
-  failedPrecondition('CARD_ALREADY_ENROLLED', `card ${cardId} is already enrolled`, { card_id: cardId });
+  apiError('CARD_ALREADY_ENROLLED', `card ${cardId} is already enrolled`, { card_id: cardId });
 
 const enrollmentInProgress = (cardId: string) =>
-  new ApiError(status.ABORTED, 'ENROLLMENT_IN_PROGRESS', `another enrollment of card ${cardId} is in progress; try again later`, { card_id: cardId });
+  apiError('ENROLLMENT_IN_PROGRESS', `another enrollment of card ${cardId} is in progress; try again later`, { card_id: cardId });
 
 const enrollmentAbandoned = (requestId: string) =>
-  new ApiError(status.ABORTED, 'ENROLLMENT_ABANDONED', `enrollment ${JSON.stringify(requestId)} was abandoned and its agreement revoked; enroll again with a new request id`, {
+  apiError('ENROLLMENT_ABANDONED', `enrollment ${JSON.stringify(requestId)} was abandoned and its agreement revoked; enroll again with a new request id`, {
     request_id: requestId,
   });
 
@@ -340,11 +340,10 @@ async function checkCardEnrollable(ctx: IssuerContext, cardId: string, counter: 
   const card = await ctx.db('cards').where({ card_id: cardId }).first(asText(ctx.db, 'last_counter'), 'enrollment_request_id', 'state');
   if (!card) return;
   if (card.state === 'LOST') {
-    throw failedPrecondition('CARD_LOST', `card ${cardId} was reported lost and cannot be enrolled again; enroll a new card`, { card_id: cardId });
+    throw apiError('CARD_LOST', `card ${cardId} was reported lost and cannot be enrolled again; enroll a new card`, { card_id: cardId });
   }
   if (counter <= BigInt(card.last_counter)) {
-    throw failedPrecondition(
-      'CARD_PROOF_REPLAYED',
+    throw apiError('CARD_PROOF_REPLAYED',
       `the card's counter ${counter} is not above the highest seen (${card.last_counter}): read the card again`,
       { card_id: cardId },
     );

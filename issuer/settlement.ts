@@ -2,7 +2,7 @@
 // is reconciled against the issuer's own tap; a matching tap becomes SETTLED,
 // anything else is stored and reported as a mismatch, never accepted silently.
 import { asText, chunks, insertRows, isUniqueViolation, type Db } from '../common/db.js';
-import { invalidArgument, requestIdReused, unavailable } from '../common/errors.js';
+import { apiError, invalidArgument, requestIdReused } from '../common/errors.js';
 import { fingerprint } from '../common/ids.js';
 import { Violations } from '../common/validate.js';
 import {
@@ -125,7 +125,7 @@ async function reconcileAndStore(trx: Db, now: number, req: SettleRequest, print
   }
   const pending = req.items.filter((item) => taps.get(item.tapId)?.state === 'DEDUCTING' || retrying.has(item.tapId)).map((item) => item.tapId);
   if (pending.length > 0) {
-    throw unavailable('DEBIT_OUTCOME_PENDING', `${pending.length} taps of the settlement await their debit answer; send it again later`, {
+    throw apiError('DEBIT_OUTCOME_PENDING', `${pending.length} taps of the settlement await their debit answer; send it again later`, {
       settlement_id: req.settlementId,
       tap_ids: pending.slice(0, 20).join(','),
     });

@@ -8,6 +8,8 @@ import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { fromBinary } from '@bufbuild/protobuf';
+import { status } from '@grpc/grpc-js';
+import { ERROR_REASONS, RESULT_REASONS, type ReasonEntry } from '../common/error-reasons.js';
 import {
   FieldDescriptorProto_Label,
   FieldDescriptorProto_Type,
@@ -163,6 +165,29 @@ function index(files: FileDescriptorProto[]): { documented: Set<string>; mapEntr
 }
 
 /** The whole reference, from a serialized FileDescriptorSet with source info. */
+/** The catalogue's reasons an RPC ("Service.Method") can answer, beside those of every RPC. */
+const reasonsOf = (rpc: string) =>
+  (Object.entries(ERROR_REASONS) as [string, ReasonEntry][]).filter(([, e]) => e.rpcs.includes(rpc));
+
+/** Every reason of common/error-reasons.ts, with its code and the RPCs that answer it. */
+function renderErrorCatalogue(out: string[]): void {
+  out.push(anchor('errors'), '## Errors', '');
+  out.push(
+    'Every reason a server puts in the ErrorInfo of a failed call (`common/error-reasons.ts`; servers make errors from that table only). The ErrorInfo domain names the server: `terminal.tapcredit`, `issuer.tapcredit`, `authorizer.tapcredit`. A reason is stable: clients branch on it, never on the message.',
+    '',
+    '| code | reason | when | RPCs |',
+    '| --- | --- | --- | --- |',
+  );
+  for (const [reason, e] of Object.entries(ERROR_REASONS) as [string, ReasonEntry][]) {
+    const rpcs = e.rpcs[0] === '*' ? 'every RPC' : e.rpcs.join(', ');
+    out.push(`| ${status[e.code]} | \`${reason}\` | ${cell(e.when)} | ${rpcs} |`);
+  }
+  out.push('', '### Reasons inside results', '', 'Batch RPCs answer per item, so one bad item does not fail the others; these reasons come in the item\'s result, not as the call\'s error.', '');
+  out.push('| RPC | reason | when |', '| --- | --- | --- |');
+  for (const [reason, r] of Object.entries(RESULT_REASONS)) out.push(`| ${r.rpc} | \`${reason.replace(/ \(.*\)$/, '')}\` | ${cell(r.when)} |`);
+  out.push('');
+}
+
 export function renderApiDoc(descriptorSet: Uint8Array): string {
   const set = fromBinary(FileDescriptorSetSchema, descriptorSet);
   const files = set.file
@@ -209,11 +234,18 @@ export function renderApiDoc(descriptorSet: Uint8Array): string {
         );
         const methodComment = comments.get([FILE_SERVICE, si, SERVICE_METHOD, mi]);
         if (methodComment) out.push(methodComment, '');
+        const own = reasonsOf(`${s.name}.${m.name}`);
+        if (own.length > 0) {
+          out.push('Errors of this RPC (beside [those of every RPC](#errors)):', '', '| code | reason | when |', '| --- | --- | --- |');
+          for (const [reason, e] of own) out.push(`| ${status[e.code]} | \`${reason}\` | ${cell(e.when)} |`);
+          out.push('');
+        }
       });
     });
     file.messageType.forEach((m, i) => renderMessage(ctx, m, `${file.package}.${m.name}`, [FILE_MESSAGE, i]));
     file.enumType.forEach((e, i) => renderEnum(ctx, e, `${file.package}.${e.name}`, [FILE_ENUM, i]));
   }
+  renderErrorCatalogue(out);
   return `${out.join('\n').replace(/\n{3,}/g, '\n\n').trimEnd()}\n`;
 }
 

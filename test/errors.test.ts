@@ -2,7 +2,7 @@
 import { status } from '@grpc/grpc-js';
 import { expect } from 'chai';
 import knexFactory from 'knex';
-import { ApiError, MAX_ERROR_MESSAGE, decodeErrorDetails, isTransientDatabaseError, toServiceError } from '../common/errors.js';
+import { apiError, decodeErrorDetails, isTransientDatabaseError, MAX_ERROR_MESSAGE, toServiceError } from '../common/errors.js';
 import { POSTGRES_URL, testDatabases } from './helpers/databases.js';
 import { removeDir, tempDir } from './helpers/assert.js';
 
@@ -13,8 +13,8 @@ const decoded = (err: unknown) => {
 
 describe('errors: mapping to gRPC status', () => {
   it('keeps an ApiError\'s code and reason, bounding its message', () => {
-    expect(decoded(new ApiError(status.NOT_FOUND, 'CARD_NOT_FOUND', 'card C1 is not known'))).to.deep.equal({ code: status.NOT_FOUND, message: 'card C1 is not known', reason: 'CARD_NOT_FOUND' });
-    expect(decoded(new ApiError(status.FAILED_PRECONDITION, 'X', 'y'.repeat(100_000))).message).to.have.length(MAX_ERROR_MESSAGE);
+    expect(decoded(apiError('CARD_NOT_FOUND', 'card C1 is not known'))).to.deep.equal({ code: status.NOT_FOUND, message: 'card C1 is not known', reason: 'CARD_NOT_FOUND' });
+    expect(decoded(apiError('CARD_NOT_FOUND', 'y'.repeat(100_000))).message).to.have.length(MAX_ERROR_MESSAGE);
   });
 
   it('answers INTERNAL for an unknown error, without its text', () => {

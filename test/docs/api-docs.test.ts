@@ -3,7 +3,9 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fromBinary, toBinary } from '@bufbuild/protobuf';
 import { FileDescriptorSetSchema } from '@bufbuild/protobuf/wkt';
+import { status } from '@grpc/grpc-js';
 import { expect } from 'chai';
+import { ERROR_REASONS, RESULT_REASONS } from '../../common/error-reasons.js';
 import { API_DOC, DESCRIPTOR_SET, renderApiDoc } from '../../scripts/gen-api-docs.js';
 
 describe('API reference (docs/api.md)', () => {
@@ -13,6 +15,15 @@ describe('API reference (docs/api.md)', () => {
 
   it('is what the generator makes of the current protos (run `npm run docs` when this fails)', () => {
     expect(doc === renderApiDoc(descriptorSet), 'docs/api.md is stale').to.equal(true);
+  });
+
+  it('lists in the error catalogue only RPCs the services have, and documents every reason with its code', () => {
+    const rpcs = new Set(set.file.filter((f) => f.package.startsWith('tapcredit.')).flatMap((f) => f.service.flatMap((s) => s.method.map((m) => `${s.name}.${m.name}`))));
+    for (const [reason, e] of Object.entries(ERROR_REASONS)) {
+      for (const rpc of e.rpcs) if (rpc !== '*') expect(rpcs.has(rpc), `${reason} names ${rpc}`).to.equal(true);
+      expect(doc).to.include(`| ${status[e.code]} | \`${reason}\` |`);
+    }
+    for (const r of Object.values(RESULT_REASONS)) expect(rpcs.has(r.rpc), r.rpc).to.equal(true);
   });
 
   it('documents every RPC and message of the tapcredit services with its proto comment', () => {

@@ -2,7 +2,7 @@
 // BadRequest field violations for INVALID_ARGUMENT) and changes nothing.
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { expect } from 'chai';
-import { MAX_ERROR_MESSAGE, MAX_REPORTED_VIOLATIONS, decodeErrorDetails } from '../../common/errors.js';
+import { decodeErrorDetails, MAX_ERROR_MESSAGE, MAX_REPORTED_VIOLATIONS } from '../../common/errors.js';
 import { callUnary } from '../../common/rpc.js';
 import { AccountState } from '../../gen/tapcredit/authorizer/v1/authorizer.js';
 import { enroll, openAccount, rider } from '../helpers/rider.js';

@@ -2,7 +2,7 @@ import { status } from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
 import { verifyCreditFlag } from '../../common/card.js';
-import { ApiError } from '../../common/errors.js';
+import { apiError } from '../../common/errors.js';
 import { CardState } from '../../gen/tapcredit/issuer/v1/issuer.js';
 import { getCard } from '../../issuer/cards.js';
 import { authorizerRequestId, enrollCard, ENROLLMENT_CLAIM_TTL_MS, sweepAbandonedEnrollments } from '../../issuer/enrollment.js';
@@ -140,7 +140,7 @@ describe('issuer: EnrollCard', () => {
 
     it('frees the card at once when the authorizer refuses for good, and retries keep the claim', async () => {
       const first = enrollRequest(newCard(t.masterKey, 'C1'), 'req-1');
-      t.authorizer.enrollError = new ApiError(status.FAILED_PRECONDITION, 'ACCOUNT_NOT_ELIGIBLE', 'no');
+      t.authorizer.enrollError = apiError('ACCOUNT_NOT_ELIGIBLE', 'no');
       await expectApiError(enrollCard(t.ctx, first.request), status.FAILED_PRECONDITION, 'ACCOUNT_NOT_ELIGIBLE');
       expect(await t.db('enrollment_claims').count({ n: '*' })).to.deep.equal([{ n: 0 }]);
       t.authorizer.enrollError = undefined;
@@ -210,7 +210,7 @@ describe('issuer: EnrollCard', () => {
   });
 
   it("passes the authorizer's refusal on with its code and reason and stores nothing", async () => {
-    t.authorizer.enrollError = new ApiError(status.FAILED_PRECONDITION, 'RIDER_MISMATCH', 'the rider does not hold this account');
+    t.authorizer.enrollError = apiError('RIDER_MISMATCH', 'the rider does not hold this account');
     const counts = await tableCounts(t.db);
     await expectApiError(enrollCard(t.ctx, enrollRequest(newCard(t.masterKey, 'C1'), 'req-1').request), status.FAILED_PRECONDITION, 'RIDER_MISMATCH');
     expect(await tableCounts(t.db)).to.deep.equal(counts);

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { issueCard, newTerminalRandom, zeroAmountDebit } from '../../common/card.js';
 import { openDatabase, type Db } from '../../common/db.js';
-import { unavailable } from '../../common/errors.js';
+import { apiError } from '../../common/errors.js';
 import { createLogger } from '../../common/log.js';
 import {
   AgreementState,
@@ -114,7 +114,7 @@ export class FakeAuthorizer implements AuthorizerPort {
   }
 }
 
-export const authorizerDown = () => unavailable('AUTHORIZER_UNAVAILABLE', 'the credit authorizer did not answer');
+export const authorizerDown = () => apiError('AUTHORIZER_UNAVAILABLE', 'the credit authorizer did not answer');
 
 export const declineWith = (reason: DeductDeclineReason) => () => ({
   status: DeductStatus.DEDUCT_STATUS_DECLINED,

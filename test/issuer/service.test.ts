@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { credentials, status, type ServiceError } from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { verifyCreditFlag } from '../../common/card.js';
-import { ApiError, decodeErrorDetails } from '../../common/errors.js';
+import { ApiError, apiError, decodeErrorDetails } from '../../common/errors.js';
 import { createLogger } from '../../common/log.js';
 import { callUnary } from '../../common/rpc.js';
 import { startServer, unaryHandlers, type AsyncHandlers, type RunningServer } from '../../common/server.js';
@@ -166,7 +166,7 @@ describe('issuer server (gRPC) against a fake authorizer', () => {
   });
 
   it("passes the authorizer's enrollment refusal on with its code and reason, and stores nothing", async () => {
-    fake.enrollError = new ApiError(status.FAILED_PRECONDITION, 'RIDER_MISMATCH', 'the rider does not hold this account', { account_id: 'acc-1' });
+    fake.enrollError = apiError('RIDER_MISMATCH', 'the rider does not hold this account', { account_id: 'acc-1' });
     const counts = await tableCounts(issuer.db);
     const err = await grpcError(call.enroll(enrollRequest(newCard(masterKey, 'C1'), 'req-1').request));
     expect(err.code).to.equal(status.FAILED_PRECONDITION);
