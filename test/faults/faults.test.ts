@@ -1,7 +1,7 @@
 // The short fault-injection run of `npm test`: 2,000 taps over 50 cards at
 // three terminals while every server is killed or stopped and restarted
 // once or more and the network between them fails; then the invariants of
-// DESIGN.md. The seed is random unless TAPCREDIT_FAULT_SEED is set; a
+// docs/design.md. The seed is random unless TAPCREDIT_FAULT_SEED is set; a
 // failure prints the command that replays it (`npm run test:faults` runs
 // long ones).
 import { expect } from 'chai';

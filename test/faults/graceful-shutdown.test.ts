@@ -6,7 +6,7 @@
 //   is exactly what a SIGKILL does);
 // - the issuer leaves no tap DEDUCTING (the debit in flight got its answer
 //   stored) and the authorizer's ledger balances;
-// - after the restart nothing is lost: the invariants of DESIGN.md hold.
+// - after the restart nothing is lost: the invariants of docs/design.md hold.
 import { expect } from 'chai';
 import { ledgerViolations } from '../../authorizer/ledger.js';
 import { toNumber } from '../../common/db.js';

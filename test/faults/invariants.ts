@@ -1,4 +1,4 @@
-// The invariants of DESIGN.md, checked by reading the three services'
+// The invariants of docs/design.md, checked by reading the three services'
 // databases after a run has gone quiet:
 // 1. no accepted tap is lost (driver -> terminal -> issuer);
 // 2. no tap is debited twice;

@@ -333,7 +333,7 @@ export class FaultSystem {
     return violations;
   }
 
-  /** The invariants of DESIGN.md from the databases (see invariants.ts), plus any server that died on its own. */
+  /** The invariants of docs/design.md from the databases (see invariants.ts), plus any server that died on its own. */
   async check(record: DriverRecord, reports: GetReconciliationReportResponse[]): Promise<{ violations: string[]; figures: InvariantFigures }> {
     const dbs = this.databases();
     const checked = await checkInvariants({ ...dbs, accepted: record.accepted, issuerId: ISSUER_ID, currency: CURRENCY, reports });

@@ -1,4 +1,4 @@
-// The invariants of DESIGN.md after a run with replicas, from the services'
+// The invariants of docs/design.md after a run with replicas, from the services'
 // databases (test/faults/invariants.ts does the checking) and the issuer's
 // reconciliation report of every service day of the run.
 import type { Db } from '../../common/db.js';

@@ -4,7 +4,7 @@
 // issuers listing both authorizers and the authorizers listing both issuers.
 // Riders tap until `killAfter` of the taps are accepted; then one replica of
 // each service is killed (SIGKILL) and the taps go on through the others.
-// Once every outbox is drained, the invariants of DESIGN.md are checked.
+// Once every outbox is drained, the invariants of docs/design.md are checked.
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
