@@ -1,6 +1,6 @@
 // Riders' payment accounts: opening (idempotent by account id), top-ups
 // (idempotent by request id), freezing, and reading balances and entries.
-import { asText, isUniqueViolation, toNumber, type Db } from '../common/db.js';
+import { asText, retryOnUniqueViolation, toNumber, type Db } from '../common/db.js';
 import { apiError, invalidArgument, requestIdReused } from '../common/errors.js';
 import { newId } from '../common/ids.js';
 import type { HolderDigest } from './holders.js';
@@ -28,17 +28,6 @@ export interface AccountView {
 
 /** A name as compared: case-insensitive, surrounding and repeated blanks ignored. */
 export const normalizeName = (name: string) => name.normalize('NFKC').trim().replace(/\s+/g, ' ').toLowerCase();
-
-/** Runs fn again when a concurrent writer claimed the same id first (only possible on PostgreSQL); the rerun sees its row. */
-export async function retryOnUniqueViolation<T>(fn: () => Promise<T>, attempts = 3): Promise<T> {
-  for (let i = 1; ; i++) {
-    try {
-      return await fn();
-    } catch (err) {
-      if (i >= attempts || !isUniqueViolation(err)) throw err;
-    }
-  }
-}
 
 const accountColumns = (db: Db) => [
   'a.account_id',

@@ -1,10 +1,10 @@
 // Agreements: a rider's account authorized to pay for one issuer's card.
 // Granted by AuthorizeEnrollment after the account checks; fares are debited
 // only under an active agreement of the issuer that asks.
-import { toNumber, type Db } from '../common/db.js';
+import { retryOnUniqueViolation, toNumber, type Db } from '../common/db.js';
 import { apiError, requestIdReused } from '../common/errors.js';
 import { newId } from '../common/ids.js';
-import { getAccount, retryOnUniqueViolation } from './accounts.js';
+import { getAccount } from './accounts.js';
 import { isHolder, type HolderDigest } from './holders.js';
 
 export type AgreementState = 'ACTIVE' | 'REVOKED';

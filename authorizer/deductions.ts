@@ -4,9 +4,8 @@
 // the deductions, transfers and balances are written in bulk. Each request id
 // (the tap id) is claimed once: DEBITED and DECLINED are stored and a repeat
 // returns them; REJECTED is not stored.
-import { asText, chunks, insertRows, toNumber, type Db } from '../common/db.js';
+import { asText, chunks, insertRows, retryOnUniqueViolation, toNumber, type Db } from '../common/db.js';
 import { newId } from '../common/ids.js';
-import { retryOnUniqueViolation } from './accounts.js';
 import { LedgerBook, ledgerAccountId } from './ledger.js';
 
 export type DeclineReason = 'INSUFFICIENT_FUNDS' | 'AGREEMENT_REVOKED' | 'ACCOUNT_FROZEN' | 'LIMIT_EXCEEDED';

@@ -4,7 +4,7 @@
 // have a floor (-credit_limit); system accounts carry the other side of
 // riders' money (top-up funding, payable to an issuer, paid to an issuer).
 import type { Knex } from 'knex';
-import { asText, chunks, insertRows, snapshot, sumAsText, toNumber, type Db } from '../common/db.js';
+import { asText, chunks, insertRows, isPostgres, snapshot, sumAsText, toNumber, type Db } from '../common/db.js';
 import { apiError } from '../common/errors.js';
 
 export type TransferKind = 'TOP_UP' | 'FARE' | 'SETTLEMENT';
@@ -52,7 +52,6 @@ export interface PostedTransfer {
   creditBalanceAfter: bigint;
 }
 
-const isPostgres = (db: Knex) => db.client.config.client === 'pg';
 
 /**
  * The ledger within one database transaction: load the accounts a batch

@@ -9,11 +9,10 @@
 // sending it, so one is in flight from one replica at a time and a dead
 // replica's settlement is taken over when its claim expires.
 import type { Knex } from 'knex';
-import { asText, chunks, sumAsText, toNumber, type Db } from '../common/db.js';
+import { asText, chunks, retryOnUniqueViolation, sumAsText, toNumber, type Db } from '../common/db.js';
 import { newId } from '../common/ids.js';
 import { Leases, skipLocked, type Claim } from '../common/leases.js';
 import type { Logger } from '../common/log.js';
-import { retryOnUniqueViolation } from './accounts.js';
 import { LedgerBook, ledgerAccountId } from './ledger.js';
 
 export const DEFAULT_SETTLEMENT_BATCH_SIZE = 1000;

@@ -33,6 +33,9 @@ function migrationSource(migrations: Migration[]): Knex.MigrationSource<Migratio
 
 export const isPostgresUrl = (url: string) => /^postgres(ql)?:\/\//.test(url);
 
+/** True for a PostgreSQL connection (or transaction), where row locks and NOTIFY exist. */
+export const isPostgres = (db: Knex) => db.client.config.client === 'pg';
+
 export async function openDatabase(opts: DatabaseOptions): Promise<Knex> {
   let config: Knex.Config;
   if (isPostgresUrl(opts.url)) {
@@ -163,6 +166,17 @@ export async function raiseColumn(
       .whereIn(key, part.map(([k]) => k))
       .where((q) => q.whereNull(column).orWhere(column, '<', raised()))
       .update({ [column]: raised(), ...also });
+  }
+}
+
+/** Runs fn again when a concurrent writer claimed the same id first (only possible on PostgreSQL); the rerun sees its row. */
+export async function retryOnUniqueViolation<T>(fn: () => Promise<T>, attempts = 3): Promise<T> {
+  for (let i = 1; ; i++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (i >= attempts || !isUniqueViolation(err)) throw err;
+    }
   }
 }
 

@@ -18,7 +18,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Knex } from 'knex';
-import { chunks, type Db } from './db.js';
+import { chunks, isPostgres, type Db } from './db.js';
 
 /** How long a claim lasts: longer than one send (a call deadline is 10 s) plus storing its outcome. */
 export const DEFAULT_CLAIM_TTL_MS = 30_000;
@@ -37,8 +37,6 @@ export function addLeaseColumns(t: Knex.AlterTableBuilder): void {
 
 /** A name for this process among the replicas of a service: host, pid and a random part (pids repeat across containers). */
 export const replicaName = () => `${hostname()}/${process.pid}/${randomBytes(3).toString('hex')}`;
-
-export const isPostgres = (db: Knex) => db.client.config.client === 'pg';
 
 /** Locks the selected rows FOR UPDATE SKIP LOCKED on PostgreSQL (rows another transaction holds are left out); unchanged on SQLite. */
 export function skipLocked<Q extends Knex.QueryBuilder>(db: Knex, query: Q): Q {

@@ -9,7 +9,7 @@
 // recovered debt turns the tap DEDUCTED (recovered); once a card owes
 // nothing, its DEBT listing is removed.
 import { createHash } from 'node:crypto';
-import { asText, chunks, isUniqueViolation, sumAsText, type Db } from '../common/db.js';
+import { asText, chunks, retryOnUniqueViolation, sumAsText, type Db } from '../common/db.js';
 import { apiError } from '../common/errors.js';
 import { Leases, skipLocked, type Claim } from '../common/leases.js';
 import { trailLogger } from '../common/log.js';
@@ -155,17 +155,8 @@ export async function debtStep(ctx: IssuerContext, opts: { cardId?: string; batc
   const { db } = ctx;
   const batchSize = opts.batchSize ?? DEFAULT_DEBT_BATCH_SIZE;
   const leases = leasesOf(ctx);
-  let claimed: { claim: Claim; attempts: Attempt[] };
-  for (let i = 1; ; i++) {
-    try {
-      claimed = await claimAttempts(db, leases, ctx.now().getTime(), batchSize, opts.cardId);
-      break;
-    } catch (err) {
-      // A concurrent claimer took the same attempt number first: claim again, it is PENDING now.
-      if (!isUniqueViolation(err) || i >= 3) throw err;
-    }
-  }
-  const { claim, attempts } = claimed;
+  // A concurrent claimer may take the same attempt number first: claim again, it is PENDING then.
+  const { claim, attempts } = await retryOnUniqueViolation(() => claimAttempts(db, leases, ctx.now().getTime(), batchSize, opts.cardId));
   if (attempts.length === 0) return { retried: 0, recovered: 0, more: false };
   try {
     return await sendAttempts(ctx, attempts, batchSize, opts.cardId);

@@ -12,7 +12,7 @@
 import { status } from '@grpc/grpc-js';
 import { createHash } from 'node:crypto';
 import { CREDIT_FLAG_VERSION, MAC_BYTES, TERMINAL_RANDOM_BYTES, signCreditFlag, verifyCardProof } from '../common/card.js';
-import { asText, isUniqueViolation, type Db } from '../common/db.js';
+import { asText, isUniqueViolation, retryOnUniqueViolation, type Db } from '../common/db.js';
 import { ApiError, apiError, requestIdReused } from '../common/errors.js';
 import { fingerprint } from '../common/ids.js';
 import { Violations } from '../common/validate.js';
@@ -262,9 +262,9 @@ async function claimCard(ctx: IssuerContext, cardId: string, requestId: string, 
     claimed_at: String(now),
     expires_at: String(now + ENROLLMENT_CLAIM_TTL_MS),
   };
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await ctx.db.transaction(async (trx) => {
+  // A concurrent enrollment of the card may insert its claim first: look again, it is live then.
+  await retryOnUniqueViolation(() =>
+    ctx.db.transaction(async (trx) => {
         if (await trx('abandoned_enrollments').where({ request_id: requestId }).first('request_id')) throw enrollmentAbandoned(requestId);
         const held = await trx('enrollment_claims').where({ card_id: cardId }).first('request_id', asText(trx, 'expires_at'));
         if (held?.request_id === requestId) {
@@ -274,12 +274,8 @@ async function claimCard(ctx: IssuerContext, cardId: string, requestId: string, 
         if (held && Number(held.expires_at) > now) throw enrollmentInProgress(cardId);
         if (held) await abandonClaims(trx, [cardId], now);
         await trx('enrollment_claims').insert(row);
-      });
-    } catch (err) {
-      // A concurrent enrollment of the card inserted its claim first: look again, it is live now.
-      if (!isUniqueViolation(err) || attempt >= 3) throw err;
-    }
-  }
+    }),
+  );
 }
 
 async function releaseClaim(db: Db, cardId: string, requestId: string): Promise<void> {

@@ -5,7 +5,7 @@
 import { GroupCommit } from '../common/group-commit.js';
 import { timingSafeEqual } from 'node:crypto';
 import { MAC_BYTES, TERMINAL_RANDOM_BYTES, computeCardMac, diversifyCardKey } from '../common/card.js';
-import { asText, chunks, insertRows, isUniqueViolation, raiseColumn, type Db } from '../common/db.js';
+import { asText, chunks, insertRows, raiseColumn, retryOnUniqueViolation, type Db } from '../common/db.js';
 import { fingerprint } from '../common/ids.js';
 import { Violations } from '../common/validate.js';
 import {
@@ -121,17 +121,11 @@ export async function reportTaps(ctx: IssuerContext, req: TapReportRequest): Pro
 
 /** Stores reports together in one transaction; resolves each report's outcomes. */
 async function storeReports(ctx: IssuerContext, reports: PreparedTap[][]): Promise<Outcome[][]> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      const { outcomes, denyListChanged } = await ctx.db.transaction((trx) => storeBatch(trx, ctx, ctx.now().getTime(), reports.flat()));
-      if (denyListChanged) ctx.denyListFeed?.notify();
-      let next = 0;
-      return reports.map((report) => outcomes.slice(next, (next += report.length)));
-    } catch (err) {
-      // A concurrent report (another replica's) inserted one of these tap ids first: run again, it is now a DUPLICATE.
-      if (!isUniqueViolation(err) || attempt >= 3) throw err;
-    }
-  }
+  // A concurrent report (another replica's) may insert one of these tap ids first: run again, it is now a DUPLICATE.
+  const { outcomes, denyListChanged } = await retryOnUniqueViolation(() => ctx.db.transaction((trx) => storeBatch(trx, ctx, ctx.now().getTime(), reports.flat())));
+  if (denyListChanged) ctx.denyListFeed?.notify();
+  let next = 0;
+  return reports.map((report) => outcomes.slice(next, (next += report.length)));
 }
 
 async function storeBatch(
