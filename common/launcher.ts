@@ -69,9 +69,7 @@ export class ServerProcess {
   starts = 0;
   kills = 0;
   terms = 0;
-  /** Where it listens, as it reported at its last start. */
-  address: string | undefined;
-  metricsAddress: string | undefined;
+  private ready: ReadyMessage | undefined;
   /** Set when it ended without being asked to. */
   crashed: string | undefined;
 
@@ -89,6 +87,17 @@ export class ServerProcess {
 
   get pid(): number | undefined {
     return this.child?.pid;
+  }
+
+  /** host:port where it listens, as it reported at its last start. */
+  get address(): string {
+    if (!this.ready) throw new Error(`${this.spec.name} has not started`);
+    return this.ready.address;
+  }
+
+  /** host:port of its /metrics, when it has one. */
+  get metricsAddress(): string | undefined {
+    return this.ready?.metricsAddress;
   }
 
   get logFile(): string | undefined {
@@ -142,8 +151,7 @@ export class ServerProcess {
     });
     // The server unrefs its end; the launcher needs no more messages either.
     child.channel?.unref();
-    this.address = ready.address;
-    this.metricsAddress = ready.metricsAddress;
+    this.ready = ready;
     return ready;
   }
 
