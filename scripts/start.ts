@@ -57,6 +57,8 @@ const servers = order.map(
         output: 'inherit',
       },
       (exit) => {
+        // Ctrl-C reaches the servers too (one process group): exits while stopping are expected.
+        if (stopping) return;
         console.error(`${exit.name} exited (${exit.signal ?? exit.code}); stopping the others`);
         void stopAll(1);
       },
