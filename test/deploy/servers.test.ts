@@ -100,3 +100,35 @@ describe('compiled servers, one at a time (dist/)', function () {
     expect(readFileSync(join(data, 'keys', 'master.key'), 'utf8')).to.equal(before);
   });
 });
+
+describe("README: one server on its own (scale-out section)", function () {
+  this.timeout(300_000);
+  let dir: string;
+  before(async () => {
+    await ensureBuilt();
+    dir = tempDir('tapcredit-one-');
+  });
+  after(() => removeDir(dir));
+
+  it('keys init, certs, then the issuer from dist/ over mTLS on the given database (free ports instead of 50052/9452)', async () => {
+    const { POSTGRES_URL, testDatabases } = await import('../helpers/databases.js');
+    const databases = testDatabases(POSTGRES_URL ? 'postgres' : 'sqlite', dir);
+    try {
+      expect((await runDist('scripts/keys', ['init', '--data-dir', dir])).code).to.equal(0);
+      expect((await runDist('scripts/certs', ['--certs-dir', join(dir, 'certs')])).code).to.equal(0);
+      const server = new ServerProcess({
+        name: 'issuer-a',
+        entry: 'issuer/main',
+        runtime: 'dist',
+        args: ['--data-dir', dir, '--port', '0', '--metrics-port', '0', '--replica-id', 'issuer-a', '--database-url', await databases.url('issuer'), '--authorizer-address', '10.0.0.7:50053'],
+        env: { LOG_LEVEL: 'warn' },
+        output: { logDir: join(dir, 'logs') },
+      });
+      const ready = await server.start();
+      expect(ready.address).to.match(/^127\.0\.0\.1:\d+$/);
+      expect((await server.signal('SIGTERM')).code).to.equal(0);
+    } finally {
+      await databases.drop();
+    }
+  });
+});

@@ -27,3 +27,19 @@ export async function serverModules(): Promise<Pick<Authorizer, 'startAuthorizer
 
 /** Which servers this run tests, for a test that must say so. */
 export const serversUnderTest = () => (process.env.TAPCREDIT_RUNTIME === 'dist' ? 'dist' : 'source');
+
+type Gen<S extends string> = S extends 'authorizer'
+  ? typeof import('../../gen/tapcredit/authorizer/v1/authorizer.js')
+  : S extends 'issuer'
+    ? typeof import('../../gen/tapcredit/issuer/v1/issuer.js')
+    : typeof import('../../gen/tapcredit/terminal/v1/terminal.js');
+
+/** A generated module as the servers under test load it (to watch the calls they make through its clients). */
+export async function serversGenerated<S extends 'authorizer' | 'issuer' | 'terminal'>(service: S): Promise<Gen<S>> {
+  if (process.env.TAPCREDIT_RUNTIME !== 'dist') {
+    if (service === 'authorizer') return (await import('../../gen/tapcredit/authorizer/v1/authorizer.js')) as Gen<S>;
+    if (service === 'issuer') return (await import('../../gen/tapcredit/issuer/v1/issuer.js')) as Gen<S>;
+    return (await import('../../gen/tapcredit/terminal/v1/terminal.js')) as Gen<S>;
+  }
+  return import(pathToFileURL(join(import.meta.dirname, '..', '..', 'dist', 'gen', 'tapcredit', service, 'v1', `${service}.js`)).href) as Promise<Gen<S>>;
+}
