@@ -1,7 +1,7 @@
 // The authorizer's settings: flag, environment variable, default and meaning
 // of each. main.ts reads them, startAuthorizer takes its defaults from them,
 // and docs/configuration.md is generated from them.
-import { integer, optionalText, replicaSettings, serverSettings, text } from '../common/settings.js';
+import { SERVER_PORTS, integer, optionalText, replicaSettings, serverSettings, text } from '../common/settings.js';
 import { DEFAULT_MAX_DEBIT_MINOR_UNITS } from './deductions.js';
 import { DEFAULT_SETTLE_DEADLINE_MS } from './issuers.js';
 import { DEFAULT_SETTLEMENT_BATCH_SIZE } from './settlement.js';
@@ -10,7 +10,7 @@ export const AUTHORIZER_SETTINGS = {
   ...serverSettings('authorizer', 'AUTHORIZER', 'spiffe://tapcredit/authorizer/<authorizer id>'),
   ...replicaSettings(),
   authorizerId: text('authorizer-id', 'AUTHORIZER_ID', 'authorizer-1', 'This authorizer\'s id: the name in its certificate, sent with every settlement.'),
-  issuerAddresses: text('issuer-addresses', 'ISSUER_ADDRESSES', 'issuer-1=127.0.0.1:50052', 'Where each issuer listens: issuer-id=host:port, comma-separated; an address without "id=" is one more replica of the issuer before it.'),
+  issuerAddresses: text('issuer-addresses', 'ISSUER_ADDRESSES', `issuer-1=127.0.0.1:${SERVER_PORTS.issuer.grpc}`, 'Where each issuer listens: issuer-id=host:port, comma-separated; an address without "id=" is one more replica of the issuer before it.'),
   holderKeyFile: optionalText('holder-key-file', 'TAPCREDIT_HOLDER_KEY_FILE', 'Key (hex) of the keyed hashes that stand for holders\' names and phone numbers; replicas must share it. Created only by `npm run keys` (or `npm start`).', '<data dir>/keys/authorizer-holder.key'),
   holderKey: optionalText(undefined, 'TAPCREDIT_HOLDER_KEY', 'The holder key itself, in hex; wins over the file.'),
   maxDebitMinorUnits: integer('max-debit-minor-units', 'MAX_DEBIT_MINOR_UNITS', Number(DEFAULT_MAX_DEBIT_MINOR_UNITS), 'Largest single debit; larger ones are declined LIMIT_EXCEEDED.'),

@@ -122,7 +122,7 @@ export function settingsRows(table: SettingsTable): { flag: string; env: string;
 export type ServiceName = 'terminal' | 'issuer' | 'authorizer';
 
 /** gRPC and /metrics ports of `npm start` and of a server started on its own. */
-export const DEFAULT_PORTS: Record<ServiceName, { grpc: number; metrics: number }> = {
+export const SERVER_PORTS: Record<ServiceName, { grpc: number; metrics: number }> = {
   terminal: { grpc: 50051, metrics: 9451 },
   issuer: { grpc: 50052, metrics: 9452 },
   authorizer: { grpc: 50053, metrics: 9453 },
@@ -132,8 +132,8 @@ export const DEFAULT_PORTS: Record<ServiceName, { grpc: number; metrics: number 
 export function serverSettings(service: ServiceName, prefix: string, identity: string) {
   return {
     host: text('host', 'HOST', '127.0.0.1', 'Address the gRPC and /metrics listeners bind to (0.0.0.0 in a container).'),
-    port: integer('port', `${prefix}_PORT`, DEFAULT_PORTS[service].grpc, 'gRPC port; 0 picks a free one (the server logs and reports the one it took).'),
-    metricsPort: integer('metrics-port', `${prefix}_METRICS_PORT`, DEFAULT_PORTS[service].metrics, 'Port of the HTTP /metrics listener (Prometheus); 0 picks a free one.'),
+    port: integer('port', `${prefix}_PORT`, SERVER_PORTS[service].grpc, 'gRPC port; 0 picks a free one (the server logs and reports the one it took).'),
+    metricsPort: integer('metrics-port', `${prefix}_METRICS_PORT`, SERVER_PORTS[service].metrics, 'Port of the HTTP /metrics listener (Prometheus); 0 picks a free one.'),
     dataDir: text('data-dir', 'TAPCREDIT_DATA_DIR', 'data', 'Directory of the SQLite files, keys and development certificates, relative to the working directory.'),
     databaseUrl: optionalText('database-url', `${prefix}_DATABASE_URL`, 'SQLite file path, or a postgres:// URL for PostgreSQL.', `<data dir>/${service === 'terminal' ? 'terminal-<terminal id>' : service}.sqlite`),
     logLevel: text('log-level', 'LOG_LEVEL', 'info', 'pino log level: fatal, error, warn, info, debug, trace or silent.'),

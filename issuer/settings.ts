@@ -1,7 +1,7 @@
 // The issuer's settings: flag, environment variable, default and meaning of
 // each. main.ts reads them, startIssuer takes its defaults from them, and
 // docs/configuration.md is generated from them.
-import { integer, optionalText, replicaSettings, serverSettings, text } from '../common/settings.js';
+import { SERVER_PORTS, integer, optionalText, replicaSettings, serverSettings, text } from '../common/settings.js';
 import { DEFAULT_CLONE_CLOCK_SKEW_MS, DEFAULT_DEBT_RETRY } from './context.js';
 import { DEFAULT_DEDUCT_BATCH_SIZE } from './deductions.js';
 
@@ -11,7 +11,7 @@ export const ISSUER_SETTINGS = {
   issuerId: text('issuer-id', 'ISSUER_ID', 'issuer-1', 'This issuer\'s id: the name in its certificate and in the authorizer\'s settlements.'),
   issuerCode: text('issuer-code', 'ISSUER_CODE', 'CITY1', 'Issuer code printed in this issuer\'s cards.'),
   currency: text('currency', 'CURRENCY', 'CNY', 'Currency of fares, ISO 4217.'),
-  authorizerAddress: text('authorizer-address', 'AUTHORIZER_ADDRESS', '127.0.0.1:50053', 'host:port of the credit authorizer; several comma-separated for its replicas (calls go round robin).'),
+  authorizerAddress: text('authorizer-address', 'AUTHORIZER_ADDRESS', `127.0.0.1:${SERVER_PORTS.authorizer.grpc}`, 'host:port of the credit authorizer; several comma-separated for its replicas (calls go round robin).'),
   masterKeyFile: optionalText('master-key-file', 'TAPCREDIT_MASTER_KEY_FILE', 'Card master key in hex (verifies card proofs). Created only by `npm run keys` (or `npm start`), never by the server.', '<data dir>/keys/master.key'),
   masterKey: optionalText(undefined, 'TAPCREDIT_MASTER_KEY', 'The card master key itself, in hex; wins over the file.'),
   signingKeyFile: optionalText('signing-key-file', 'TAPCREDIT_SIGNING_KEY_FILE', 'Ed25519 private key (PKCS#8 PEM) that signs credit flags.', '<data dir>/keys/issuer-signing.pem'),

@@ -1,11 +1,11 @@
 // The settings of `npm start` (scripts/start.ts): where its three servers
 // listen and keep their data. docs/configuration.md is generated from them.
-import { DEFAULT_PORTS, onSwitch, optionalText, text, type ServiceName, type SettingValues } from '../common/settings.js';
+import { SERVER_PORTS, onSwitch, optionalText, text, type ServiceName, type SettingValues } from '../common/settings.js';
 
 const port = (service: ServiceName, kind: 'grpc' | 'metrics') => {
   const upper = service.toUpperCase();
   const [flag, env, what] = kind === 'grpc' ? [`${service}-port`, `${upper}_PORT`, 'gRPC port'] : [`${service}-metrics-port`, `${upper}_METRICS_PORT`, '/metrics port'];
-  return optionalText(flag, env, `The ${service}'s ${what}; wins over --port-base.`, `${DEFAULT_PORTS[service][kind]}, or from the port base`);
+  return optionalText(flag, env, `The ${service}'s ${what}; wins over --port-base.`, `${SERVER_PORTS[service][kind]}, or from the port base`);
 };
 
 /** Offsets from --port-base: gRPC at base+1..3, /metrics at base+11..13. */
@@ -39,7 +39,7 @@ export function startPorts(s: SettingValues<typeof START_SETTINGS>): Record<Serv
   const base = s.portBase === undefined ? undefined : portNumber('--port-base', s.portBase);
   if (base !== undefined && base + 13 > 65535) throw new Error('--port-base leaves no room for 13 ports above it');
   const pick = (service: ServiceName, kind: 'grpc' | 'metrics', own: string | undefined) =>
-    own !== undefined ? portNumber(`--${service}-${kind === 'grpc' ? '' : 'metrics-'}port`, own) : base !== undefined ? base + PORT_OFFSETS[service][kind] : DEFAULT_PORTS[service][kind];
+    own !== undefined ? portNumber(`--${service}-${kind === 'grpc' ? '' : 'metrics-'}port`, own) : base !== undefined ? base + PORT_OFFSETS[service][kind] : SERVER_PORTS[service][kind];
   return {
     terminal: { grpc: pick('terminal', 'grpc', s.terminalPort), metrics: pick('terminal', 'metrics', s.terminalMetricsPort) },
     issuer: { grpc: pick('issuer', 'grpc', s.issuerPort), metrics: pick('issuer', 'metrics', s.issuerMetricsPort) },

@@ -1,14 +1,14 @@
 // A terminal's settings: flag, environment variable, default and meaning of
 // each. main.ts reads them, startTerminal takes its defaults from them, and
 // docs/configuration.md is generated from them.
-import { integer, optionalText, serverSettings, text } from '../common/settings.js';
+import { SERVER_PORTS, integer, optionalText, serverSettings, text } from '../common/settings.js';
 import { DEFAULT_FORWARD_BATCH_SIZE, DEFAULT_FORWARD_INTERVAL_MS } from './forwarder.js';
 
 export const TERMINAL_SETTINGS = {
   ...serverSettings('terminal', 'TERMINAL', 'spiffe://tapcredit/terminal/<terminal id>'),
   terminalId: text('terminal-id', 'TERMINAL_ID', 'T0001', 'This terminal\'s id, without \':\' (tap ids are <terminal id>:<sequence>).'),
   issuerCode: text('issuer-code', 'ISSUER_CODE', 'CITY1', 'Code of the issuer whose cards this terminal takes.'),
-  issuerAddress: text('issuer-address', 'ISSUER_ADDRESS', '127.0.0.1:50052', 'host:port of the issuer, where taps go; several comma-separated for its replicas (calls go round robin).'),
+  issuerAddress: text('issuer-address', 'ISSUER_ADDRESS', `127.0.0.1:${SERVER_PORTS.issuer.grpc}`, 'host:port of the issuer, where taps go; several comma-separated for its replicas (calls go round robin).'),
   masterKeyFile: optionalText('master-key-file', 'TAPCREDIT_MASTER_KEY_FILE', 'The issuer\'s card master key in hex, as the terminal\'s SAM holds it. Created only by `npm run keys` (or `npm start`).', '<data dir>/keys/master.key'),
   masterKey: optionalText(undefined, 'TAPCREDIT_MASTER_KEY', 'The card master key itself, in hex; wins over the file.'),
   issuerPublicKeyFile: optionalText('issuer-public-key-file', 'TAPCREDIT_ISSUER_PUBLIC_KEY_FILE', 'The issuer\'s Ed25519 public key (SPKI PEM) that verifies credit flags offline.', '<data dir>/keys/issuer-public.pem'),
