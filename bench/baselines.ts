@@ -55,14 +55,15 @@ export async function storageBaseline(dir: string, taps: Tap[], batchSize: numbe
 /** The echo server as a child process, on the cluster's transport. */
 export async function startEchoServer(cluster: Cluster): Promise<ServerProcess> {
   const port = await freePort();
-  const echo = new ServerProcess(
-    'echo',
-    'bench/echo-server.ts',
-    port,
-    ['--port', String(port), ...(cluster.opts.tls ? [] : ['--insecure'])],
-    { TAPCREDIT_CERTS_DIR: cluster.certsDir },
-    join(cluster.opts.dir, 'logs'),
-  );
+  const echo = new ServerProcess({
+    name: 'echo',
+    entry: 'bench/echo-server',
+    // Not part of the build: always from source.
+    runtime: 'source',
+    args: ['--port', String(port), ...(cluster.opts.tls ? [] : ['--insecure'])],
+    env: { TAPCREDIT_CERTS_DIR: cluster.certsDir },
+    output: { logDir: join(cluster.opts.dir, 'logs') },
+  });
   await echo.start();
   return echo;
 }

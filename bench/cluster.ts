@@ -1,31 +1,26 @@
 // The system under load as the operator runs it: the authorizer, the issuer
-// and M terminals as child processes started from their main.ts (as `npm
-// start` does), each with its own SQLite file in a fresh data directory (with
+// and M terminals as child processes (common/launcher.ts, as `npm start`
+// runs them), each with its own SQLite file in a fresh data directory (with
 // --postgres, the issuer and the authorizer on PostgreSQL) and development
 // keys; over mTLS with a development CA by default, or plaintext on loopback
 // (--insecure). Each child's log goes to <dir>/logs. The bench reads each
 // child's peak RSS (VmHWM) and CPU time from /proc.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
-import { accepts, freePort, freePorts } from '../common/ports.js';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { freePort, freePorts } from '../common/ports.js';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { ChannelCredentials } from '@grpc/grpc-js';
 import type { Role } from '../common/identity.js';
 import { identityFile } from '../common/identity.js';
-import { ensureDevKeys, loadMasterKey, type KeyFiles } from '../common/keys.js';
-import { ensureDevPki } from '../common/pki.js';
+import { loadMasterKey } from '../common/keys.js';
+import { ROOT, ServerProcess, defaultRuntime, prepareSharedFiles, type SharedFiles } from '../common/launcher.js';
 import { channelCredentials, loadTls, type TlsConfig } from '../common/tls.js';
 
-export { freePort };
+export { freePort, ROOT, ServerProcess };
 
-export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const ISSUER_ID = 'issuer-1';
 export const AUTHORIZER_ID = 'authorizer-1';
 export const ISSUER_CODE = 'CITY1';
 export const CURRENCY = 'CNY';
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 
 /** What /proc says about a process: peak and current resident set, CPU seconds used (all its threads), of them in the kernel. */
@@ -50,72 +45,6 @@ export function processFigures(pid: number): ProcessFigures | undefined {
     return { peakRssMb: kb('VmHWM') / 1024, rssMb: kb('VmRSS') / 1024, cpuSeconds: (utime + stime) / CLOCK_TICKS, systemSeconds: stime / CLOCK_TICKS };
   } catch {
     return undefined;
-  }
-}
-
-/** One server as a child process. */
-export class ServerProcess {
-  private child: ChildProcess | undefined;
-  private exit: Promise<number | null> | undefined;
-  private stopping = false;
-  /** Set when the process ended without being asked to. */
-  crashed: string | undefined;
-
-  constructor(
-    readonly name: string,
-    private readonly main: string,
-    readonly port: number,
-    private readonly args: string[],
-    private readonly env: Record<string, string>,
-    private readonly logDir: string,
-    private readonly nodeArgs: string[] = [],
-  ) {}
-
-  get address(): string {
-    return `127.0.0.1:${this.port}`;
-  }
-
-  get pid(): number | undefined {
-    return this.child?.pid;
-  }
-
-  async start(timeoutMs = 120_000): Promise<void> {
-    const log = openSync(join(this.logDir, `${this.name}.log`), 'a');
-    const child = spawn(process.execPath, ['--import', 'tsx', ...this.nodeArgs, join(ROOT, this.main), ...this.args], {
-      cwd: ROOT,
-      env: { ...process.env, ...this.env },
-      stdio: ['ignore', log, log],
-    });
-    closeSync(log);
-    this.child = child;
-    this.exit = new Promise((resolve) =>
-      child.once('exit', (code, signal) => {
-        if (!this.stopping) this.crashed = `${this.name} exited (${signal ?? code}); see ${join(this.logDir, `${this.name}.log`)}`;
-        this.child = undefined;
-        resolve(code);
-      }),
-    );
-    const deadline = Date.now() + timeoutMs;
-    while (!(await accepts(this.port))) {
-      if (this.crashed) throw new Error(this.crashed);
-      if (Date.now() > deadline) throw new Error(`${this.name} did not listen on ${this.port} within ${timeoutMs} ms`);
-      await sleep(50);
-    }
-  }
-
-  figures(): ProcessFigures | undefined {
-    return this.child?.pid ? processFigures(this.child.pid) : undefined;
-  }
-
-  /** SIGTERM (graceful shutdown: drain, flush, close), SIGKILL after graceMs. */
-  async stop(graceMs = 20_000): Promise<void> {
-    if (!this.child) return;
-    this.stopping = true;
-    const child = this.child;
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
-    await this.exit;
-    clearTimeout(timer);
   }
 }
 
@@ -161,7 +90,6 @@ export class Cluster {
   readonly issuer: ServerProcess;
   readonly terminals: ServerProcess[];
   readonly terminalIds: string[];
-  readonly keys: KeyFiles;
   readonly masterKey: Buffer;
   readonly certsDir: string;
   private readonly identities = new Map<string, TlsConfig>();
@@ -169,19 +97,15 @@ export class Cluster {
   private constructor(
     readonly opts: ClusterOptions,
     ports: { authorizer: number; issuer: number; terminals: number[] },
+    terminalIds: string[],
+    shared: SharedFiles,
   ) {
     const { dir } = opts;
-    this.keys = ensureDevKeys(join(dir, 'keys'));
-    this.masterKey = loadMasterKey(this.keys.masterKeyFile);
+    this.masterKey = loadMasterKey(shared.env.TAPCREDIT_MASTER_KEY_FILE);
     this.certsDir = join(dir, 'certs');
-    const logDir = join(dir, 'logs');
-    mkdirSync(logDir, { recursive: true });
+    const output = { logDir: join(dir, 'logs') };
     const env: Record<string, string> = {
-      TAPCREDIT_DATA_DIR: dir,
-      TAPCREDIT_CERTS_DIR: this.certsDir,
-      TAPCREDIT_MASTER_KEY_FILE: this.keys.masterKeyFile,
-      TAPCREDIT_SIGNING_KEY_FILE: this.keys.signingKeyFile,
-      TAPCREDIT_ISSUER_PUBLIC_KEY_FILE: this.keys.publicKeyFile,
+      ...shared.env,
       LOG_LEVEL: opts.logLevel,
       ISSUER_ID,
       AUTHORIZER_ID,
@@ -191,7 +115,8 @@ export class Cluster {
     const common = [...(opts.tls ? [] : ['--insecure']), '--metrics-port', '0'];
     // bench/profile-hook.ts profiles a server between two SIGUSR2 (see Cluster.toggleProfiles).
     const nodeArgs = [
-      ...(opts.profileDir ? ['--import', join(ROOT, 'bench', 'profile-hook.ts')] : []),
+      // The hook is TypeScript: tsx loads it even when the servers run from dist/.
+      ...(opts.profileDir ? [...(defaultRuntime() === 'dist' ? ['--import', 'tsx'] : []), '--import', join(ROOT, 'bench', 'profile-hook.ts')] : []),
       // V8 grows its heap lazily on a machine with memory to spare; a cap makes it collect sooner (the live heap is far smaller).
       ...(opts.heapMb ? [`--max-old-space-size=${opts.heapMb}`] : []),
     ];
@@ -199,11 +124,10 @@ export class Cluster {
       opts.profileDir ? { TAPCREDIT_PROFILE_DIR: opts.profileDir, TAPCREDIT_PROFILE_NAME: name } : {};
     const flag = (name: string, value: number | undefined) => (value === undefined ? [] : [`--${name}`, String(value)]);
     const hops = opts.hops ?? {};
-    this.authorizer = new ServerProcess(
-      'authorizer',
-      'authorizer/main.ts',
-      ports.authorizer,
-      [
+    this.authorizer = new ServerProcess({
+      name: 'authorizer',
+      entry: 'authorizer/main',
+      args: [
         ...common,
         '--port', String(ports.authorizer),
         ...(opts.databaseUrls ? ['--database-url', opts.databaseUrls.authorizer] : []),
@@ -212,15 +136,14 @@ export class Cluster {
         ...flag('settlement-window-ms', hops.settlementWindowMs),
         ...flag('settlement-concurrency', hops.settlementConcurrency),
       ],
-      { ...env, ...profileEnv('authorizer') },
-      logDir,
+      env: { ...env, ...profileEnv('authorizer') },
+      output,
       nodeArgs,
-    );
-    this.issuer = new ServerProcess(
-      'issuer',
-      'issuer/main.ts',
-      ports.issuer,
-      [
+    });
+    this.issuer = new ServerProcess({
+      name: 'issuer',
+      entry: 'issuer/main',
+      args: [
         ...common,
         '--port', String(ports.issuer),
         ...(opts.databaseUrls ? ['--database-url', opts.databaseUrls.issuer] : []),
@@ -229,18 +152,17 @@ export class Cluster {
         ...flag('deduct-window-ms', hops.deductWindowMs),
         ...flag('deduct-concurrency', hops.deductConcurrency),
       ],
-      { ...env, ...opts.issuerEnv, ...profileEnv('issuer') },
-      logDir,
+      env: { ...env, ...opts.issuerEnv, ...profileEnv('issuer') },
+      output,
       nodeArgs,
-    );
-    this.terminalIds = ports.terminals.map((_, i) => terminalIdOf(i + 1));
+    });
+    this.terminalIds = terminalIds;
     this.terminals = ports.terminals.map(
       (port, i) =>
-        new ServerProcess(
-          `terminal-${this.terminalIds[i]}`,
-          'terminal/main.ts',
-          port,
-          [
+        new ServerProcess({
+          name: `terminal-${this.terminalIds[i]}`,
+          entry: 'terminal/main',
+          args: [
             ...common,
             '--port', String(port),
             '--terminal-id', this.terminalIds[i],
@@ -249,10 +171,10 @@ export class Cluster {
             ...flag('forward-batch-size', hops.forwardBatchSize),
             ...flag('forward-window-ms', hops.forwardWindowMs),
           ],
-          { ...env, ...profileEnv(`terminal-${this.terminalIds[i]}`) },
-          logDir,
+          env: { ...env, ...profileEnv(`terminal-${this.terminalIds[i]}`) },
+          output,
           nodeArgs,
-        ),
+        }),
     );
   }
 
@@ -261,14 +183,13 @@ export class Cluster {
     if (opts.profileDir) mkdirSync(opts.profileDir, { recursive: true });
     const [authorizer, issuer, ...terminals] = await freePorts(2 + opts.terminals);
     const ports = { authorizer, issuer, terminals };
-    const cluster = new Cluster(opts, ports);
-    if (opts.tls) {
-      await ensureDevPki(cluster.certsDir, {
-        issuerId: ISSUER_ID,
-        authorizerId: AUTHORIZER_ID,
-        terminalIds: [...cluster.terminalIds, ...opts.virtualTerminals],
-      });
-    }
+    const terminalIds = terminals.map((_, i) => terminalIdOf(i + 1));
+    // Keys (and certificates) made once, before any server starts.
+    const shared = await prepareSharedFiles(
+      opts.dir,
+      opts.tls ? { issuerId: ISSUER_ID, authorizerId: AUTHORIZER_ID, terminalIds: [...terminalIds, ...opts.virtualTerminals] } : undefined,
+    );
+    const cluster = new Cluster(opts, ports, terminalIds, shared);
     try {
       // The authorizer and the issuer first (terminals connect to the issuer), each ready before the next.
       await cluster.authorizer.start();
@@ -314,7 +235,7 @@ export class Cluster {
   }
 
   figures(): Record<string, ProcessFigures | undefined> {
-    return Object.fromEntries(this.all.map((s) => [s.name, s.figures()]));
+    return Object.fromEntries(this.all.map((s) => [s.spec.name, s.pid ? processFigures(s.pid) : undefined]));
   }
 
   /** Terminals first (they forward to the issuer), then the issuer, then the authorizer. */

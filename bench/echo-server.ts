@@ -6,6 +6,7 @@
 //   node --import tsx bench/echo-server.ts --port 50099 [--insecure]
 import { Server, ServerCredentials, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
 import { booleanFlag, intSetting } from '../common/config.js';
+import type { ReadyMessage } from '../common/process.js';
 import { serverCredentials, loadTls, tlsFilesFromSettings } from '../common/tls.js';
 import { IssuerServiceService, TapReportStatus, type TapReportRequest, type TapReportResponse } from '../gen/tapcredit/issuer/v1/issuer.js';
 
@@ -21,6 +22,12 @@ server.addService(IssuerServiceService, {
 server.bindAsync(`127.0.0.1:${port}`, credentials, (err, bound) => {
   if (err) throw err;
   console.log(JSON.stringify({ msg: 'echo server listening', port: bound }));
+  // Tells a launching parent (common/launcher.ts) where it listens, as the servers do.
+  if (process.send) {
+    const ready: ReadyMessage = { type: 'tapcredit.ready', name: 'echo', address: `127.0.0.1:${bound}` };
+    process.send(ready);
+    process.channel?.unref();
+  }
 });
 const stop = () => server.tryShutdown(() => process.exit(0));
 process.on('SIGTERM', stop);

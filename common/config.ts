@@ -1,6 +1,7 @@
 // Configuration from command-line flags (--name value) with environment
 // variables as fallback and local defaults last.
 import { join } from 'node:path';
+import { SERVER_PORTS } from './settings.js';
 
 /** Flags given as `--name value` or `--name=value`. */
 function parseFlags(argv: string[]): Record<string, string> {
@@ -43,7 +44,6 @@ export const dataDir = () => setting('data-dir', 'TAPCREDIT_DATA_DIR', join(proc
  */
 export const SERVER_HEAP_MB = 128;
 
-export const DEFAULT_PORTS = { terminal: 50051, issuer: 50052, authorizer: 50053 } as const;
+/** gRPC ports of the servers when run with their defaults (their settings tables hold them, with the metrics ports). */
+export const DEFAULT_PORTS = { terminal: SERVER_PORTS.terminal.grpc, issuer: SERVER_PORTS.issuer.grpc, authorizer: SERVER_PORTS.authorizer.grpc } as const;
 
-/** HTTP ports of each server's Prometheus /metrics. */
-export const DEFAULT_METRICS_PORTS = { terminal: 9451, issuer: 9452, authorizer: 9453 } as const;

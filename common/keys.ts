@@ -31,18 +31,28 @@ export function ensureDevKeys(dir: string): KeyFiles {
   return files;
 }
 
-/** The master key from TAPCREDIT_MASTER_KEY (hex) or a file holding it in hex. */
-export function loadMasterKey(file?: string): Buffer {
-  const hex = process.env.TAPCREDIT_MASTER_KEY ?? (file ? readFileSync(file, 'utf8') : undefined);
+/**
+ * A key file, with a clear error when it is missing: servers never create
+ * keys (replicas started together would each make their own); `npm run keys`
+ * or `npm start` does, once, before any server starts.
+ */
+function readKeyFile(file: string, what: string): string {
+  if (!existsSync(file)) throw new Error(`no ${what} at ${file}: create the keys once with \`npm run keys\` (node dist/scripts/keys.js init --data-dir <dir>), or point the server at yours`);
+  return readFileSync(file, 'utf8');
+}
+
+/** The master key from its hex (default TAPCREDIT_MASTER_KEY) or a file holding it in hex. */
+export function loadMasterKey(file?: string, inline = process.env.TAPCREDIT_MASTER_KEY): Buffer {
+  const hex = inline ?? (file ? readKeyFile(file, 'master key') : undefined);
   if (!hex) throw new Error('no master key: set TAPCREDIT_MASTER_KEY or TAPCREDIT_MASTER_KEY_FILE');
   const key = Buffer.from(hex.trim(), 'hex');
   if (key.length < 16) throw new Error('the master key must be at least 16 bytes of hex');
   return key;
 }
 
-/** The signing key from TAPCREDIT_SIGNING_KEY (PKCS#8 PEM) or a PEM file. */
-export const loadSigningKey = (file: string): KeyObject => createPrivateKey(process.env.TAPCREDIT_SIGNING_KEY ?? readFileSync(file));
-export const loadPublicKey = (file: string): KeyObject => createPublicKey(readFileSync(file));
+/** The signing key from its PKCS#8 PEM (default TAPCREDIT_SIGNING_KEY) or a PEM file. */
+export const loadSigningKey = (file: string, inline = process.env.TAPCREDIT_SIGNING_KEY): KeyObject => createPrivateKey(inline ?? readKeyFile(file, 'signing key'));
+export const loadPublicKey = (file: string): KeyObject => createPublicKey(readKeyFile(file, 'issuer public key'));
 
 /** Creates the authorizer's development holder key in dir when missing; returns its file. */
 export function ensureDevHolderKey(dir: string): string {
@@ -52,9 +62,14 @@ export function ensureDevHolderKey(dir: string): string {
   return file;
 }
 
-/** The authorizer's holder key from TAPCREDIT_HOLDER_KEY (hex) or a file holding it in hex. */
-export function loadHolderKey(file?: string): Buffer {
-  const hex = process.env.TAPCREDIT_HOLDER_KEY ?? (file ? readFileSync(file, 'utf8') : undefined);
+/** Every key a system needs, created in dir where missing: the issuer's keys and the authorizer's holder key. */
+export function ensureAllKeys(dir: string): KeyFiles & { holderKeyFile: string } {
+  return { ...ensureDevKeys(dir), holderKeyFile: ensureDevHolderKey(dir) };
+}
+
+/** The authorizer's holder key from its hex (default TAPCREDIT_HOLDER_KEY) or a file holding it in hex. */
+export function loadHolderKey(file?: string, inline = process.env.TAPCREDIT_HOLDER_KEY): Buffer {
+  const hex = inline ?? (file ? readKeyFile(file, 'holder key') : undefined);
   if (!hex) throw new Error('no holder key: set TAPCREDIT_HOLDER_KEY or TAPCREDIT_HOLDER_KEY_FILE');
   const key = Buffer.from(hex.trim(), 'hex');
   if (key.length < 32) throw new Error('the holder key must be at least 32 bytes of hex');

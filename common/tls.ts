@@ -7,7 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { credentials, ServerCredentials, type ChannelCredentials } from '@grpc/grpc-js';
 import type { PeerCertificate } from 'node:tls';
-import { booleanFlag, dataDir, setting } from './config.js';
+import { dataDir, setting } from './config.js';
 import { identityFromSubjectAltName, identityOfCertificate, spiffeId, type PeerIdentity, type Role } from './identity.js';
 
 export interface TlsConfig {
@@ -123,7 +123,3 @@ export function tlsFilesFromSettings(identityFile: string): TlsFiles {
     key: setting('tls-key', 'TAPCREDIT_TLS_KEY', join(dir, `${identityFile}.key`)),
   };
 }
-
-/** chooseTransport from the command line / environment of a service's main.ts. */
-export const transportFromSettings = (identityFile: string, listenHost: string, peerAddresses: string[]) =>
-  chooseTransport({ insecure: booleanFlag('insecure'), listenHost, peerAddresses, files: tlsFilesFromSettings(identityFile) });

@@ -2,7 +2,6 @@
 // day (service-day.ts). Each tap's amount due is its fare reduced so that the
 // day's total stays within the cap, decided when the issuer stores the tap,
 // in arrival order.
-import { setting } from '../common/config.js';
 import { parseClockTime, parseUtcOffset, UTC_DAYS, type ServiceDayConfig } from './service-day.js';
 
 export interface FareCapConfig extends ServiceDayConfig {
@@ -21,15 +20,15 @@ export function amountDue(fare: bigint, chargedToday: bigint, cap: bigint | unde
 }
 
 /**
- * The cap from flags / environment: ISSUER_DAILY_CAP_MINOR_UNITS (unset or 0:
- * no cap), ISSUER_SERVICE_DAY_START ("04:00") and ISSUER_UTC_OFFSET ("+08:00").
+ * The cap from the issuer's settings (settings.ts): the daily cap (unset or
+ * 0: no cap), the service day's start ("04:00") and UTC offset ("+08:00").
  */
-export function fareCapFromSettings(): FareCapConfig {
-  const cap = setting('daily-cap-minor-units', 'ISSUER_DAILY_CAP_MINOR_UNITS', '');
+export function fareCapFromSettings(s: { dailyCapMinorUnits?: string; serviceDayStart: string; utcOffset: string }): FareCapConfig {
+  const cap = s.dailyCapMinorUnits ?? '';
   if (cap !== '' && !/^\d+$/.test(cap)) throw new Error(`ISSUER_DAILY_CAP_MINOR_UNITS must be a whole number of minor units, got ${JSON.stringify(cap)}`);
   return {
     dailyCapMinor: cap === '' || cap === '0' ? undefined : BigInt(cap),
-    dayStartMinutes: parseClockTime(setting('service-day-start', 'ISSUER_SERVICE_DAY_START', '04:00')),
-    utcOffsetMinutes: parseUtcOffset(setting('utc-offset', 'ISSUER_UTC_OFFSET', '+08:00')),
+    dayStartMinutes: parseClockTime(s.serviceDayStart),
+    utcOffsetMinutes: parseUtcOffset(s.utcOffset),
   };
 }

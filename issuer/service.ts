@@ -1,17 +1,19 @@
-// Starts the issuer: its database, the IssuerService gRPC server and the
-// debit outbox worker that sends RECEIVED taps to the credit authorizer.
+// Starts the issuer (common/runner.ts): its database, the IssuerService gRPC
+// server, the debit outbox workers that send RECEIVED taps to the credit
+// authorizer, the debt retry worker, the abandoned-enrollment worker and the
+// deny-list feed. Defaults of what is left unset come from its settings table
+// (settings.ts).
 import type { KeyObject } from 'node:crypto';
-import { openDatabase, type Db } from '../common/db.js';
 import { Leases } from '../common/leases.js';
 import { createLogger, type Logger } from '../common/log.js';
-import { startServer } from '../common/server.js';
+import { runService, type RunningService } from '../common/runner.js';
 import { assertOwnIdentity, type TlsConfig } from '../common/tls.js';
 import { Worker } from '../common/worker.js';
 import { IssuerServiceService } from '../gen/tapcredit/issuer/v1/issuer.js';
 import { authorizerClient } from './authorizer-client.js';
 import type { IssuerContext } from './context.js';
 import { debtStep, type DebtRetryConfig } from './debts.js';
-import { DEFAULT_DEDUCT_BATCH_SIZE, deductStep } from './deductions.js';
+import { deductStep } from './deductions.js';
 import { DenyListFeed } from './deny-list.js';
 import { sweepAbandonedEnrollments } from './enrollment.js';
 import type { FareCapConfig } from './fares.js';
@@ -19,6 +21,7 @@ import { issuerHandlers } from './handlers.js';
 import { issuerMetrics } from './metrics.js';
 import { MIGRATIONS_TABLE, migrations } from './migrations.js';
 import { issuerPolicy } from './policy.js';
+import { ISSUER_SETTINGS } from './settings.js';
 
 export interface IssuerConfig {
   issuerId: string;
@@ -36,29 +39,29 @@ export interface IssuerConfig {
   masterKey: Buffer;
   /** Ed25519 key that signs credit flags. */
   signingKey: KeyObject;
-  /** Taps per Deduct call (default 1000). */
+  /** Taps per Deduct call. Every optional setting left unset takes its default from ISSUER_SETTINGS (settings.ts). */
   deductBatchSize?: number;
-  /** Poll interval of the debit worker when idle (default 200 ms). */
+  /** Poll interval of the debit worker when idle. */
   deductIntervalMs?: number;
-  /** Batching window of the debit worker: how long after taps are stored it waits for more to join the Deduct batch (default 0). */
+  /** Batching window of the debit worker: how long after taps are stored it waits for more to join the Deduct batch. */
   deductWindowMs?: number;
   /**
-   * Debit workers draining the outbox at once (default 1). Each claims its
+   * Debit workers draining the outbox at once. Each claims its
    * own batch (leases, as replicas do), so one worker's Deduct call overlaps
    * another's commits instead of the database idling while it waits.
    */
   deductConcurrency?: number;
   /** Daily fare cap per card and the service-day boundary; no cap when unset. */
   fareCap?: FareCapConfig;
-  /** Backoff of debt retries (default: 1 h, doubling, at most 24 h). */
+  /** Backoff of debt retries (base doubling per retry, at most max). */
   debtRetry?: DebtRetryConfig;
-  /** How often the enrollment worker looks for abandoned enrollments to clean up (default 30 s). */
-  enrollmentSweepIntervalMs?: number;
-  /** How often the debt worker looks for debts due for a retry (default 1000 ms). */
+  /** How often the debt worker looks for debts due for a retry. */
   debtPollIntervalMs?: number;
-  /** Clock tolerance between terminals for the clone check (default 60 s). */
+  /** How often the enrollment worker looks for abandoned enrollments whose agreements it must revoke. */
+  enrollmentSweepIntervalMs?: number;
+  /** Clock tolerance between terminals for the clone check. */
   cloneClockSkewMs?: number;
-  /** How often deny-list watch streams check the log for changes made elsewhere (default 1000 ms). */
+  /** How often deny-list watch streams check the log for changes made elsewhere. */
   denyListPollMs?: number;
   /**
    * mTLS with the issuer's certificate (identity
@@ -69,117 +72,89 @@ export interface IssuerConfig {
   tls?: TlsConfig;
   /** Port of the HTTP /metrics listener (0 picks a free one); no listener when unset. */
   metricsPort?: number;
-  /** Time between database probes of the health check (default 2000 ms). */
+  /** Time between database probes of the health check. */
   healthProbeIntervalMs?: number;
   /** This replica's name in outbox claims (default: host/pid/random); replicas sharing a database must differ. */
   replicaId?: string;
-  /** How long an outbox claim lasts before another replica may take it over (default 30 s). */
+  /** How long an outbox claim lasts before another replica may take it over. */
   claimTtlMs?: number;
   log?: Logger;
 }
 
-export interface IssuerHandle {
-  address: string;
-  port: number;
-  /** host:port of the HTTP /metrics listener, when metricsPort was given. */
-  metricsAddress?: string;
-  db: Db;
-  /** Stops taking calls, stops the debit worker, closes the database. */
-  close(): Promise<void>;
-}
+/** Stops taking calls, stops the debit workers, closes the database on close(). */
+export type IssuerHandle = RunningService;
 
 export async function startIssuer(config: IssuerConfig): Promise<IssuerHandle> {
   const log = config.log ?? createLogger('issuer');
   if (config.tls) assertOwnIdentity(config.tls, 'issuer', config.issuerId);
-  const db = await openDatabase({ url: config.databaseUrl, migrations, migrationsTable: MIGRATIONS_TABLE, log });
-  const authorizer = authorizerClient(config.authorizerAddress, config.tls);
-  const ctx: IssuerContext = {
-    db,
-    issuerId: config.issuerId,
-    issuerCode: config.issuerCode,
-    currencyCode: config.currencyCode,
-    masterKey: config.masterKey,
-    signingKey: config.signingKey,
-    authorizer,
-    now: () => new Date(),
-    log,
-    fareCap: config.fareCap,
-    debtRetry: config.debtRetry,
-    cloneClockSkewMs: config.cloneClockSkewMs,
-    denyListFeed: new DenyListFeed(),
-    leases: new Leases({ owner: config.replicaId, ttlMs: config.claimTtlMs }),
-  };
-  const feed = ctx.denyListFeed!;
-  const debtWorker = new Worker(async () => (await debtStep(ctx)).more, {
-    name: 'debt-retry',
-    intervalMs: config.debtPollIntervalMs ?? 1000,
-    log,
-  });
-  // Revokes the agreements of enrollments that never completed; rarely has work.
-  const enrollmentWorker = new Worker(async () => (await sweepAbandonedEnrollments(ctx)) > 0, {
-    name: 'enrollment-sweep',
-    intervalMs: config.enrollmentSweepIntervalMs ?? 30_000,
-    log,
-  });
-  const batchSize = config.deductBatchSize ?? DEFAULT_DEDUCT_BATCH_SIZE;
-  const deductWorkers = Array.from(
-    { length: Math.max(1, config.deductConcurrency ?? 1) },
-    (_, i) =>
-      new Worker(() => deductStep(ctx, batchSize), {
-        name: i === 0 ? 'deduct' : `deduct-${i + 1}`,
-        intervalMs: config.deductIntervalMs ?? 200,
-        windowMs: config.deductWindowMs,
-        log,
-      }),
-  );
-
-  let server;
-  try {
-    server = await startServer({
-      services: [
-        {
-          name: 'tapcredit.issuer.v1.IssuerService',
-          definition: IssuerServiceService,
-          policy: issuerPolicy,
-          implementation: issuerHandlers(ctx, log, () => deductWorkers.forEach((w) => w.kick()), feed),
-        },
-      ],
+  const defaults = ISSUER_SETTINGS;
+  return runService(
+    {
       host: config.host,
       port: config.port,
       tls: config.tls,
-      metrics: issuerMetrics(db),
       metricsPort: config.metricsPort,
-      // Health is NOT_SERVING while the database does not answer.
-      readiness: { check: () => db.raw('select 1'), intervalMs: config.healthProbeIntervalMs },
+      healthProbeIntervalMs: config.healthProbeIntervalMs ?? defaults.healthProbeIntervalMs.default,
       log,
-    });
-  } catch (err) {
-    authorizer.close();
-    await db.destroy();
-    throw err;
-  }
-  // Taps left DEDUCTING by a crash are resent on the first step.
-  for (const w of deductWorkers) w.start();
-  debtWorker.start();
-  enrollmentWorker.start();
-  feed.start(db, config.denyListPollMs);
-
-  let closing: Promise<void> | undefined;
-  return {
-    address: server.address,
-    port: server.port,
-    metricsAddress: server.metricsAddress,
-    db,
-    close: () =>
-      (closing ??= (async () => {
+      database: { url: config.databaseUrl, migrations, migrationsTable: MIGRATIONS_TABLE },
+    },
+    (db) => {
+      const authorizer = authorizerClient(config.authorizerAddress, config.tls);
+      const ctx: IssuerContext = {
+        db,
+        issuerId: config.issuerId,
+        issuerCode: config.issuerCode,
+        currencyCode: config.currencyCode,
+        masterKey: config.masterKey,
+        signingKey: config.signingKey,
+        authorizer,
+        now: () => new Date(),
+        log,
+        fareCap: config.fareCap,
+        debtRetry: config.debtRetry,
+        cloneClockSkewMs: config.cloneClockSkewMs,
+        denyListFeed: new DenyListFeed(),
+        leases: new Leases({ owner: config.replicaId, ttlMs: config.claimTtlMs ?? defaults.claimTtlMs.default }),
+      };
+      const feed = ctx.denyListFeed!;
+      const batchSize = config.deductBatchSize ?? defaults.deductBatchSize.default;
+      // Taps left DEDUCTING by a crash are resent on the first step.
+      const deductWorkers = Array.from(
+        { length: Math.max(1, config.deductConcurrency ?? defaults.deductConcurrency.default) },
+        (_, i) =>
+          new Worker(() => deductStep(ctx, batchSize), {
+            name: i === 0 ? 'deduct' : `deduct-${i + 1}`,
+            intervalMs: config.deductIntervalMs ?? defaults.deductIntervalMs.default,
+            windowMs: config.deductWindowMs ?? defaults.deductWindowMs.default,
+            log,
+          }),
+      );
+      const debtWorker = new Worker(async () => (await debtStep(ctx)).more, {
+        name: 'debt-retry',
+        intervalMs: config.debtPollIntervalMs ?? defaults.debtPollIntervalMs.default,
+        log,
+      });
+      // Revokes the agreements of enrollments that never completed; rarely has work.
+      const enrollmentWorker = new Worker(async () => (await sweepAbandonedEnrollments(ctx)) > 0, {
+        name: 'enrollment-sweep',
+        intervalMs: config.enrollmentSweepIntervalMs ?? defaults.enrollmentSweepIntervalMs.default,
+        log,
+      });
+      return {
+        services: [
+          {
+            name: 'tapcredit.issuer.v1.IssuerService',
+            definition: IssuerServiceService,
+            policy: issuerPolicy,
+            implementation: issuerHandlers(ctx, log, () => deductWorkers.forEach((w) => w.kick()), feed),
+          },
+        ],
+        metrics: issuerMetrics(db),
+        workers: [...deductWorkers, debtWorker, enrollmentWorker],
         // Watch streams never end on their own: end them first, or the server waits out its grace period.
-        feed.close();
-        await server.close();
-        await Promise.all(deductWorkers.map((w) => w.stop()));
-        await debtWorker.stop();
-        await enrollmentWorker.stop();
-        authorizer.close();
-        await db.destroy();
-      })()),
-  };
+        streams: [{ start: () => feed.start(db, config.denyListPollMs ?? defaults.denyListPollMs.default), stop: () => feed.close() }],
+        release: () => authorizer.close(),
+      };
+    },
+  );
 }

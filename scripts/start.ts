@@ -1,108 +1,101 @@
-// `npm start`: runs the authorizer, the issuer and one terminal as three
-// processes on embedded SQLite under ./data, with development keys and mTLS
-// certificates (data/certs, see `npm run certs`) created on first run, and
-// prints where they listen. `npm start -- --insecure` runs them in plaintext
-// on loopback instead. Ctrl-C stops all three.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { join } from 'node:path';
-import { Client, credentials, type ChannelCredentials } from '@grpc/grpc-js';
-import { DEFAULT_METRICS_PORTS, DEFAULT_PORTS, SERVER_HEAP_MB, booleanFlag, dataDir } from '../common/config.js';
-import type { Role } from '../common/identity.js';
-import { ensureDevKeys } from '../common/keys.js';
-import { DEV_PKI_DEFAULTS, ensureDevPki } from '../common/pki.js';
-import { certsDir, clientCredentials, loadTls } from '../common/tls.js';
+// `npm start`: builds, then runs the authorizer, the issuer and one terminal
+// as three processes from dist/ (common/launcher.ts) on embedded SQLite under
+// the data directory. Keys and development mTLS certificates are created
+// there on first run, once, before any server starts. `--port-base N` (or
+// per-service ports) moves every port, so two systems run side by side with
+// their own data directories; it prints the addresses the servers report.
+// `--insecure` runs them in plaintext on loopback. Ctrl-C stops all three.
+import { join, resolve } from 'node:path';
+import { SERVER_HEAP_MB } from '../common/config.js';
+import { ServerProcess, prepareSharedFiles } from '../common/launcher.js';
+import { DEV_PKI_DEFAULTS } from '../common/pki.js';
+import { processSettings, type ServiceName } from '../common/settings.js';
+import { START_SETTINGS, startPorts } from './start-settings.js';
 
-const root = new URL('..', import.meta.url).pathname;
-const dir = dataDir();
-const keys = ensureDevKeys(join(dir, 'keys'));
-const host = process.env.HOST ?? '127.0.0.1';
-// Peers dial by name: TLS server names may not be IP addresses (RFC 6066).
-const peerHost = host === '127.0.0.1' ? 'localhost' : host;
-const insecure = booleanFlag('insecure');
-const certs = certsDir();
-if (!insecure) {
-  const written = await ensureDevPki(certs, {
-    issuerId: process.env.ISSUER_ID ?? DEV_PKI_DEFAULTS.issuerId,
-    authorizerId: process.env.AUTHORIZER_ID ?? DEV_PKI_DEFAULTS.authorizerId,
-    terminalIds: [process.env.TERMINAL_ID ?? DEV_PKI_DEFAULTS.terminalIds[0]],
-  });
-  if (written.length > 0) console.log(`created development certificates in ${certs} (npm run certs)`);
+const s = processSettings('start', START_SETTINGS);
+const dir = resolve(s.dataDir);
+let ports: ReturnType<typeof startPorts>;
+try {
+  ports = startPorts(s);
+} catch (err) {
+  console.error(`start: ${(err as Error).message}`);
+  process.exit(2);
 }
-// The ops identity checks that each server is up (over mTLS, so a bad certificate setup shows here).
-const ops = insecure ? undefined : loadTls({ ca: join(certs, 'ca.pem'), cert: join(certs, 'ops.pem'), key: join(certs, 'ops.key') });
-const credentialsFor = (role: Role): ChannelCredentials => (ops ? clientCredentials(ops, { role }) : credentials.createInsecure());
-
-const env = {
-  ...process.env,
-  TAPCREDIT_DATA_DIR: dir,
-  TAPCREDIT_CERTS_DIR: certs,
-  TAPCREDIT_MASTER_KEY_FILE: keys.masterKeyFile,
-  TAPCREDIT_SIGNING_KEY_FILE: keys.signingKeyFile,
-  TAPCREDIT_ISSUER_PUBLIC_KEY_FILE: keys.publicKeyFile,
-  AUTHORIZER_ADDRESS: `${peerHost}:${DEFAULT_PORTS.authorizer}`,
-  ISSUER_ADDRESS: `${peerHost}:${DEFAULT_PORTS.issuer}`,
-  ISSUER_ADDRESSES: `issuer-1=${peerHost}:${DEFAULT_PORTS.issuer}`,
+// Peers dial by name: TLS server names may not be IP addresses (RFC 6066).
+const peerHost = s.host === '127.0.0.1' ? 'localhost' : s.host;
+const ids = {
+  issuer: process.env.ISSUER_ID || DEV_PKI_DEFAULTS.issuerId,
+  authorizer: process.env.AUTHORIZER_ID || DEV_PKI_DEFAULTS.authorizerId,
+  terminal: process.env.TERMINAL_ID || DEV_PKI_DEFAULTS.terminalIds[0],
 };
+const shared = await prepareSharedFiles(dir, s.insecure ? undefined : { issuerId: ids.issuer, authorizerId: ids.authorizer, terminalIds: [ids.terminal] });
+if (shared.written.length > 0) console.log(`created development certificates in ${shared.certsDir} (npm run certs)`);
 
-const services = [
-  { name: 'authorizer' as const, port: DEFAULT_PORTS.authorizer },
-  { name: 'issuer' as const, port: DEFAULT_PORTS.issuer },
-  { name: 'terminal' as const, port: DEFAULT_PORTS.terminal },
-];
+const peer = (service: ServiceName) => `${peerHost}:${ports[service].grpc}`;
+const peers: Record<ServiceName, string[]> = {
+  authorizer: ['--issuer-addresses', `${ids.issuer}=${peer('issuer')}`],
+  issuer: ['--authorizer-address', peer('authorizer')],
+  terminal: ['--issuer-address', peer('issuer')],
+};
+const order: ServiceName[] = ['authorizer', 'issuer', 'terminal'];
+const servers = order.map(
+  (service) =>
+    new ServerProcess(
+      {
+        name: service,
+        entry: `${service}/main`,
+        args: [
+          '--host', s.host,
+          '--port', String(ports[service].grpc),
+          '--metrics-port', String(ports[service].metrics),
+          '--data-dir', dir,
+          ...peers[service],
+          ...(s.insecure ? ['--insecure'] : []),
+        ],
+        env: shared.env,
+        nodeArgs: [`--max-old-space-size=${SERVER_HEAP_MB}`],
+        output: 'inherit',
+      },
+      (exit) => {
+        // Ctrl-C reaches the servers too (one process group): exits while stopping are expected.
+        if (stopping) return;
+        console.error(`${exit.name} exited (${exit.signal ?? exit.code}); stopping the others`);
+        void stopAll(1);
+      },
+    ),
+);
 
-const children: ChildProcess[] = [];
 let stopping = false;
-
-function stopAll(code: number) {
+async function stopAll(code: number): Promise<void> {
   if (stopping) return;
   stopping = true;
-  for (const child of children) child.kill('SIGTERM');
-  Promise.all(children.map((c) => new Promise((r) => (c.exitCode !== null ? r(null) : c.once('exit', r))))).then(() =>
-    process.exit(code),
-  );
+  await Promise.all(servers.map((server) => server.stop()));
+  process.exit(code);
 }
+process.on('SIGINT', () => void stopAll(0));
+process.on('SIGTERM', () => void stopAll(0));
 
-for (const s of services) {
-  const child = spawn(process.execPath, [`--max-old-space-size=${SERVER_HEAP_MB}`, '--import', 'tsx', join(root, s.name, 'main.ts'), ...(insecure ? ['--insecure'] : [])], {
-    env,
-    stdio: ['ignore', 'inherit', 'inherit'],
-  });
-  child.once('exit', (code, signal) => {
-    if (!stopping) {
-      console.error(`${s.name} exited (${signal ?? code}); stopping the others`);
-      stopAll(1);
-    }
-  });
-  children.push(child);
+let ready;
+try {
+  ready = await Promise.all(servers.map((server) => server.start()));
+} catch (err) {
+  console.error(err instanceof Error ? err.message : String(err));
+  await stopAll(1);
 }
-process.on('SIGINT', () => stopAll(0));
-process.on('SIGTERM', () => stopAll(0));
-
-async function waitListening(port: number, role: Role): Promise<void> {
-  const client = new Client(`${peerHost}:${port}`, credentialsFor(role));
-  try {
-    await new Promise<void>((resolve, reject) =>
-      client.waitForReady(Date.now() + 60_000, (err) => (err ? reject(new Error(`nothing listening on ${host}:${port}`)) : resolve())),
-    );
-  } finally {
-    client.close();
-  }
-}
-
-await Promise.all(services.map((s) => waitListening(s.port, s.name)));
+const at = Object.fromEntries(ready!.map((r) => [r.name, r])) as Record<ServiceName, (typeof ready & {})[number]>;
+const certs = shared.certsDir;
 console.log(`
 tapcredit is running (data in ${dir}):
-  terminal   ${host}:${DEFAULT_PORTS.terminal}  tapcredit.terminal.v1.TerminalService (terminal T0001)
-  issuer     ${host}:${DEFAULT_PORTS.issuer}  tapcredit.issuer.v1.IssuerService
-  authorizer ${host}:${DEFAULT_PORTS.authorizer}  tapcredit.authorizer.v1.AuthorizerService
-Metrics: http://${host}:${DEFAULT_METRICS_PORTS.terminal}/metrics (terminal), :${DEFAULT_METRICS_PORTS.issuer} (issuer), :${DEFAULT_METRICS_PORTS.authorizer} (authorizer)
-Ops scripts: scripts/ops/health.sh, scripts/ops/card.sh CARD_ID, ... (see scripts/ops/README.md)
+  terminal   ${at.terminal.address}  tapcredit.terminal.v1.TerminalService (terminal ${ids.terminal})  metrics http://${at.terminal.metricsAddress}/metrics
+  issuer     ${at.issuer.address}  tapcredit.issuer.v1.IssuerService  metrics http://${at.issuer.metricsAddress}/metrics
+  authorizer ${at.authorizer.address}  tapcredit.authorizer.v1.AuthorizerService  metrics http://${at.authorizer.metricsAddress}/metrics
+Ops scripts: TAPCREDIT_DATA_DIR=${dir} TERMINAL_ADDRESS=${at.terminal.address} ISSUER_ADDRESS=${at.issuer.address} AUTHORIZER_ADDRESS=${at.authorizer.address} scripts/ops/health.sh, ... (see scripts/ops/README.md)
 ${
-  insecure
+  s.insecure || !certs
     ? `Plaintext (--insecure), no access control.
-Try: npx buf curl --protocol grpc --http2-prior-knowledge --list-methods http://${host}:${DEFAULT_PORTS.issuer}`
+Try: npx buf curl --protocol grpc --http2-prior-knowledge --list-methods http://${at.issuer.address}`
     : `mTLS: clients need a certificate of the CA in ${certs} (ops.pem for administration, phone.pem for the phone app).
-Try: npx buf curl --protocol grpc --cacert ${join(certs, 'ca.pem')} --cert ${join(certs, 'ops.pem')} --key ${join(certs, 'ops.key')} --list-methods https://localhost:${DEFAULT_PORTS.issuer}`
+Try: npx buf curl --protocol grpc --cacert ${join(certs, 'ca.pem')} --cert ${join(certs, 'ops.pem')} --key ${join(certs, 'ops.key')} --list-methods https://${peer('issuer')}`
 }
 Ctrl-C stops all three.
 `);

@@ -1,9 +1,10 @@
-// Starts a terminal: its store, the TerminalService server and the tap forwarder.
+// Starts a terminal (common/runner.ts): its store, the TerminalService server,
+// the tap forwarder and the deny-list syncer. Defaults of what is left unset
+// come from its settings table (settings.ts).
 import type { KeyObject } from 'node:crypto';
-import { openDatabase, type Db } from '../common/db.js';
 import { createLogger, type Logger } from '../common/log.js';
 import { channelTarget } from '../common/rpc.js';
-import { startServer } from '../common/server.js';
+import { runService, type RunningService } from '../common/runner.js';
 import { assertOwnIdentity, channelCredentials, type TlsConfig } from '../common/tls.js';
 import { Violations } from '../common/validate.js';
 import { IssuerServiceClient } from '../gen/tapcredit/issuer/v1/issuer.js';
@@ -15,6 +16,7 @@ import { terminalHandlers } from './handlers.js';
 import { terminalMetrics } from './metrics.js';
 import { terminalMigrations } from './migrations.js';
 import { terminalPolicy } from './policy.js';
+import { TERMINAL_SETTINGS } from './settings.js';
 import { TerminalStore } from './store.js';
 
 export interface TerminalConfig {
@@ -42,11 +44,11 @@ export interface TerminalConfig {
   /** Backoff bounds of the deny-list syncer after a broken stream (default 200 ms .. 5 s). */
   denyListMinBackoffMs?: number;
   denyListMaxBackoffMs?: number;
-  /** Taps per TapReport call (default 500). */
+  /** Taps per TapReport call. Every optional setting left unset takes its default from TERMINAL_SETTINGS (settings.ts). */
   forwardBatchSize?: number;
-  /** Poll interval of the forwarder when idle (default 200 ms). */
+  /** Poll interval of the forwarder when idle. */
   forwardIntervalMs?: number;
-  /** Batching window of the forwarder: how long after a tap is accepted it waits for more to join the batch (default 0). */
+  /** Batching window of the forwarder: how long after a tap is accepted it waits for more to join the batch. */
   forwardWindowMs?: number;
   /**
    * mTLS with this terminal's certificate (its identity must be
@@ -57,22 +59,14 @@ export interface TerminalConfig {
   tls?: TlsConfig;
   /** Port of the HTTP /metrics listener (0 picks a free one); no listener when unset. */
   metricsPort?: number;
-  /** Time between database probes of the health check (default 2000 ms). */
+  /** Time between database probes of the health check. */
   healthProbeIntervalMs?: number;
   log?: Logger;
 }
 
-export interface TerminalHandle {
-  /** host:port the terminal listens on. */
-  address: string;
-  port: number;
-  /** host:port of the HTTP /metrics listener, when metricsPort was given. */
-  metricsAddress?: string;
-  db: Db;
+export interface TerminalHandle extends RunningService {
   /** The terminal's store (its taps and deny list). */
   store: TerminalStore;
-  /** Stops taking cards, lets in-flight calls finish, stops the forwarder and closes the store. */
-  close(): Promise<void>;
 }
 
 function checkConfig(config: TerminalConfig): void {
@@ -88,90 +82,74 @@ export async function startTerminal(config: TerminalConfig): Promise<TerminalHan
   checkConfig(config);
   if (config.tls) assertOwnIdentity(config.tls, 'terminal', config.terminalId);
   const log = (config.log ?? createLogger('terminal')).child({ terminalId: config.terminalId });
-  const db = await openDatabase({ url: config.databaseUrl, migrations: terminalMigrations, migrationsTable: 'terminal_migrations', log });
-  const store = await TerminalStore.open(db);
-  // issuerAddress may list several issuer replicas: calls go round robin over them.
-  const { target, options } = channelTarget(config.issuerAddress);
-  const issuerClient = new IssuerServiceClient(target, channelCredentials(config.tls, { role: 'issuer' }), {
-    ...options,
-    // grpc-js backs reconnects off up to 2 minutes by default; a terminal must
-    // be back on the deny-list stream within seconds of the issuer's return.
-    'grpc.initial_reconnect_backoff_ms': 200,
-    'grpc.max_reconnect_backoff_ms': 5_000,
-  });
-  const forwarder = createForwarder({
-    store,
-    client: issuerClient,
-    terminalId: config.terminalId,
-    batchSize: config.forwardBatchSize,
-    intervalMs: config.forwardIntervalMs,
-    windowMs: config.forwardWindowMs,
-    log,
-  });
-  const syncer = new DenyListSyncer({
-    store,
-    client: issuerClient,
-    terminalId: config.terminalId,
-    minBackoffMs: config.denyListMinBackoffMs,
-    maxBackoffMs: config.denyListMaxBackoffMs,
-    log,
-  });
-
-  let server;
-  try {
-    server = await startServer({
-      services: [
-        {
-          name: 'tapcredit.terminal.v1.TerminalService',
-          definition: TerminalServiceService,
-          policy: terminalPolicy,
-          implementation: terminalHandlers({
-            terminalId: config.terminalId,
-            issuerCode: config.issuerCode,
-            masterKey: config.masterKey,
-            issuerPublicKey: config.issuerPublicKey,
-            fare: config.fare,
-            lineId: config.lineId || undefined,
-            denyListSyncedAt: () => syncer.syncedAt,
-            store,
-            forwarder,
-            log,
-          }),
-        },
-      ],
+  const defaults = TERMINAL_SETTINGS;
+  let store: TerminalStore | undefined;
+  const service = await runService(
+    {
       host: config.host,
       port: config.port,
       tls: config.tls,
-      metrics: terminalMetrics(db),
       metricsPort: config.metricsPort,
-      // Health is NOT_SERVING while the database does not answer.
-      readiness: { check: () => db.raw('select 1'), intervalMs: config.healthProbeIntervalMs },
+      healthProbeIntervalMs: config.healthProbeIntervalMs ?? defaults.healthProbeIntervalMs.default,
       log,
-    });
-  } catch (err) {
-    issuerClient.close();
-    await db.destroy();
-    throw err;
-  }
-  // Taps left unsent by an earlier run go out as soon as the terminal is up.
-  forwarder.start();
-  if (config.denyListSync ?? true) syncer.start();
-
-  let closing: Promise<void> | undefined;
-  return {
-    address: server.address,
-    port: server.port,
-    metricsAddress: server.metricsAddress,
-    db,
-    store,
-    close: () =>
-      (closing ??= (async () => {
-        // Close the server first, so taps being accepted are committed before the store closes.
-        await syncer.stop();
-        await server.close();
-        await forwarder.stop();
-        issuerClient.close();
-        await db.destroy();
-      })()),
-  };
+      database: { url: config.databaseUrl, migrations: terminalMigrations, migrationsTable: 'terminal_migrations' },
+    },
+    async (db) => {
+      const taps = (store = await TerminalStore.open(db));
+      // issuerAddress may list several issuer replicas: calls go round robin over them.
+      const { target, options } = channelTarget(config.issuerAddress);
+      const issuerClient = new IssuerServiceClient(target, channelCredentials(config.tls, { role: 'issuer' }), {
+        ...options,
+        // grpc-js backs reconnects off up to 2 minutes by default; a terminal must
+        // be back on the deny-list stream within seconds of the issuer's return.
+        'grpc.initial_reconnect_backoff_ms': 200,
+        'grpc.max_reconnect_backoff_ms': 5_000,
+      });
+      // Taps left unsent by an earlier run go out as soon as the terminal is up.
+      const forwarder = createForwarder({
+        store: taps,
+        client: issuerClient,
+        terminalId: config.terminalId,
+        batchSize: config.forwardBatchSize ?? defaults.forwardBatchSize.default,
+        intervalMs: config.forwardIntervalMs ?? defaults.forwardIntervalMs.default,
+        windowMs: config.forwardWindowMs ?? defaults.forwardWindowMs.default,
+        log,
+      });
+      const syncer = new DenyListSyncer({
+        store: taps,
+        client: issuerClient,
+        terminalId: config.terminalId,
+        minBackoffMs: config.denyListMinBackoffMs,
+        maxBackoffMs: config.denyListMaxBackoffMs,
+        log,
+      });
+      return {
+        services: [
+          {
+            name: 'tapcredit.terminal.v1.TerminalService',
+            definition: TerminalServiceService,
+            policy: terminalPolicy,
+            implementation: terminalHandlers({
+              terminalId: config.terminalId,
+              issuerCode: config.issuerCode,
+              masterKey: config.masterKey,
+              issuerPublicKey: config.issuerPublicKey,
+              fare: config.fare,
+              lineId: config.lineId || undefined,
+              denyListSyncedAt: () => syncer.syncedAt,
+              store: taps,
+              forwarder,
+              log,
+            }),
+          },
+        ],
+        metrics: terminalMetrics(db),
+        // The forwarder stops after the server has closed, so taps being accepted are committed before the store closes.
+        workers: [forwarder],
+        streams: config.denyListSync ?? true ? [syncer] : [],
+        release: () => issuerClient.close(),
+      };
+    },
+  );
+  return { ...service, store: store! };
 }

@@ -1,13 +1,18 @@
 // Every call one server makes to another carries a deadline: a call without
 // one can hang an outbox worker forever on a peer that accepted the
 // connection and never answers. Checked at run time on grpc-js itself,
-// through a ride, a declined debit, a debt retry and an unenrollment.
+// through a ride, a declined debit, a debt retry and an unenrollment (on the
+// generated clients of the servers under test: sources, or dist/).
+
+const [{ AuthorizerServiceClient, AuthorizerServiceService }, { IssuerServiceClient, IssuerServiceService }, { TerminalServiceClient, TerminalServiceService }] = await Promise.all([
+  serversGenerated('authorizer'),
+  serversGenerated('issuer'),
+  serversGenerated('terminal'),
+]);
 import { expect } from 'chai';
 import { callUnary } from '../../common/rpc.js';
-import { AuthorizerServiceClient, AuthorizerServiceService } from '../../gen/tapcredit/authorizer/v1/authorizer.js';
-import { IssuerServiceClient, IssuerServiceService } from '../../gen/tapcredit/issuer/v1/issuer.js';
-import { TerminalServiceClient, TerminalServiceService } from '../../gen/tapcredit/terminal/v1/terminal.js';
 import { enroll, openAccount, rider, tap } from '../helpers/rider.js';
+import { serversGenerated } from '../helpers/servers.js';
 import { FARE, newCard, startSystem, waitFor, type System } from '../helpers/system.js';
 
 interface OutgoingCall {

@@ -1,5 +1,5 @@
 // The system under fault injection: the authorizer, the issuer and the
-// terminals as child processes (their main.ts, plaintext on loopback), a
+// terminals as child processes (common/launcher.ts, plaintext on loopback), a
 // fault proxy on each hop between them (terminal -> issuer, issuer ->
 // authorizer, authorizer -> issuer), direct clients for the test, and the
 // steps every scenario shares: enroll riders, present a card until a
@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import { credentials, status, type ServiceError } from '@grpc/grpc-js';
 import { issueCard, newTerminalRandom, writeCreditFlag, zeroAmountDebit } from '../../common/card.js';
 import type { Db } from '../../common/db.js';
-import { ensureDevKeys, loadMasterKey } from '../../common/keys.js';
+import { loadMasterKey } from '../../common/keys.js';
+import { ServerProcess, prepareSharedFiles, type ExitRecord, type ServerSpec } from '../../common/launcher.js';
 import { callUnary } from '../../common/rpc.js';
 import { AuthorizerServiceClient } from '../../gen/tapcredit/authorizer/v1/authorizer.js';
 import { IssuerServiceClient, type GetReconciliationReportResponse } from '../../gen/tapcredit/issuer/v1/issuer.js';
@@ -17,7 +18,6 @@ import { Decision, DeclineReason, TerminalServiceClient, declineReasonToJSON } f
 import type { CardImage } from '../../gen/tapcredit/type/v1/card.js';
 import { removeDir, tempDir } from '../helpers/assert.js';
 import { freePorts } from '../../common/ports.js';
-import { ServiceProcess, type ExitRecord, type ServiceSpec } from './cluster.js';
 import { checkInvariants, openSqlite, pendingWork, type AcceptedTap, type InvariantFigures } from './invariants.js';
 import type { Prng } from './prng.js';
 import { FaultProxy } from './proxy.js';
@@ -75,25 +75,26 @@ export class DriverRecord {
 export class FaultSystem {
   /** Servers that exited without being asked to. */
   readonly crashed: ExitRecord[] = [];
-  readonly services: Map<string, ServiceProcess>;
+  readonly services: Map<string, ServerProcess>;
   private dbs: { issuer: Db; authorizer: Db; terminals: Map<string, Db> } | undefined;
 
   private constructor(
     readonly dir: string,
     readonly masterKey: Buffer,
     readonly terminalIds: string[],
-    specs: ServiceSpec[],
+    specs: ServerSpec[],
     readonly proxies: Record<Hop, FaultProxy>,
     readonly clients: { authorizer: AuthorizerServiceClient; issuer: IssuerServiceClient; terminals: TerminalServiceClient[] },
     readonly files: { authorizer: string; issuer: string; terminals: Map<string, string> },
   ) {
-    this.services = new Map(specs.map((s) => [s.name, new ServiceProcess(s, join(dir, 'logs'), (exit) => this.crashed.push(exit))]));
+    this.services = new Map(specs.map((s) => [s.name, new ServerProcess(s, (exit) => this.crashed.push(exit))]));
   }
 
   /** Creates the run directory, keys, proxies and processes, and starts every server. */
   static async start(prng: Prng, opts: SystemOptions): Promise<FaultSystem> {
     const dir = tempDir('tapcredit-faults-');
-    const keys = ensureDevKeys(join(dir, 'keys'));
+    // Keys made once, before any server starts (plaintext: no certificates).
+    const shared = await prepareSharedFiles(dir);
     const terminalIds = Array.from({ length: opts.terminals }, (_, i) => `T${i + 1}`);
     // Every port at once, the proxies' too, so none is handed out twice (a proxy on a server's port would pass for the server).
     const [issuerPort, authorizerPort, ...rest] = await freePorts(2 + terminalIds.length + 3);
@@ -115,37 +116,32 @@ export class FaultSystem {
       issuer: join(dir, 'issuer.sqlite'),
       terminals: new Map(terminalIds.map((id) => [id, join(dir, `terminal-${id}.sqlite`)])),
     };
-    const env = {
-      LOG_LEVEL: opts.logLevel,
-      TAPCREDIT_DATA_DIR: dir,
-      TAPCREDIT_MASTER_KEY_FILE: keys.masterKeyFile,
-      TAPCREDIT_SIGNING_KEY_FILE: keys.signingKeyFile,
-      TAPCREDIT_ISSUER_PUBLIC_KEY_FILE: keys.publicKeyFile,
-    };
+    const env = { ...shared.env, LOG_LEVEL: opts.logLevel };
+    const output = { logDir: join(dir, 'logs') };
     const interval = String(opts.intervalMs ?? 50);
     // Plaintext on loopback (--insecure): TLS would not change what the proxies break; a free metrics port each.
     const common = ['--metrics-port', '0', '--insecure'];
     const leases = ['--claim-ttl-ms', String(opts.claimTtlMs ?? 3000)];
-    const specs: ServiceSpec[] = [
+    const specs: ServerSpec[] = [
       {
         name: 'authorizer',
-        main: 'authorizer/main.ts',
-        port: ports.authorizer,
+        entry: 'authorizer/main',
         env,
+        output,
         args: [...common, ...leases, '--port', String(ports.authorizer), '--database-url', files.authorizer, '--issuer-addresses', `${ISSUER_ID}=127.0.0.1:${via['authorizer->issuer']}`, '--settlement-interval-ms', interval],
       },
       {
         name: 'issuer',
-        main: 'issuer/main.ts',
-        port: ports.issuer,
+        entry: 'issuer/main',
         env,
+        output,
         args: [...common, ...leases, '--port', String(ports.issuer), '--database-url', files.issuer, '--issuer-id', ISSUER_ID, '--issuer-code', ISSUER_CODE, '--currency', CURRENCY, '--authorizer-address', `127.0.0.1:${via['issuer->authorizer']}`, '--deduct-interval-ms', interval],
       },
       ...terminalIds.map((id, i) => ({
         name: `terminal-${id}`,
-        main: 'terminal/main.ts',
-        port: ports.terminals[i],
+        entry: 'terminal/main',
         env,
+        output,
         args: [...common, '--terminal-id', id, '--port', String(ports.terminals[i]), '--database-url', files.terminals.get(id)!, '--issuer-code', ISSUER_CODE, '--issuer-address', `127.0.0.1:${via['terminal->issuer']}`, '--fare-minor-units', String(FARE), '--currency', CURRENCY, '--forward-interval-ms', interval],
       })),
     ];
@@ -155,7 +151,7 @@ export class FaultSystem {
       issuer: new IssuerServiceClient(`127.0.0.1:${ports.issuer}`, insecure),
       terminals: ports.terminals.map((p) => new TerminalServiceClient(`127.0.0.1:${p}`, insecure)),
     };
-    const system = new FaultSystem(dir, loadMasterKey(keys.masterKeyFile), terminalIds, specs, proxies, clients, files);
+    const system = new FaultSystem(dir, loadMasterKey(shared.env.TAPCREDIT_MASTER_KEY_FILE), terminalIds, specs, proxies, clients, files);
     try {
       await Promise.all([...system.services.values()].map((s) => s.start()));
     } catch (err) {
@@ -165,7 +161,7 @@ export class FaultSystem {
     return system;
   }
 
-  service(name: string): ServiceProcess {
+  service(name: string): ServerProcess {
     const s = this.services.get(name);
     if (!s) throw new Error(`no server ${name}`);
     return s;

@@ -11,7 +11,7 @@ import { removeDir, tempDir } from './assert.js';
 import { testDatabases, type Backend } from './databases.js';
 import { testTls } from './pki.js';
 export { expectGrpcError, tableCounts, waitFor } from './assert.js';
-import { startAuthorizer, type AuthorizerConfig, type AuthorizerHandle } from '../../authorizer/service.js';
+import type { AuthorizerConfig, AuthorizerHandle } from '../../authorizer/service.js';
 import { issueCard } from '../../common/card.js';
 import type { Role } from '../../common/identity.js';
 import { createLogger, type Logger } from '../../common/log.js';
@@ -21,8 +21,11 @@ import { AuthorizerServiceClient } from '../../gen/tapcredit/authorizer/v1/autho
 import { IssuerServiceClient } from '../../gen/tapcredit/issuer/v1/issuer.js';
 import { TerminalServiceClient } from '../../gen/tapcredit/terminal/v1/terminal.js';
 import type { CardImage } from '../../gen/tapcredit/type/v1/card.js';
-import { startIssuer, type IssuerConfig, type IssuerHandle } from '../../issuer/service.js';
-import { startTerminal, type TerminalConfig, type TerminalHandle } from '../../terminal/service.js';
+import type { IssuerConfig, IssuerHandle } from '../../issuer/service.js';
+import type { TerminalConfig, TerminalHandle } from '../../terminal/service.js';
+import { serverModules } from './servers.js';
+
+const { startAuthorizer, startIssuer, startTerminal } = await serverModules();
 
 export const ISSUER_ID = 'issuer-1';
 export const ISSUER_CODE = 'CITY1';

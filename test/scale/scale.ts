@@ -1,5 +1,5 @@
 // The scale-out scenario: two issuer and two authorizer replicas as child
-// processes (their main.ts, mTLS with development certificates) on one
+// processes (common/launcher.ts, mTLS with development certificates) on one
 // PostgreSQL database per service, terminals listing both issuers, the
 // issuers listing both authorizers and the authorizers listing both issuers.
 // Riders tap until `killAfter` of the taps are accepted; then one replica of
@@ -12,8 +12,7 @@ import { status, type ServiceError } from '@grpc/grpc-js';
 import knexFactory from 'knex';
 import { issueCard, newTerminalRandom, writeCreditFlag, zeroAmountDebit } from '../../common/card.js';
 import type { Db } from '../../common/db.js';
-import { ensureDevHolderKey, ensureDevKeys, loadMasterKey } from '../../common/keys.js';
-import { ensureDevPki } from '../../common/pki.js';
+import { loadMasterKey } from '../../common/keys.js';
 import { callUnary, channelTarget } from '../../common/rpc.js';
 import { channelCredentials, loadTls } from '../../common/tls.js';
 import { AuthorizerServiceClient } from '../../gen/tapcredit/authorizer/v1/authorizer.js';
@@ -23,7 +22,7 @@ import type { CardImage } from '../../gen/tapcredit/type/v1/card.js';
 import { removeDir, sleep, tempDir } from '../helpers/assert.js';
 import { POSTGRES_URL, testDatabases } from '../helpers/databases.js';
 import { freePorts } from '../../common/ports.js';
-import { ServiceProcess, type ExitRecord, type ServiceSpec } from '../faults/cluster.js';
+import { ServerProcess, prepareSharedFiles, type ExitRecord, type ServerSpec } from '../../common/launcher.js';
 import { openSqlite } from '../faults/invariants.js';
 import { invariantViolations, isDrained, outstanding, type AcceptedTap, type RunDatabases } from './checks.js';
 
@@ -98,16 +97,14 @@ export async function runScaleScenario(o: ScaleOptions): Promise<ScaleReport> {
   const dir = tempDir('tapcredit-scale-');
   const databases = testDatabases('postgres', dir);
   const crashed: ExitRecord[] = [];
-  const services = new Map<string, ServiceProcess>();
+  const services = new Map<string, ServerProcess>();
   const clients: { close(): void }[] = [];
   const readers: Db[] = [];
   try {
-    // Shared by the replicas of a service: keys, the holder key, certificates (one identity per service).
-    const keys = ensureDevKeys(join(dir, 'keys'));
-    const holderKeyFile = ensureDevHolderKey(join(dir, 'keys'));
+    // Shared by the replicas of a service, made once before any starts: keys, the holder key, certificates (one identity per service).
     const terminalIds = Array.from({ length: o.terminals }, (_, i) => `T${i + 1}`);
-    const certs = join(dir, 'certs');
-    await ensureDevPki(certs, { issuerId: ISSUER_ID, authorizerId: AUTHORIZER_ID, terminalIds });
+    const shared = await prepareSharedFiles(dir, { issuerId: ISSUER_ID, authorizerId: AUTHORIZER_ID, terminalIds });
+    const certs = shared.certsDir!;
     const urls = { issuer: await databases.url('issuer'), authorizer: await databases.url('authorizer') };
     const all = await freePorts(4 + terminalIds.length);
     const ports = {
@@ -116,41 +113,34 @@ export async function runScaleScenario(o: ScaleOptions): Promise<ScaleReport> {
       terminals: all.slice(4),
     };
     const list = (ps: number[]) => ps.map((p) => `127.0.0.1:${p}`).join(',');
-    const env = {
-      LOG_LEVEL: o.logLevel,
-      TAPCREDIT_DATA_DIR: dir,
-      TAPCREDIT_CERTS_DIR: certs,
-      TAPCREDIT_MASTER_KEY_FILE: keys.masterKeyFile,
-      TAPCREDIT_SIGNING_KEY_FILE: keys.signingKeyFile,
-      TAPCREDIT_ISSUER_PUBLIC_KEY_FILE: keys.publicKeyFile,
-      TAPCREDIT_HOLDER_KEY_FILE: holderKeyFile,
-    };
+    const env = { ...shared.env, LOG_LEVEL: o.logLevel };
+    const output = { logDir: join(dir, 'logs') };
     const interval = String(o.intervalMs);
     const common = ['--metrics-port', '0', '--claim-ttl-ms', String(o.claimTtlMs)];
-    const specs: ServiceSpec[] = [
+    const specs: ServerSpec[] = [
       ...ports.authorizers.map((port, i) => ({
         name: `authorizer-${i + 1}`,
-        main: 'authorizer/main.ts',
-        port,
+        entry: 'authorizer/main',
         env,
+        output,
         args: [...common, '--replica-id', `authorizer-${i + 1}`, '--port', String(port), '--database-url', urls.authorizer, '--issuer-addresses', `${ISSUER_ID}=${list(ports.issuers)}`, '--settlement-interval-ms', interval],
       })),
       ...ports.issuers.map((port, i) => ({
         name: `issuer-${i + 1}`,
-        main: 'issuer/main.ts',
-        port,
+        entry: 'issuer/main',
         env,
+        output,
         args: [...common, '--replica-id', `issuer-${i + 1}`, '--port', String(port), '--database-url', urls.issuer, '--issuer-id', ISSUER_ID, '--issuer-code', ISSUER_CODE, '--currency', CURRENCY, '--authorizer-address', list(ports.authorizers), '--deduct-interval-ms', interval],
       })),
       ...terminalIds.map((id, i) => ({
         name: `terminal-${id}`,
-        main: 'terminal/main.ts',
-        port: ports.terminals[i],
+        entry: 'terminal/main',
         env,
+        output,
         args: ['--metrics-port', '0', '--terminal-id', id, '--port', String(ports.terminals[i]), '--database-url', join(dir, `terminal-${id}.sqlite`), '--issuer-code', ISSUER_CODE, '--issuer-address', list(ports.issuers), '--fare-minor-units', String(FARE), '--currency', CURRENCY, '--forward-interval-ms', interval],
       })),
     ];
-    for (const spec of specs) services.set(spec.name, new ServiceProcess(spec, join(dir, 'logs'), (exit) => crashed.push(exit)));
+    for (const spec of specs) services.set(spec.name, new ServerProcess(spec, (exit) => crashed.push(exit)));
     say(`starting ${services.size} servers in ${dir}`);
     await Promise.all([...services.values()].map((s) => s.start()));
 
@@ -169,7 +159,7 @@ export async function runScaleScenario(o: ScaleOptions): Promise<ScaleReport> {
     const terminals = ports.terminals.map((p) => balanced(TerminalServiceClient, `127.0.0.1:${p}`, channelCredentials(phone, { role: 'terminal' })));
 
     // Riders: an account funded for every fare of theirs, and an enrolled card, as the phone app does.
-    const masterKey = loadMasterKey(keys.masterKeyFile);
+    const masterKey = loadMasterKey(shared.env.TAPCREDIT_MASTER_KEY_FILE);
     const perRider = Math.ceil(o.taps / o.riders);
     const cards: CardImage[] = new Array(o.riders);
     await inLanes(o.riders, 16, async (i) => {
