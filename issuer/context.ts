@@ -12,7 +12,7 @@ import type {
   RevokeAgreementRequest,
   RevokeAgreementResponse,
 } from '../gen/tapcredit/authorizer/v1/authorizer.js';
-import type { DenyListFeed } from './deny-list.js';
+import type { DenyListFeed } from './deny-list-feed.js';
 import type { FareCapConfig } from './fares.js';
 
 /**

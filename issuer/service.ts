@@ -1,10 +1,11 @@
 // Starts the issuer: its database, the IssuerService gRPC server and the
 // debit outbox worker that sends RECEIVED taps to the credit authorizer.
 import type { KeyObject } from 'node:crypto';
-import { openDatabase, type Db } from '../common/db.js';
+import { isPostgresUrl, openDatabase, type Db } from '../common/db.js';
 import { Leases } from '../common/leases.js';
 import { createLogger, type Logger } from '../common/log.js';
 import { startServer } from '../common/server.js';
+import { passEncodedResponses } from '../common/server-stream.js';
 import { assertOwnIdentity, type TlsConfig } from '../common/tls.js';
 import { Worker } from '../common/worker.js';
 import { IssuerServiceService } from '../gen/tapcredit/issuer/v1/issuer.js';
@@ -12,7 +13,7 @@ import { authorizerClient } from './authorizer-client.js';
 import type { DebtRetryConfig, IssuerContext } from './context.js';
 import { debtStep } from './debts.js';
 import { DEFAULT_DEDUCT_BATCH_SIZE, deductStep } from './deductions.js';
-import { DenyListFeed } from './deny-list.js';
+import { DenyListFeed } from './deny-list-feed.js';
 import type { FareCapConfig } from './fares.js';
 import { issuerHandlers } from './handlers.js';
 import { issuerMetrics } from './metrics.js';
@@ -55,8 +56,17 @@ export interface IssuerConfig {
   debtPollIntervalMs?: number;
   /** Clock tolerance between terminals for the clone check (default 60 s). */
   cloneClockSkewMs?: number;
-  /** How often deny-list watch streams check the log for changes made elsewhere (default 1000 ms). */
+  /**
+   * How often the deny-list feed reads the log without being told of a change
+   * (a change made by another process sharing the database); 0 turns it off.
+   * Default 1000 ms; 10 s on PostgreSQL, where replicas hear of each other's
+   * changes through LISTEN/NOTIFY.
+   */
   denyListPollMs?: number;
+  /** Silence after which a WatchDenyList stream gets an empty heartbeat (default 15 s). */
+  denyListHeartbeatMs?: number;
+  /** A WatchDenyList stream whose client takes nothing for this long is dropped (default 30 s). */
+  denyListStallMs?: number;
   /**
    * mTLS with the issuer's certificate (identity
    * spiffe://tapcredit/issuer/<issuerId>): the server requires client
@@ -103,7 +113,14 @@ export async function startIssuer(config: IssuerConfig): Promise<IssuerHandle> {
     fareCap: config.fareCap,
     debtRetry: config.debtRetry,
     cloneClockSkewMs: config.cloneClockSkewMs,
-    denyListFeed: new DenyListFeed(),
+    denyListFeed: new DenyListFeed({
+      db,
+      log,
+      listenUrl: isPostgresUrl(config.databaseUrl) ? config.databaseUrl : undefined,
+      pollMs: config.denyListPollMs,
+      heartbeatMs: config.denyListHeartbeatMs,
+      stallMs: config.denyListStallMs,
+    }),
     leases: new Leases({ owner: config.replicaId, ttlMs: config.claimTtlMs }),
   };
   const feed = ctx.denyListFeed!;
@@ -126,11 +143,14 @@ export async function startIssuer(config: IssuerConfig): Promise<IssuerHandle> {
 
   let server;
   try {
+    // The feed loads its window of recent changes before the first stream comes.
+    await feed.start();
     server = await startServer({
       services: [
         {
           name: 'tapcredit.issuer.v1.IssuerService',
-          definition: IssuerServiceService,
+          // WatchDenyList writes each change's message encoded once for all its streams.
+          definition: passEncodedResponses(IssuerServiceService),
           policy: issuerPolicy,
           implementation: issuerHandlers(ctx, log, () => deductWorkers.forEach((w) => w.kick()), feed),
         },
@@ -145,6 +165,7 @@ export async function startIssuer(config: IssuerConfig): Promise<IssuerHandle> {
       log,
     });
   } catch (err) {
+    await feed.close();
     authorizer.close();
     await db.destroy();
     throw err;
@@ -152,7 +173,7 @@ export async function startIssuer(config: IssuerConfig): Promise<IssuerHandle> {
   // Taps left DEDUCTING by a crash are resent on the first step.
   for (const w of deductWorkers) w.start();
   debtWorker.start();
-  feed.start(db, config.denyListPollMs);
+
 
   let closing: Promise<void> | undefined;
   return {
@@ -163,7 +184,7 @@ export async function startIssuer(config: IssuerConfig): Promise<IssuerHandle> {
     close: () =>
       (closing ??= (async () => {
         // Watch streams never end on their own: end them first, or the server waits out its grace period.
-        feed.close();
+        await feed.close();
         await server.close();
         await Promise.all(deductWorkers.map((w) => w.stop()));
         await debtWorker.stop();
