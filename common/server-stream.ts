@@ -19,8 +19,34 @@ export function passEncodedResponses(definition: ServiceDefinition): ServiceDefi
   return out as ServiceDefinition;
 }
 
-/** Writes encoded message bytes to a stream of a definition made by passEncodedResponses. */
-export const writeEncoded = (call: ServerWritableStream<unknown, unknown>, bytes: Buffer): boolean => call.write(bytes);
+/**
+ * Writes encoded message bytes to a stream of a definition made by
+ * passEncodedResponses, counting the bytes not yet taken by HTTP/2 (grpc-js
+ * buffers whole messages however large): write() says false once more than
+ * highWaterBytes wait, and onDrain() calls back when they are down to half.
+ */
+export function encodedWriter(call: ServerWritableStream<unknown, unknown>, highWaterBytes: number) {
+  let queued = 0;
+  let waiting: (() => void) | undefined;
+  return {
+    write(bytes: Buffer): boolean {
+      queued += bytes.length;
+      call.write(bytes, () => {
+        queued -= bytes.length;
+        if (waiting && queued <= highWaterBytes / 2) {
+          const fn = waiting;
+          waiting = undefined;
+          fn();
+        }
+      });
+      return queued <= highWaterBytes;
+    },
+    onDrain(fn: () => void): void {
+      if (queued <= highWaterBytes / 2) queueMicrotask(fn);
+      else waiting = fn;
+    },
+  };
+}
 
 /**
  * Ends a call at once with RST_STREAM ENHANCE_YOUR_CALM, which a gRPC client

@@ -4,7 +4,7 @@ import type { ServerWritableStream } from '@grpc/grpc-js';
 import { toServiceError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { malformedRequestError, unaryHandlers, type AsyncHandlers } from '../common/server.js';
-import { resetServerStream, writeEncoded } from '../common/server-stream.js';
+import { encodedWriter, resetServerStream } from '../common/server-stream.js';
 import {
   TapReportStatus,
   type IssuerServiceServer,
@@ -30,6 +30,9 @@ export const ERROR_DOMAIN = 'issuer.tapcredit';
  * drives the stream; errors end it with the same status mapping as the
  * unary RPCs.
  */
+/** Bytes a watch stream may have waiting for its client before the feed stops writing to it. */
+const WATCH_HIGH_WATER_BYTES = 64 * 1024;
+
 function watchDenyListHandler(log: Logger, feed: DenyListFeed) {
   return (call: ServerWritableStream<WatchDenyListRequest, WatchDenyListResponse>) => {
     const fail = (err: unknown) => {
@@ -51,11 +54,12 @@ function watchDenyListHandler(log: Logger, feed: DenyListFeed) {
       return;
     }
     log.debug({ rpc: 'watchDenyList', terminalId: call.request.terminalId, from: String(from) }, 'deny-list watch opened');
+    const writer = encodedWriter(call, WATCH_HIGH_WATER_BYTES);
     const watch = feed.watch(
       {
         terminalId: call.request.terminalId,
-        write: (bytes) => writeEncoded(call, bytes),
-        onDrain: (fn) => call.once('drain', fn),
+        write: writer.write,
+        onDrain: writer.onDrain,
         end: () => {
           if (!call.cancelled && !call.writableEnded) call.end();
         },
