@@ -54,7 +54,7 @@ interface Target {
   opsCredentials: ChannelCredentials;
 }
 
-async function measure(target: Target, streams: number, changes: number, log: (line: string) => void): Promise<FanoutFigures> {
+async function measure(target: Target, streams: number, changes: number, log: (line: string) => void, profile?: () => void): Promise<FanoutFigures> {
   const figures = () => target.process.figures() as ProcessFigures;
   await sleep(1000);
   const before = figures();
@@ -106,6 +106,7 @@ async function measure(target: Target, streams: number, changes: number, log: (l
     const first = await callUnary(ops, ops.addToDenyList, { cardId: 'BENCH-WARMUP', reason: DenyListReason.DENY_LIST_REASON_LOST });
     base = BigInt(first.version);
     await sleep(1000);
+    profile?.();
     const cpu0 = figures().cpuSeconds;
     const allSeen: number[] = [];
     let missed = 0;
@@ -118,6 +119,7 @@ async function measure(target: Target, streams: number, changes: number, log: (l
       await sleep(200);
     }
     const cpuMsPerChange = ((figures().cpuSeconds - cpu0) * 1000) / changes;
+    profile?.();
     const seen = summarize(latencies);
     const all = summarize(allSeen);
     const after = figures();
@@ -143,7 +145,16 @@ async function measure(target: Target, streams: number, changes: number, log: (l
   }
 }
 
-export async function fanoutBench(opts: { streams: number; changes: number; tls: boolean; dir?: string; keep?: boolean; log?: (line: string) => void }): Promise<FanoutFigures[]> {
+export async function fanoutBench(opts: {
+  streams: number;
+  changes: number;
+  tls: boolean;
+  dir?: string;
+  keep?: boolean;
+  /** Write the issuer's CPU profile of the changes into this directory. */
+  profileDir?: string;
+  log?: (line: string) => void;
+}): Promise<FanoutFigures[]> {
   const log = opts.log ?? ((line: string) => console.error(line));
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'tapcredit-fanout-'));
   const cluster = await Cluster.start({
@@ -154,6 +165,7 @@ export async function fanoutBench(opts: { streams: number; changes: number; tls:
     logLevel: 'warn',
     heapMb: SERVER_HEAP_MB,
     fareMinorUnits: 200,
+    profileDir: opts.profileDir,
   });
   const port = await freePort();
   const baseline = new ServerProcess(
@@ -174,7 +186,8 @@ export async function fanoutBench(opts: { streams: number; changes: number; tls:
       { name: 'issuer', address: cluster.issuer.address, process: cluster.issuer, streamCredentials, opsCredentials },
       { name: 'bare grpc-js', address: baseline.address, process: baseline, streamCredentials, opsCredentials },
     ]) {
-      results.push(await measure(target, opts.streams, opts.changes, log));
+      const profile = opts.profileDir && target.process === cluster.issuer ? () => process.kill(cluster.issuer.pid!, 'SIGUSR2') : undefined;
+      results.push(await measure(target, opts.streams, opts.changes, log, profile));
     }
     return results;
   } finally {
@@ -211,9 +224,10 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     .option('--changes <n>', 'cards listed one after the other', int, 20)
     .option('--insecure', 'plaintext on loopback instead of mTLS')
     .option('--keep', 'keep the data directory (logs)')
+    .option('--profile <dir>', "write the issuer's CPU profile of the changes into dir (bench/profile-summary.ts reads it)")
     .parse()
-    .opts<{ streams: number; changes: number; insecure?: boolean; keep?: boolean }>();
-  const results = await fanoutBench({ streams: o.streams, changes: o.changes, tls: !o.insecure, keep: o.keep });
+    .opts<{ streams: number; changes: number; insecure?: boolean; keep?: boolean; profile?: string }>();
+  const results = await fanoutBench({ streams: o.streams, changes: o.changes, tls: !o.insecure, keep: o.keep, profileDir: o.profile });
   console.log(renderFanout(results));
   console.log(JSON.stringify(results));
   process.exit(0);
