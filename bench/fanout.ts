@@ -153,17 +153,20 @@ export async function fanoutBench(opts: {
   keep?: boolean;
   /** Write the issuer's CPU profile of the changes into this directory. */
   profileDir?: string;
+  /** V8 old-space cap of both servers in MB; SERVER_HEAP_MB (as npm start) when unset, 0 for Node's own. */
+  heapMb?: number;
   log?: (line: string) => void;
 }): Promise<FanoutFigures[]> {
   const log = opts.log ?? ((line: string) => console.error(line));
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'tapcredit-fanout-'));
+  const heapMb = opts.heapMb ?? SERVER_HEAP_MB;
   const cluster = await Cluster.start({
     dir,
     terminals: 0,
     virtualTerminals: [TERMINAL],
     tls: opts.tls,
     logLevel: 'warn',
-    heapMb: SERVER_HEAP_MB,
+    heapMb: heapMb || undefined,
     fareMinorUnits: 200,
     profileDir: opts.profileDir,
   });
@@ -175,7 +178,7 @@ export async function fanoutBench(opts: {
     ['--port', String(port), ...(opts.tls ? [] : ['--insecure'])],
     { TAPCREDIT_CERTS_DIR: cluster.certsDir },
     join(dir, 'logs'),
-    [`--max-old-space-size=${SERVER_HEAP_MB}`],
+    heapMb ? [`--max-old-space-size=${heapMb}`] : [],
   );
   try {
     await baseline.start();
@@ -224,10 +227,11 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     .option('--changes <n>', 'cards listed one after the other', int, 20)
     .option('--insecure', 'plaintext on loopback instead of mTLS')
     .option('--keep', 'keep the data directory (logs)')
+    .option('--heap-mb <n>', `V8 old-space cap of both servers in MB (default ${SERVER_HEAP_MB}, as npm start; 0: Node's own)`, (v: string) => Number(v))
     .option('--profile <dir>', "write the issuer's CPU profile of the changes into dir (bench/profile-summary.ts reads it)")
     .parse()
-    .opts<{ streams: number; changes: number; insecure?: boolean; keep?: boolean; profile?: string }>();
-  const results = await fanoutBench({ streams: o.streams, changes: o.changes, tls: !o.insecure, keep: o.keep, profileDir: o.profile });
+    .opts<{ streams: number; changes: number; insecure?: boolean; keep?: boolean; profile?: string; heapMb?: number }>();
+  const results = await fanoutBench({ streams: o.streams, changes: o.changes, tls: !o.insecure, keep: o.keep, profileDir: o.profile, heapMb: o.heapMb });
   console.log(renderFanout(results));
   console.log(JSON.stringify(results));
   process.exit(0);
