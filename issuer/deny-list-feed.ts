@@ -112,8 +112,6 @@ export class DenyListFeed {
   private readonly listenUrl: string | undefined;
   private empty: { version: bigint; bytes: Buffer } | undefined;
   private caughtUp: { from: bigint; to: bigint; bytes: Buffer } | undefined;
-  /** Reads of the log by the reader (for the metrics and the bench). */
-  reads = 0;
 
   constructor(opts: DenyListFeedOptions) {
     this.db = opts.db;
@@ -144,10 +142,6 @@ export class DenyListFeed {
   /** Streams open now. */
   get streams(): number {
     return this.all.size;
-  }
-
-  get headVersion(): bigint {
-    return this.version;
   }
 
   /**
@@ -220,7 +214,6 @@ export class DenyListFeed {
       while (!this.closed && (this.dirty || this.announced > this.version)) {
         this.dirty = false;
         for (;;) {
-          this.reads++;
           const changes = await changesAfter(this.db, this.version, DEFAULT_CHANGES_PAGE);
           if (this.closed) return;
           if (changes.length > 0) this.append(changes);
