@@ -13,7 +13,7 @@ import type {
   RevokeAgreementResponse,
 } from '../gen/tapcredit/authorizer/v1/authorizer.js';
 import type { DebtRetryConfig } from './debts.js';
-import type { DenyListFeed } from './deny-list.js';
+import type { DenyListFeed } from './deny-list-feed.js';
 import type { FareCapConfig } from './fares.js';
 
 /**

@@ -3,8 +3,7 @@
 // a log under the next version, in the same transaction as the change that
 // caused it; terminals follow the log by version (WatchDenyList streams it,
 // ListDenyListChanges pages it) and so hold an exact copy.
-import type { ServerWritableStream } from '@grpc/grpc-js';
-import { asText, type Db } from '../common/db.js';
+import { asText, isPostgres, type Db } from '../common/db.js';
 import { Violations } from '../common/validate.js';
 import {
   DenyListAction,
@@ -18,7 +17,6 @@ import {
   type RemoveFromDenyListRequest,
   type RemoveFromDenyListResponse,
   type WatchDenyListRequest,
-  type WatchDenyListResponse,
 } from '../gen/tapcredit/issuer/v1/issuer.js';
 import type { IssuerContext } from './context.js';
 
@@ -34,59 +32,8 @@ const REASON_NAMES = new Map(Object.entries(DENY_REASONS).map(([name, value]) =>
 
 export const DEFAULT_CHANGES_PAGE = 1000;
 export const MAX_CHANGES_PAGE = 5000;
-/** How often the feed checks the log's head for changes it was not told about (made by another replica). */
-export const FEED_POLL_MS = 1000;
-
-/**
- * Wakes the watch streams of this process after a committed change. Callers
- * notify after their transaction commits; the feed also polls the log's head
- * version (one query per interval for all streams), so a change made by
- * another process sharing the database reaches the streams too.
- */
-export class DenyListFeed {
-  private readonly listeners = new Set<() => void>();
-  private closed = false;
-  private timer: NodeJS.Timeout | undefined;
-  private lastHead: string | undefined;
-
-  /** Starts polling the head version of db every pollMs. */
-  start(db: Db, pollMs = FEED_POLL_MS): void {
-    const tick = async () => {
-      try {
-        const head = await headVersion(db);
-        if (this.lastHead !== undefined && head !== this.lastHead) this.notify();
-        this.lastHead = head;
-      } catch {
-        // The database is closing or busy: the next tick tries again.
-      }
-      if (!this.closed) this.timer = setTimeout(tick, pollMs);
-    };
-    this.timer = setTimeout(tick, 0);
-  }
-
-  notify(): void {
-    for (const listener of this.listeners) listener();
-  }
-
-  /** Returns the unsubscribe function, or undefined once the feed is closed. */
-  subscribe(listener: () => void): (() => void) | undefined {
-    if (this.closed) return undefined;
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
-  }
-
-  get isClosed(): boolean {
-    return this.closed;
-  }
-
-  /** Ends every stream (they see the feed closed on their next wake-up), so the server can shut down. */
-  close(): void {
-    this.closed = true;
-    clearTimeout(this.timer);
-    this.notify();
-    this.listeners.clear();
-  }
-}
+/** The PostgreSQL channel a writer NOTIFYs (in its transaction, so on commit) with the version it logged; issuer/deny-list-feed.ts LISTENs. */
+export const DENY_LIST_CHANNEL = 'tapcredit_deny_list';
 
 const parseReasons = (text: string): DenyReason[] => (text ? (text.split(',') as DenyReason[]) : []);
 
@@ -108,6 +55,8 @@ async function appendChange(trx: Db, cardId: string, action: 'ADD' | 'REMOVE', r
   const version = await nextVersion(trx);
   const reasons = await cardReasons(trx, cardId);
   await trx('deny_list_changes').insert({ version, card_id: cardId, action, reason, reasons_after: reasons.join(','), changed_at: String(now) });
+  // Other replicas' feeds hear of it when (and only if) the transaction commits.
+  if (isPostgres(trx)) await trx.raw('SELECT pg_notify(?, ?)', [DENY_LIST_CHANNEL, version]);
   return version;
 }
 
@@ -225,85 +174,4 @@ export function watchFromVersion(req: WatchDenyListRequest): bigint {
   if (req.terminalId) v.id('terminal_id', req.terminalId);
   v.throwIfAny();
   return from;
-}
-
-/** A watch stream sends an empty message after this much silence, so a terminal can tell a quiet list from a dead connection. */
-export const WATCH_HEARTBEAT_MS = 15_000;
-
-/**
- * Serves one WatchDenyList stream until the client cancels or the feed
- * closes: sends what the caller misses (the first message always, even
- * empty, so the caller knows it is up to date), then whatever is new each
- * time the feed wakes it, and an empty heartbeat after heartbeatMs of
- * silence. Writes respect backpressure. Resolves when the stream is over;
- * rejects on a database error.
- */
-export async function serveDenyListWatch(
-  ctx: IssuerContext,
-  feed: DenyListFeed,
-  call: ServerWritableStream<WatchDenyListRequest, WatchDenyListResponse>,
-  from: bigint,
-  heartbeatMs = WATCH_HEARTBEAT_MS,
-): Promise<void> {
-  let wake: (() => void) | undefined;
-  let dirty = true;
-  let over = false;
-  const poke = () => {
-    dirty = true;
-    wake?.();
-  };
-  const finish = () => {
-    over = true;
-    wake?.();
-  };
-  /** Waits for an event, a notification or the end of the stream, at most ms. */
-  const pause = (ms: number, event?: string) =>
-    new Promise<void>((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        if (event) call.off(event, done);
-        wake = undefined;
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      if (event) call.once(event, done);
-      wake = done;
-      if (over || feed.isClosed || (!event && dirty)) done();
-    });
-  const unsubscribe = feed.subscribe(poke);
-  call.on('cancelled', finish);
-  call.on('close', finish);
-  const ended = () => over || call.cancelled || feed.isClosed;
-  try {
-    let version = from;
-    let mustSend = true; // the first message, then each heartbeat
-    while (!ended()) {
-      if (dirty || mustSend) {
-        dirty = false;
-        // Drain everything new, page by page, before waiting again.
-        for (;;) {
-          const p = await page(ctx.db, version, DEFAULT_CHANGES_PAGE);
-          if (ended()) return;
-          if (p.changes.length === 0 && !mustSend && !p.reset) break;
-          if (p.reset) {
-            ctx.log.warn({ terminalId: call.request.terminalId, from: String(version), head: p.headVersion }, 'deny-list watcher is ahead of the log; resetting it');
-          }
-          mustSend = false;
-          if (p.changes.length > 0) version = BigInt(p.changes[p.changes.length - 1].version);
-          else if (p.reset) version = 0n;
-          if (!call.write(p)) {
-            while (call.writableNeedDrain && !ended()) await pause(heartbeatMs, 'drain');
-          }
-          if (p.changes.length < DEFAULT_CHANGES_PAGE) break;
-        }
-      }
-      const before = dirty;
-      await pause(heartbeatMs);
-      // Woken by the timer, not by a change: time for a heartbeat.
-      if (!before && !dirty && !ended()) mustSend = true;
-    }
-  } finally {
-    unsubscribe?.();
-    if (!call.cancelled && !call.writableEnded) call.end();
-  }
 }

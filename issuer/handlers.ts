@@ -4,6 +4,7 @@ import type { ServerWritableStream } from '@grpc/grpc-js';
 import { toServiceError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { malformedRequestError, unaryHandlers, type AsyncHandlers } from '../common/server.js';
+import { encodedWriter, resetServerStream } from '../common/server-stream.js';
 import {
   TapReportStatus,
   type IssuerServiceServer,
@@ -14,7 +15,8 @@ import { reportCardLost, unenrollCard } from './card-lifecycle.js';
 import { getCard, listCardTaps } from './cards.js';
 import type { IssuerContext } from './context.js';
 import { retryDebts } from './debts.js';
-import { addToDenyList, listDenyListChanges, removeFromDenyList, serveDenyListWatch, watchFromVersion, type DenyListFeed } from './deny-list.js';
+import { addToDenyList, listDenyListChanges, removeFromDenyList, watchFromVersion } from './deny-list.js';
+import type { DenyListFeed } from './deny-list-feed.js';
 import { enrollCard } from './enrollment.js';
 import { reconciliationReport } from './reconciliation.js';
 import { settle } from './settlement.js';
@@ -24,10 +26,14 @@ import { reportTaps } from './taps.js';
 export const ERROR_DOMAIN = 'issuer.tapcredit';
 
 /**
- * WatchDenyList, the one server-streaming RPC: the domain serves the stream;
- * errors end it with the same status mapping as the unary RPCs.
+ * WatchDenyList, the one server-streaming RPC: the feed (deny-list-feed.ts)
+ * drives the stream; errors end it with the same status mapping as the
+ * unary RPCs.
  */
-function watchDenyListHandler(ctx: IssuerContext, log: Logger, feed: DenyListFeed) {
+/** Bytes a watch stream may have waiting for its client before the feed stops writing to it. */
+const WATCH_HIGH_WATER_BYTES = 64 * 1024;
+
+function watchDenyListHandler(log: Logger, feed: DenyListFeed) {
   return (call: ServerWritableStream<WatchDenyListRequest, WatchDenyListResponse>) => {
     const fail = (err: unknown) => {
       const serviceError = toServiceError(err, ERROR_DOMAIN);
@@ -48,7 +54,22 @@ function watchDenyListHandler(ctx: IssuerContext, log: Logger, feed: DenyListFee
       return;
     }
     log.debug({ rpc: 'watchDenyList', terminalId: call.request.terminalId, from: String(from) }, 'deny-list watch opened');
-    serveDenyListWatch(ctx, feed, call, from).catch(fail);
+    const writer = encodedWriter(call, WATCH_HIGH_WATER_BYTES);
+    const watch = feed.watch(
+      {
+        terminalId: call.request.terminalId,
+        write: writer.write,
+        onDrain: writer.onDrain,
+        end: () => {
+          if (!call.cancelled && !call.writableEnded) call.end();
+        },
+        drop: () => resetServerStream(call, 'deny-list watcher too slow'),
+        fail,
+      },
+      from,
+    );
+    call.once('cancelled', watch.cancel);
+    call.once('close', watch.cancel);
   };
 }
 
@@ -86,6 +107,6 @@ export function issuerHandlers(ctx: IssuerContext, log: Logger, onTapsStored: ()
   };
   return {
     ...unaryHandlers<IssuerServiceServer>(ERROR_DOMAIN, log, unary as AsyncHandlers<IssuerServiceServer>),
-    watchDenyList: watchDenyListHandler(ctx, log, feed),
+    watchDenyList: watchDenyListHandler(log, feed),
   };
 }

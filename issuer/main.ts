@@ -37,6 +37,8 @@ await runProcess('issuer', s.logLevel, (log) =>
     enrollmentSweepIntervalMs: s.enrollmentSweepIntervalMs,
     cloneClockSkewMs: s.cloneClockSkewMs,
     denyListPollMs: s.denyListPollMs,
+    denyListHeartbeatMs: s.denyListHeartbeatMs,
+    denyListStallMs: s.denyListStallMs,
     log,
   }),
 );

@@ -4,9 +4,11 @@
 // deny-list feed. Defaults of what is left unset come from its settings table
 // (settings.ts).
 import type { KeyObject } from 'node:crypto';
+import { isPostgresUrl } from '../common/db.js';
 import { Leases } from '../common/leases.js';
 import { createLogger, type Logger } from '../common/log.js';
 import { runService, type RunningService } from '../common/runner.js';
+import { passEncodedResponses } from '../common/server-stream.js';
 import { assertOwnIdentity, type TlsConfig } from '../common/tls.js';
 import { Worker } from '../common/worker.js';
 import { IssuerServiceService } from '../gen/tapcredit/issuer/v1/issuer.js';
@@ -14,7 +16,7 @@ import { authorizerClient } from './authorizer-client.js';
 import type { IssuerContext } from './context.js';
 import { debtStep, type DebtRetryConfig } from './debts.js';
 import { deductStep } from './deductions.js';
-import { DenyListFeed } from './deny-list.js';
+import { DenyListFeed } from './deny-list-feed.js';
 import { sweepAbandonedEnrollments } from './enrollment.js';
 import type { FareCapConfig } from './fares.js';
 import { issuerHandlers } from './handlers.js';
@@ -61,8 +63,17 @@ export interface IssuerConfig {
   enrollmentSweepIntervalMs?: number;
   /** Clock tolerance between terminals for the clone check. */
   cloneClockSkewMs?: number;
-  /** How often deny-list watch streams check the log for changes made elsewhere. */
+  /**
+   * How often the deny-list feed reads the log without being told of a change
+   * (a change made by another process sharing the database); 0 turns it off.
+   * On PostgreSQL replicas hear of each other's changes through LISTEN/NOTIFY,
+   * so this is only a fallback there.
+   */
   denyListPollMs?: number;
+  /** Silence after which a WatchDenyList stream gets an empty heartbeat (default 15 s). */
+  denyListHeartbeatMs?: number;
+  /** A WatchDenyList stream whose client takes nothing for this long is dropped (default 30 s). */
+  denyListStallMs?: number;
   /**
    * mTLS with the issuer's certificate (identity
    * spiffe://tapcredit/issuer/<issuerId>): the server requires client
@@ -98,7 +109,7 @@ export async function startIssuer(config: IssuerConfig): Promise<IssuerHandle> {
       log,
       database: { url: config.databaseUrl, migrations, migrationsTable: MIGRATIONS_TABLE },
     },
-    (db) => {
+    async (db) => {
       const authorizer = authorizerClient(config.authorizerAddress, config.tls);
       const ctx: IssuerContext = {
         db,
@@ -113,10 +124,19 @@ export async function startIssuer(config: IssuerConfig): Promise<IssuerHandle> {
         fareCap: config.fareCap,
         debtRetry: config.debtRetry,
         cloneClockSkewMs: config.cloneClockSkewMs,
-        denyListFeed: new DenyListFeed(),
+        denyListFeed: new DenyListFeed({
+          db,
+          log,
+          listenUrl: isPostgresUrl(config.databaseUrl) ? config.databaseUrl : undefined,
+          pollMs: config.denyListPollMs ?? defaults.denyListPollMs.default,
+          heartbeatMs: config.denyListHeartbeatMs,
+          stallMs: config.denyListStallMs,
+        }),
         leases: new Leases({ owner: config.replicaId, ttlMs: config.claimTtlMs ?? defaults.claimTtlMs.default }),
       };
       const feed = ctx.denyListFeed!;
+      // The feed loads its window of recent changes before the first stream comes.
+      await feed.start();
       const batchSize = config.deductBatchSize ?? defaults.deductBatchSize.default;
       // Taps left DEDUCTING by a crash are resent on the first step.
       const deductWorkers = Array.from(
@@ -144,7 +164,8 @@ export async function startIssuer(config: IssuerConfig): Promise<IssuerHandle> {
         services: [
           {
             name: 'tapcredit.issuer.v1.IssuerService',
-            definition: IssuerServiceService,
+            // WatchDenyList writes each change's message encoded once for all its streams.
+            definition: passEncodedResponses(IssuerServiceService),
             policy: issuerPolicy,
             implementation: issuerHandlers(ctx, log, () => deductWorkers.forEach((w) => w.kick()), feed),
           },
@@ -152,8 +173,11 @@ export async function startIssuer(config: IssuerConfig): Promise<IssuerHandle> {
         metrics: issuerMetrics(db),
         workers: [...deductWorkers, debtWorker, enrollmentWorker],
         // Watch streams never end on their own: end them first, or the server waits out its grace period.
-        streams: [{ start: () => feed.start(db, config.denyListPollMs ?? defaults.denyListPollMs.default), stop: () => feed.close() }],
-        release: () => authorizer.close(),
+        streams: [{ start: () => undefined, stop: () => feed.close() }],
+        release: async () => {
+          await feed.close();
+          authorizer.close();
+        },
       };
     },
   );

@@ -34,5 +34,12 @@ export const ISSUER_SETTINGS = {
     'How often the issuer looks for enrollments abandoned past their claim (10 min) and revokes the agreements they left.',
   ),
   cloneClockSkewMs: integer('clone-clock-skew-ms', 'ISSUER_CLONE_CLOCK_SKEW_MS', DEFAULT_CLONE_CLOCK_SKEW_MS, 'Clock tolerance between terminals in the clone check.'),
-  denyListPollMs: integer('deny-list-poll-ms', 'ISSUER_DENY_LIST_POLL_MS', 1000, 'How often deny-list watch streams look for changes made by other replicas.'),
+  denyListPollMs: integer(
+    'deny-list-poll-ms',
+    'ISSUER_DENY_LIST_POLL_MS',
+    1000,
+    'Fallback: how often the deny-list feed reads the log without being told of a change (one query per process, whatever the number of streams); 0 turns it off. On PostgreSQL, replicas tell each other of changes by LISTEN/NOTIFY.',
+  ),
+  denyListHeartbeatMs: integer('deny-list-heartbeat-ms', 'ISSUER_DENY_LIST_HEARTBEAT_MS', 15_000, 'Silence after which a WatchDenyList stream gets an empty heartbeat (no database work).'),
+  denyListStallMs: integer('deny-list-stall-ms', 'ISSUER_DENY_LIST_STALL_MS', 30_000, 'A WatchDenyList stream whose client takes nothing for this long is dropped (RESOURCE_EXHAUSTED); the terminal resumes from its version.'),
 };
