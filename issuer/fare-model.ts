@@ -111,9 +111,17 @@ const money = (what: string) =>
     .min(0, { error: `${what} must not be negative` })
     .max(Number.MAX_SAFE_INTEGER, { error: `${what} is too large` });
 const positiveMoney = (what: string) => money(what).min(1, { error: `${what} must be positive` });
-const minutes = (what: string) =>
-  z.number({ error: `${what} must be a number of minutes` }).int({ error: `${what} must be whole minutes` }).min(0, { error: `${what} must not be negative` }).max(100_000);
-const percent = z.number({ error: 'a percentage must be a number' }).int({ error: 'a percentage must be a whole number' }).min(0).max(100);
+const minutes = (what: string, least = 0) =>
+  z
+    .number({ error: `${what} must be a number of minutes` })
+    .int({ error: `${what} must be whole minutes` })
+    .min(least, { error: least === 0 ? `${what} must not be negative` : `${what} must be at least ${least}` })
+    .max(100_000, { error: `${what} must be at most 100000` });
+const percent = z
+  .number({ error: 'a percentage must be a number' })
+  .int({ error: 'a percentage must be a whole number' })
+  .min(0, { error: 'a percentage is 0-100' })
+  .max(100, { error: 'a percentage is 0-100' });
 const kind = z.enum(['METRO', 'FLAT'], { error: 'kind must be "METRO" or "FLAT"' });
 const capsSchema = z.strictObject({ daily: positiveMoney('a cap').optional(), weekly: positiveMoney('a cap').optional() });
 
@@ -128,7 +136,7 @@ const fileSchema = z.strictObject({
     })
     .optional(),
   stations: z
-    .array(z.strictObject({ id: ID, name: z.string().optional(), zone: z.number().int({ error: 'a zone is a whole number' }).min(0).max(1000).optional() }))
+    .array(z.strictObject({ id: ID, name: z.string().optional(), zone: z.number({ error: 'a zone is a whole number 0-1000' }).int({ error: 'a zone is a whole number 0-1000' }).min(0, { error: 'a zone is a whole number 0-1000' }).max(1000, { error: 'a zone is a whole number 0-1000' }).optional() }))
     .default([]),
   lines: z
     .array(z.strictObject({ id: ID, name: z.string().optional(), kind, stations: z.array(z.string()).optional() }))
@@ -153,8 +161,13 @@ const fileSchema = z.strictObject({
     .min(1, { error: 'the model has no fare version' }),
   journeys: z
     .strictObject({
-      incompleteWindowMinutes: minutes('incompleteWindowMinutes').min(1).optional(),
-      repeatWindowSeconds: z.number().int().min(0).max(86_400).optional(),
+      incompleteWindowMinutes: minutes('incompleteWindowMinutes', 1).optional(),
+      repeatWindowSeconds: z
+        .number({ error: 'repeatWindowSeconds must be whole seconds, 0-86400' })
+        .int({ error: 'repeatWindowSeconds must be whole seconds, 0-86400' })
+        .min(0, { error: 'repeatWindowSeconds must be whole seconds, 0-86400' })
+        .max(86_400, { error: 'repeatWindowSeconds must be whole seconds, 0-86400' })
+        .optional(),
       sameStation: z.strictObject({ withinMinutes: minutes('withinMinutes'), fare: money('the same-station fare') }).optional(),
     })
     .optional(),
