@@ -2,7 +2,7 @@
 // every problem is reported with its path in the file.
 import { expect } from 'chai';
 import fc from 'fast-check';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -89,6 +89,18 @@ describe('issuer: fare model file', () => {
     expect(built.versions[0].flat).to.deep.equal(new Map([['M1', 300n], ['B12', 200n]]));
     expect(built.caps).to.deep.equal({ daily: 1500n });
     expect(flatFareModel({ currency: 'CNY', lines: new Map([['M1', 300n]]), serviceDay: { dayStartMinutes: 0, utcOffsetMinutes: 0 } }).caps).to.deep.equal({});
+  });
+
+  it('docs/fares.md shows parts of the example file as they are, and a simplest model that loads', () => {
+    const blocks = [...readFileSync('docs/fares.md', 'utf8').matchAll(/```json\n([\s\S]*?)```/g)].map((b) => JSON.parse(b[1]));
+    const example = JSON.parse(readFileSync(EXAMPLE, 'utf8'));
+    expect(blocks).to.have.length(4);
+    expect(blocks[0]).to.deep.equal(example.versions[1]);
+    expect(blocks[1]).to.deep.equal(example.transfers);
+    expect(blocks[2]).to.deep.equal(example.concessions);
+    const simplest = parseFareModel(blocks[3]);
+    expect(simplest.versions[0].flat).to.deep.equal(new Map([['M1', 300n], ['B12', 200n]]));
+    expect(simplest.caps).to.deep.equal({ daily: 1500n });
   });
 
   it('round-trips: the file written from a model reads back to the same model', () => {
