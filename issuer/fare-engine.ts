@@ -417,6 +417,7 @@ export interface FareCorrections {
  * first, and never exceed any of them; a charge no journey claims is refunded
  * in full. A journey now dearer than what it claims is reported as an
  * increase, for the caller to collect as a new, separately idempotent charge.
+ * An OPEN journey keeps what it claims until it is priced.
  */
 export function fareCorrections(previous: ReadonlyMap<string, bigint>, journeys: readonly PricedJourney[]): FareCorrections {
   for (const [id, amount] of previous) if (amount < 0n) throw new FareEngineError(`charge ${id} is negative (${amount})`);
@@ -429,6 +430,8 @@ export function fareCorrections(previous: ReadonlyMap<string, bigint>, journeys:
     ids.sort((a, b) => (a === j.id ? -1 : b === j.id ? 1 : a < b ? -1 : a > b ? 1 : 0));
     const before = ids.reduce((sum, id) => sum + previous.get(id)!, 0n);
     ids.forEach((id) => claimed.add(id));
+    // Not priced yet: what it holds stays held until it is, rather than going back and being charged again.
+    if (j.status === 'OPEN') continue;
     if (j.charged > before) {
       increases.push({ journeyId: j.id, previouslyCharged: before, charged: j.charged, amount: j.charged - before });
       continue;

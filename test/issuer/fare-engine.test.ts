@@ -489,6 +489,18 @@ describe('issuer: fare engine', () => {
       });
     });
 
+    it('an OPEN journey keeps what it claims until it is priced: no refund now, no second charge later', () => {
+      const e1 = entry('e1', '2026-02-02 08:00', 'A');
+      const e2 = entry('e2', '2026-02-02 08:00:50', 'A');
+      const first = price([e1], { nowMs: at('2026-02-02 11:00:10') });
+      expect(first.journeys.map(brief)).to.deep.equal(['e1 INCOMPLETE MAX_FROM_ENTRY v1 600->600']);
+      const replaced = price([e1, e2], { nowMs: at('2026-02-02 11:00:20') });
+      expect(replaced.journeys.map(brief)).to.deep.equal(['e2 OPEN PENDING v1 0->0']);
+      expect(fareCorrections(new Map([['e1', 600n]]), replaced.journeys)).to.deep.equal({ refunds: [], increases: [] });
+      const completed = price([e1, e2, exit('x1', '2026-02-02 08:30', 'B')], { nowMs: at('2026-02-02 11:00:30') });
+      expect(fareCorrections(new Map([['e1', 600n]]), completed.journeys)).to.deep.equal({ refunds: [{ journeyId: 'e2', chargedUnder: 'e1', amount: 300n }], increases: [] });
+    });
+
     it('a charge no journey holds any more is refunded in full', () => {
       expect(fareCorrections(new Map([['gone', 300n], ['z', 0n]]), [])).to.deep.equal({ refunds: [{ journeyId: undefined, chargedUnder: 'gone', amount: 300n }], increases: [] });
     });
