@@ -37,6 +37,8 @@ export interface TerminalConfig {
   fare: Money;
   /** Line or route the terminal serves; recorded on each tap. */
   lineId?: string;
+  /** How long a card has to answer each reader command, in ms (default 5000): the life of a challenge. */
+  answerTimeoutMs?: number;
   /** Follow the issuer's deny list (default true). */
   denyListSync?: boolean;
   /** Backoff bounds of the deny-list syncer after a broken stream (default 200 ms .. 5 s). */
@@ -132,6 +134,7 @@ export async function startTerminal(config: TerminalConfig): Promise<TerminalHan
             issuerPublicKey: config.issuerPublicKey,
             fare: config.fare,
             lineId: config.lineId || undefined,
+            answerTimeoutMs: config.answerTimeoutMs,
             denyListSyncedAt: () => syncer.syncedAt,
             store,
             forwarder,

@@ -52,19 +52,23 @@ export class TerminalStore {
     return new TerminalStore(db, max + 1n, denied);
   }
 
-  /** The sequence the next accepted tap will carry. */
+  /** The sequence the next debit will carry. */
   peekSequence(): bigint {
     return this.next;
   }
 
   /**
-   * Claims the sequence for an accepted tap. Synchronous, so two concurrent
-   * PresentCard calls can never claim the same one; only accepted taps claim
-   * one, so a terminal's accepted taps carry consecutive sequences.
+   * Takes the next sequence for a card's zero-amount debit; the tap carries
+   * it if the card is accepted. Synchronous, so two concurrent PresentCard
+   * calls never take the same one. The debit (the card's MAC covers the
+   * sequence) goes out before the decision, so a card that then fails or
+   * leaves the field leaves a gap: accepted taps carry increasing
+   * sequences, consecutive while every debited card is accepted.
    */
-  claimSequence(sequence: bigint): void {
-    if (sequence !== this.next) throw new Error(`sequence ${sequence} is not the next one (${this.next})`);
+  reserveSequence(): bigint {
+    const sequence = this.next;
     this.next += 1n;
+    return sequence;
   }
 
   /**

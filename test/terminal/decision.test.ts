@@ -1,9 +1,29 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { expect } from 'chai';
 import { issueCard, signCreditFlag, verifyCardProof, writeCreditFlag } from '../../common/card.js';
-import type { CardImage } from '../../gen/tapcredit/type/v1/card.js';
+import { CardEmulator } from '../../common/card-emulator.js';
+import type { CardImage, CardProof } from '../../gen/tapcredit/type/v1/card.js';
 import { DeclineReason } from '../../gen/tapcredit/terminal/v1/terminal.js';
-import { decide, utcDay, type DecisionInput } from '../../terminal/decision.js';
+import { TapSession, utcDay, type ReaderContext } from '../../terminal/decision.js';
+
+type DecisionInput = { card: CardImage; today: string } & ReaderContext;
+type DecisionOutcome =
+  | { decision: 'ACCEPT'; card: CardImage; proof: CardProof; agreementId: string; commands: number }
+  | { decision: 'DECLINE'; reason: DeclineReason; card: CardImage; commands: number };
+
+/** Runs a tap session against a card emulator, with no network: the gate's decision and the card as it left the field. */
+function decide(input: DecisionInput): DecisionOutcome {
+  const card = new CardEmulator(input.card);
+  const session = new TapSession(input);
+  let commands = 0;
+  let step = session.start();
+  while (step.kind === 'command') {
+    commands++;
+    step = session.answer(card.answer(step.command), 0, input.today);
+  }
+  if (step.kind === 'decline') return { decision: 'DECLINE', reason: step.reason, card: card.card, commands };
+  return { decision: 'ACCEPT', card: card.card, proof: step.proof, agreementId: step.agreementId, commands };
+}
 
 describe('terminal offline decision', () => {
   const masterKey = randomBytes(32);
@@ -24,8 +44,8 @@ describe('terminal offline decision', () => {
     issuerPublicKey: issuer.publicKey,
     isDenyListed: () => false,
     today,
-    terminalSequence: 42n,
-    terminalRandom: randomBytes(8),
+    reserveSequence: () => 42n,
+    newRandom: () => randomBytes(8),
     ...over,
   });
 
@@ -103,6 +123,21 @@ describe('terminal offline decision', () => {
     expectDecline(input(forgedCopy), DeclineReason.DECLINE_REASON_FLAG_SIGNATURE_INVALID);
     expectDecline(input(enrolledCard('C1', '2020-01-01'), { isDenyListed: () => true }), DeclineReason.DECLINE_REASON_CARD_EXPIRED);
     expectDecline(input({ ...enrolledCard(), cardKey: randomBytes(16) }, { isDenyListed: () => true }), DeclineReason.DECLINE_REASON_DENY_LISTED);
+  });
+
+  it('sends the debit only to a card that passed every check: one command (READ) for a declined card, two for the others', () => {
+    expect(expectDecline(input(enrolledCard(), { isDenyListed: () => true }), DeclineReason.DECLINE_REASON_DENY_LISTED).commands).to.equal(1);
+    expect(decide(input(enrolledCard())).commands).to.equal(2);
+  });
+
+  it('declines an answer that comes after the time limit, measured from the debit command', () => {
+    const session = new TapSession(input(enrolledCard(), { answerTimeoutMs: 1000 }));
+    const card = new CardEmulator(enrolledCard());
+    const read = session.start();
+    const debit = session.answer(card.answer(read.kind === 'command' ? read.command : undefined), 5_000, today);
+    expect(debit.kind).to.equal('command');
+    const late = session.answer(card.answer(debit.kind === 'command' ? debit.command : undefined), 6_001, today);
+    expect(late).to.deep.include({ kind: 'decline', reason: DeclineReason.DECLINE_REASON_ANSWER_TIMEOUT, cardId: 'C1' });
   });
 
   it('takes the service day in UTC', () => {
