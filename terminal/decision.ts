@@ -37,9 +37,9 @@ export interface ReaderContext {
   answerTimeoutMs?: number;
 }
 
-/** What the terminal does next. */
+/** What the terminal does next: send these commands (maybe none) and wait for the card's next answer, or end. */
 export type Step =
-  | { kind: 'command'; command: CardCommand; timeoutMs: number }
+  | { kind: 'command'; commands: CardCommand[]; timeoutMs: number }
   | { kind: 'decline'; reason: DeclineReason; cardId?: string }
   | { kind: 'accept'; cardId: string; agreementId: string; proof: CardProof; terminalSequence: bigint };
 
@@ -87,7 +87,13 @@ function validateAnswer(answer: CardAnswer | undefined, expected: 'read' | 'debi
   return answer!;
 }
 
-/** One card in the reader's field: READ, the checks, the zero-amount debit, the MAC check. */
+/**
+ * One card in the reader's field: READ and the zero-amount DEBIT sent
+ * together (the card answers them in order, so a tap takes one round trip
+ * to the card, not two), then the checks on the READ answer, then the MAC
+ * check on the DEBIT answer. The sequence and random of the debit are the
+ * challenge; a card declined on its READ answer is not waited for.
+ */
 export class TapSession {
   private state: 'new' | 'read' | 'debit' | 'done' = 'new';
   private read?: ReadCardAnswer & { counterValue: bigint };
@@ -98,11 +104,23 @@ export class TapSession {
     this.timeoutMs = ctx.answerTimeoutMs ?? DEFAULT_ANSWER_TIMEOUT_MS;
   }
 
-  /** The first command: SELECT and READ. */
-  start(): Step {
+  /** The first commands, sent at `now` (ms; the clock of answer()): READ, then the zero-amount DEBIT with a fresh challenge. */
+  start(now: number): Step {
     if (this.state !== 'new') throw new Error('the session has started');
+    const sequence = this.ctx.reserveSequence();
+    const random = this.ctx.newRandom();
+    if (random.length !== TERMINAL_RANDOM_BYTES) throw new Error(`a challenge takes ${TERMINAL_RANDOM_BYTES} random bytes`);
+    const debit: DebitCommand = { amount: '0', terminalId: this.ctx.terminalId, terminalSequence: sequence.toString(), terminalRandom: random };
+    this.challenge = { ...debit, sequence, sentAt: now };
     this.state = 'read';
-    return { kind: 'command', command: { read: {}, debit: undefined }, timeoutMs: this.timeoutMs };
+    return {
+      kind: 'command',
+      commands: [
+        { read: {}, debit: undefined },
+        { read: undefined, debit },
+      ],
+      timeoutMs: this.timeoutMs,
+    };
   }
 
   /** The card did not answer in time (or answered too late): the challenge is stale. */
@@ -124,6 +142,7 @@ export class TapSession {
   }
 
   private onRead(answer: CardAnswer, now: number, today: string): Step {
+    if (now - this.challenge!.sentAt > this.timeoutMs) return this.timedOut();
     // A card that cannot be read is not a card this terminal can authenticate.
     if (answer.status !== CardStatus.CARD_STATUS_OK) return this.decline(DeclineReason.DECLINE_REASON_CARD_AUTHENTICATION_FAILED);
     const read = answer.read!;
@@ -139,20 +158,15 @@ export class TapSession {
 
     const reason = checkCard(read, { ...this.ctx, today });
     if (reason !== undefined) return this.decline(reason);
-
-    const sequence = this.ctx.reserveSequence();
-    const random = this.ctx.newRandom();
-    if (random.length !== TERMINAL_RANDOM_BYTES) throw new Error(`a challenge takes ${TERMINAL_RANDOM_BYTES} random bytes`);
-    const debit: DebitCommand = { amount: '0', terminalId: this.ctx.terminalId, terminalSequence: sequence.toString(), terminalRandom: random };
-    this.challenge = { ...debit, sequence, sentAt: now };
+    // The DEBIT went out with the READ: wait for its answer, within what is left of the time limit.
     this.state = 'debit';
-    return { kind: 'command', command: { read: undefined, debit }, timeoutMs: this.timeoutMs };
+    return { kind: 'command', commands: [], timeoutMs: Math.max(0, this.challenge!.sentAt + this.timeoutMs - now) };
   }
 
   private onDebit(answer: CardAnswer, now: number): Step {
     const read = this.read!;
     const challenge = this.challenge!;
-    // Checked on arrival too: a timer may fire late on a busy machine, a stale answer is never taken.
+    // Checked on arrival, not only by the caller's timer: a timer may fire late on a busy machine, a stale answer is never taken.
     if (now - challenge.sentAt > this.timeoutMs) return this.timedOut();
     if (answer.status !== CardStatus.CARD_STATUS_OK) return this.decline(DeclineReason.DECLINE_REASON_CARD_AUTHENTICATION_FAILED);
     const debit = answer.debit!;

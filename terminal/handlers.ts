@@ -58,9 +58,9 @@ export async function presentCard(ctx: TerminalContext, io: DuplexSession<Presen
     newRandom: newTerminalRandom,
     answerTimeoutMs: ctx.answerTimeoutMs,
   });
-  let step = session.start();
+  let step = session.start(performance.now());
   while (step.kind === 'command') {
-    io.send({ command: step.command, outcome: undefined });
+    for (const command of step.commands) io.send({ command, outcome: undefined });
     const received = await io.receive(step.timeoutMs);
     if (received === 'timeout') step = session.timedOut();
     else if (received === 'end') throw new ApiError(status.ABORTED, 'CARD_SESSION_ENDED', 'the card closed its side before the terminal decided; nothing was stored');

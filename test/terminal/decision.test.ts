@@ -2,27 +2,30 @@ import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { expect } from 'chai';
 import { issueCard, signCreditFlag, verifyCardProof, writeCreditFlag } from '../../common/card.js';
 import { CardEmulator } from '../../common/card-emulator.js';
-import type { CardImage, CardProof } from '../../gen/tapcredit/type/v1/card.js';
+import type { CardAnswer, CardImage, CardProof } from '../../gen/tapcredit/type/v1/card.js';
 import { DeclineReason } from '../../gen/tapcredit/terminal/v1/terminal.js';
 import { TapSession, utcDay, type ReaderContext } from '../../terminal/decision.js';
 
 type DecisionInput = { card: CardImage; today: string } & ReaderContext;
 type DecisionOutcome =
-  | { decision: 'ACCEPT'; card: CardImage; proof: CardProof; agreementId: string; commands: number }
-  | { decision: 'DECLINE'; reason: DeclineReason; card: CardImage; commands: number };
+  | { decision: 'ACCEPT'; card: CardImage; proof: CardProof; agreementId: string; answersRead: number }
+  | { decision: 'DECLINE'; reason: DeclineReason; card: CardImage; answersRead: number };
 
 /** Runs a tap session against a card emulator, with no network: the gate's decision and the card as it left the field. */
 function decide(input: DecisionInput): DecisionOutcome {
   const card = new CardEmulator(input.card);
   const session = new TapSession(input);
-  let commands = 0;
-  let step = session.start();
+  // The card answers each command as it comes; the terminal reads the answers one at a time.
+  const answers: CardAnswer[] = [];
+  let answersRead = 0;
+  let step = session.start(0);
   while (step.kind === 'command') {
-    commands++;
-    step = session.answer(card.answer(step.command), 0, input.today);
+    for (const command of step.commands) answers.push(card.answer(command));
+    answersRead++;
+    step = session.answer(answers.shift(), 0, input.today);
   }
-  if (step.kind === 'decline') return { decision: 'DECLINE', reason: step.reason, card: card.card, commands };
-  return { decision: 'ACCEPT', card: card.card, proof: step.proof, agreementId: step.agreementId, commands };
+  if (step.kind === 'decline') return { decision: 'DECLINE', reason: step.reason, card: card.card, answersRead };
+  return { decision: 'ACCEPT', card: card.card, proof: step.proof, agreementId: step.agreementId, answersRead };
 }
 
 describe('terminal offline decision', () => {
@@ -75,10 +78,10 @@ describe('terminal offline decision', () => {
     expectDecline(input({ ...enrolledCard(), issuerCode: 'CITY2' }), DeclineReason.DECLINE_REASON_WRONG_ISSUER);
   });
 
-  it('declines a card without a credit flag with NO_CREDIT_FLAG, leaving the card untouched', () => {
+  it('declines a card without a credit flag with NO_CREDIT_FLAG (the card answered the debit sent with READ: its counter moved)', () => {
     const card = issueCard(masterKey, { cardId: 'C1', issuerCode: 'CITY1', expiresOn: '2030-12-31' });
     const outcome = expectDecline(input(card), DeclineReason.DECLINE_REASON_NO_CREDIT_FLAG);
-    expect(outcome.card.counter).to.equal('0');
+    expect(outcome.card.counter).to.equal('1');
   });
 
   it('declines a flag signed by anyone but the issuer with FLAG_SIGNATURE_INVALID', () => {
@@ -100,9 +103,9 @@ describe('terminal offline decision', () => {
     expectDecline(input(enrolledCard('C1', '2026-03-14')), DeclineReason.DECLINE_REASON_CARD_EXPIRED);
   });
 
-  it('declines a card on the deny list with DENY_LISTED, before talking to the card', () => {
+  it('declines a card on the deny list with DENY_LISTED, on its READ answer', () => {
     const outcome = expectDecline(input(enrolledCard(), { isDenyListed: (id) => id === 'C1' }), DeclineReason.DECLINE_REASON_DENY_LISTED);
-    expect(outcome.card.counter).to.equal('0');
+    expect(outcome.answersRead).to.equal(1);
   });
 
   it('declines a card whose key is not the genuine one with CARD_AUTHENTICATION_FAILED, counter advanced', () => {
@@ -125,18 +128,27 @@ describe('terminal offline decision', () => {
     expectDecline(input({ ...enrolledCard(), cardKey: randomBytes(16) }, { isDenyListed: () => true }), DeclineReason.DECLINE_REASON_DENY_LISTED);
   });
 
-  it('sends the debit only to a card that passed every check: one command (READ) for a declined card, two for the others', () => {
-    expect(expectDecline(input(enrolledCard(), { isDenyListed: () => true }), DeclineReason.DECLINE_REASON_DENY_LISTED).commands).to.equal(1);
-    expect(decide(input(enrolledCard())).commands).to.equal(2);
+  it('sends READ and the zero-amount DEBIT together, the challenge fresh each time; a card failing a check is declined on its READ answer', () => {
+    const session = new TapSession(input(enrolledCard(), { reserveSequence: () => 7n }));
+    const first = session.start(0);
+    expect(first.kind).to.equal('command');
+    if (first.kind !== 'command') return;
+    expect(first.commands.map((c) => (c.read ? 'READ' : 'DEBIT'))).to.deep.equal(['READ', 'DEBIT']);
+    expect(first.commands[1].debit).to.deep.include({ amount: '0', terminalId: 'T1', terminalSequence: '7' });
+    const other = new TapSession(input(enrolledCard())).start(0);
+    expect(Buffer.from(other.kind === 'command' ? other.commands[1].debit!.terminalRandom : []).equals(Buffer.from(first.commands[1].debit!.terminalRandom))).to.equal(false);
+    expect(expectDecline(input(enrolledCard(), { isDenyListed: () => true }), DeclineReason.DECLINE_REASON_DENY_LISTED).answersRead).to.equal(1);
+    expect(decide(input(enrolledCard())).answersRead).to.equal(2);
   });
 
-  it('declines an answer that comes after the time limit, measured from the debit command', () => {
+  it('declines an answer that comes after the time limit, measured from sending the challenge', () => {
     const session = new TapSession(input(enrolledCard(), { answerTimeoutMs: 1000 }));
     const card = new CardEmulator(enrolledCard());
-    const read = session.start();
-    const debit = session.answer(card.answer(read.kind === 'command' ? read.command : undefined), 5_000, today);
-    expect(debit.kind).to.equal('command');
-    const late = session.answer(card.answer(debit.kind === 'command' ? debit.command : undefined), 6_001, today);
+    const sent = session.start(5_000);
+    const answers = sent.kind === 'command' ? sent.commands.map((c) => card.answer(c)) : [];
+    const wait = session.answer(answers[0], 5_400, today);
+    expect(wait).to.deep.include({ kind: 'command', commands: [], timeoutMs: 600 });
+    const late = session.answer(answers[1], 6_001, today);
     expect(late).to.deep.include({ kind: 'decline', reason: DeclineReason.DECLINE_REASON_ANSWER_TIMEOUT, cardId: 'C1' });
   });
 

@@ -111,14 +111,14 @@ describe('terminal server', () => {
     // The fake card answered the zero-amount debit, so its counter moved.
     expect((await present({ ...enrolledCard('C5'), cardKey: randomBytes(16) })).card!.counter).to.equal('1');
 
-    // A genuine tap afterwards is the only one stored and sent. Each fake C5
-    // was sent a debit, whose sequence (1, then 2) its MAC covered: the tap takes 3.
+    // A genuine tap afterwards is the only one stored and sent. Every card
+    // presented was sent a debit with its own sequence (1 to 8), so the tap takes 9.
     const accepted = await present(enrolledCard('C8'));
-    expect(accepted.tap!.tapId).to.equal('T1:3');
-    await waitFor(() => issuer.stored.has('T1:3'));
+    expect(accepted.tap!.tapId).to.equal('T1:9');
+    await waitFor(() => issuer.stored.has('T1:9'));
     await sleep(100);
-    expect(issuer.sentTapIds()).to.deep.equal(['T1:3']);
-    expect((await storedTaps()).map((t) => t.tapId)).to.deep.equal(['T1:3']);
+    expect(issuer.sentTapIds()).to.deep.equal(['T1:9']);
+    expect((await storedTaps()).map((t) => t.tapId)).to.deep.equal(['T1:9']);
   });
 
   it('retries while the issuer is unavailable and stops sending once the taps are acknowledged', async () => {

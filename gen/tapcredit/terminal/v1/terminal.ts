@@ -891,11 +891,12 @@ export const TerminalServiceService = {
    * A card in the gate reader's field. The terminal plays the reader and the
    * caller plays the card (an NFC reader driver, a phone doing host card
    * emulation, a card emulator): the terminal sends card commands on the
-   * response stream and the caller answers each on the request stream, as
-   * APDUs flow between a reader and a chip. The terminal sends READ, checks
-   * the card and its credit flag and consults its deny list, then sends a
-   * zero-amount DEBIT with its id, the tap's sequence and a fresh random,
-   * and checks the card's MAC, all without the network. Last it sends the
+   * response stream and the caller answers each, in order, on the request
+   * stream, as APDUs flow between a reader and a chip. The terminal sends
+   * READ and a zero-amount DEBIT at once (its id, the tap's sequence and a
+   * fresh random: the challenge); on the READ answer it checks the card and
+   * its credit flag and consults its deny list, on the DEBIT answer it
+   * checks the card's MAC, all without the network. Last it sends the
    * outcome, ACCEPT (the tap is already stored) or DECLINE with a reason,
    * and ends the call. The card key never leaves the card. See
    * docs/card-protocol.md for the exchange to the byte.
@@ -935,11 +936,12 @@ export interface TerminalServiceServer extends UntypedServiceImplementation {
    * A card in the gate reader's field. The terminal plays the reader and the
    * caller plays the card (an NFC reader driver, a phone doing host card
    * emulation, a card emulator): the terminal sends card commands on the
-   * response stream and the caller answers each on the request stream, as
-   * APDUs flow between a reader and a chip. The terminal sends READ, checks
-   * the card and its credit flag and consults its deny list, then sends a
-   * zero-amount DEBIT with its id, the tap's sequence and a fresh random,
-   * and checks the card's MAC, all without the network. Last it sends the
+   * response stream and the caller answers each, in order, on the request
+   * stream, as APDUs flow between a reader and a chip. The terminal sends
+   * READ and a zero-amount DEBIT at once (its id, the tap's sequence and a
+   * fresh random: the challenge); on the READ answer it checks the card and
+   * its credit flag and consults its deny list, on the DEBIT answer it
+   * checks the card's MAC, all without the network. Last it sends the
    * outcome, ACCEPT (the tap is already stored) or DECLINE with a reason,
    * and ends the call. The card key never leaves the card. See
    * docs/card-protocol.md for the exchange to the byte.
@@ -961,11 +963,12 @@ export interface TerminalServiceClient extends Client {
    * A card in the gate reader's field. The terminal plays the reader and the
    * caller plays the card (an NFC reader driver, a phone doing host card
    * emulation, a card emulator): the terminal sends card commands on the
-   * response stream and the caller answers each on the request stream, as
-   * APDUs flow between a reader and a chip. The terminal sends READ, checks
-   * the card and its credit flag and consults its deny list, then sends a
-   * zero-amount DEBIT with its id, the tap's sequence and a fresh random,
-   * and checks the card's MAC, all without the network. Last it sends the
+   * response stream and the caller answers each, in order, on the request
+   * stream, as APDUs flow between a reader and a chip. The terminal sends
+   * READ and a zero-amount DEBIT at once (its id, the tap's sequence and a
+   * fresh random: the challenge); on the READ answer it checks the card and
+   * its credit flag and consults its deny list, on the DEBIT answer it
+   * checks the card's MAC, all without the network. Last it sends the
    * outcome, ACCEPT (the tap is already stored) or DECLINE with a reason,
    * and ends the call. The card key never leaves the card. See
    * docs/card-protocol.md for the exchange to the byte.
