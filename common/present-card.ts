@@ -23,21 +23,25 @@ export function presentCard(client: TerminalServiceClient, card: CardSide, deadl
   return new Promise((resolve, reject) => {
     const call = client.presentCard(outgoingMetadata(), { deadline: Date.now() + deadlineMs });
     let outcome: TapOutcome | undefined;
+    // The card answers its commands one after the other, in the order they came.
+    let answering = Promise.resolve();
+    let failed = false;
     call.on('data', (message: { command?: CardCommand; outcome?: TapOutcome }) => {
       if (message.outcome) {
         outcome = message.outcome;
         call.end();
       } else if (message.command) {
         const command = message.command;
-        new Promise<CardAnswer>((r) => r(card.answer(command))).then(
-          (answer) => {
-            if (!outcome) call.write({ answer }); // a late answer after the outcome goes nowhere
-          },
-          (err) => {
+        answering = answering
+          .then(() => (failed ? undefined : card.answer(command)))
+          .then((answer: CardAnswer | undefined) => {
+            if (answer && !outcome) call.write({ answer }); // an answer after the outcome goes nowhere
+          })
+          .catch((err) => {
+            failed = true;
             call.cancel();
             reject(err);
-          },
-        );
+          });
       }
     });
     call.on('error', (err: ServiceError) => reject(err));
