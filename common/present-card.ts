@@ -33,9 +33,10 @@ export function presentCard(client: TerminalServiceClient, card: CardSide, deadl
       } else if (message.command) {
         const command = message.command;
         answering = answering
-          .then(() => (failed ? undefined : card.answer(command)))
-          .then((answer: CardAnswer | undefined) => {
-            if (answer && !outcome) call.write({ answer }); // an answer after the outcome goes nowhere
+          .then(async () => {
+            if (failed) return;
+            const answer: CardAnswer = await card.answer(command);
+            if (!outcome) call.write({ answer }); // an answer after the outcome goes nowhere
           })
           .catch((err) => {
             failed = true;
