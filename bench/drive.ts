@@ -1,11 +1,12 @@
-// Card readers presenting cards at the terminals (TerminalService.PresentCard
-// with the phone app's identity, as the gate's reader stands in for it).
+// Cards presented at the terminals (TerminalService.PresentCard with the
+// phone app's identity, as the gate's reader stands in for it): the bench
+// plays each card (common/card-emulator.ts) and answers the terminal's commands.
 // Each terminal is driven by `readers` readers at once; a reader presents one
 // card at a time, from the pool of free cards. Closed loop (as fast as the
 // answers come) unless a rate is given, then taps are paced to that rate
 // over all readers.
 import { declineReasonToJSON, Decision, type TerminalServiceClient } from '../gen/tapcredit/terminal/v1/terminal.js';
-import { callUnary } from '../common/rpc.js';
+import { presentCardImage } from '../common/present-card.js';
 import type { CardPool, Rider } from './riders.js';
 import { Latencies, nowMs } from './stats.js';
 
@@ -79,10 +80,10 @@ export async function drive(opts: DriveOptions): Promise<DriveStats> {
       }
       const t0 = nowMs();
       try {
-        const response = await callUnary(client, client.presentCard, { card: rider.card }, 10_000);
+        const response = await presentCardImage(client, rider.card, 10_000);
         stats.latency.add(nowMs() - t0);
         stats.presented++;
-        if (response.card) rider.card = response.card;
+        rider.card = response.card;
         if (response.decision === Decision.DECISION_ACCEPT) {
           stats.accepted++;
           const second = Math.floor((nowMs() - started) / 1000);
@@ -92,8 +93,8 @@ export async function drive(opts: DriveOptions): Promise<DriveStats> {
           stats.declined[reason] = (stats.declined[reason] ?? 0) + 1;
         }
       } catch (err) {
-        // The card ran its command (or may have): its counter moved on, as a real card's does.
-        rider.card = { ...rider.card, counter: String(BigInt(rider.card.counter) + 1n) };
+        // The card keeps the counter it reached, as a real card does.
+        rider.card = (err as { card?: typeof rider.card }).card ?? rider.card;
         const code = String((err as { code?: number }).code ?? 'UNKNOWN');
         stats.errors[code] = (stats.errors[code] ?? 0) + 1;
       } finally {

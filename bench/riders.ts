@@ -4,7 +4,8 @@
 // readers present (each card is in one place at a time: a reader takes a
 // free card from the pool and gives it back with its counter advanced).
 import { randomUUID } from 'node:crypto';
-import { issueCard, newTerminalRandom, writeCreditFlag, zeroAmountDebit } from '../common/card.js';
+import { issueCard } from '../common/card.js';
+import { CardEmulator, readForEnrollment } from '../common/card-emulator.js';
 import { callUnary } from '../common/rpc.js';
 import { AuthorizerServiceClient } from '../gen/tapcredit/authorizer/v1/authorizer.js';
 import { IssuerServiceClient } from '../gen/tapcredit/issuer/v1/issuer.js';
@@ -73,15 +74,17 @@ export async function enrollRiders(cluster: Cluster, opts: EnrollOptions): Promi
           await callUnary(authorizer, authorizer.topUp, { requestId: `topup-${accountId}-${randomUUID()}`, accountId, amount: money(topUp) });
         }
         const blank = issueCard(cluster.masterKey, { cardId: cardIdOf(i), issuerCode: ISSUER_CODE, expiresOn: '2099-12-31' });
-        const read = zeroAmountDebit(blank, { terminalId: 'phone', terminalSequence: 0n, terminalRandom: newTerminalRandom() });
+        const card = new CardEmulator(blank);
+        const { proof } = readForEnrollment(card);
         const response = await callUnary(issuer, issuer.enrollCard, {
           requestId: randomUUID(),
-          card: { issuerCode: ISSUER_CODE, expiresOn: blank.expiresOn, proof: read.proof },
+          card: { issuerCode: ISSUER_CODE, expiresOn: blank.expiresOn, proof },
           rider: { name, phoneNumber },
           accountId,
         });
         const flag = response.creditFlag!;
-        riders[i] = { index: i, accountId, name, phoneNumber, card: writeCreditFlag(read.card, flag), agreementId: flag.agreementId };
+        card.writeCreditFlag(flag);
+        riders[i] = { index: i, accountId, name, phoneNumber, card: card.card, agreementId: flag.agreementId };
         opts.onProgress?.(++done);
       },
     );

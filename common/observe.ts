@@ -13,6 +13,9 @@ const ID_FIELDS = ['requestId', 'settlementId', 'terminalId', 'cardId', 'account
 /** How many ids of a batch the access log names (every item is logged on its own by the domain code). */
 const BATCH_IDS_LOGGED = 5;
 
+/** Where a bidirectional call's handler leaves the ids for its access log line (common/server.ts bidiHandler). */
+export const CALL_IDS = Symbol('tapcredit.callIds');
+
 /** The ids of a request, for its access log line: e.g. {request_id}, or {taps: 500, tap_ids: [first five]}. */
 export function requestIds(request: unknown): Record<string, unknown> {
   const out: Record<string, unknown> = {};
@@ -36,7 +39,8 @@ export function requestIds(request: unknown): Record<string, unknown> {
 
 /**
  * Wraps every method of a service implementation: runs it in the call's
- * span and, for unary methods, logs and measures it when it answers.
+ * span and, for unary and bidirectional methods, logs and measures it when
+ * it ends.
  */
 export function observeService(
   serviceName: string,
@@ -54,8 +58,35 @@ export function observeService(
       continue;
     }
     const rpc = method.path.slice(method.path.lastIndexOf('/') + 1);
+    const handled = (call: any, started: bigint, code: number, request: unknown) => {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      const codeName = status[code] ?? String(code);
+      metrics?.rpcHandled.inc({ grpc_service: serviceName, grpc_method: rpc, grpc_code: codeName });
+      metrics?.rpcSeconds.observe({ grpc_service: serviceName, grpc_method: rpc, grpc_code: codeName }, seconds);
+      log.info({ service, rpc, peer: call.getPeer?.(), ...requestIds(request), code: codeName, duration_ms: Math.round(seconds * 1e6) / 1e3 }, 'rpc');
+    };
+    if (method.requestStream && method.responseStream) {
+      // A session: measured and logged once, when it ends (its status is set by an 'error' event, or OK at the end).
+      wrapped[name] = (call: any) => {
+        const started = process.hrtime.bigint();
+        metrics?.rpcStarted.inc({ grpc_service: serviceName, grpc_method: rpc });
+        let code: number = status.OK;
+        let done = false;
+        const finish = () => {
+          if (done) return;
+          done = true;
+          handled(call, started, code, call[CALL_IDS]);
+        };
+        call.on('error', (err: { code?: number }) => (code = err?.code ?? status.UNKNOWN));
+        call.on('cancelled', () => (code = status.CANCELLED));
+        call.on('finish', finish);
+        call.on('close', finish);
+        runInSpan(serverSpan(call.metadata), () => impl(call));
+      };
+      continue;
+    }
     if (method.requestStream || method.responseStream) {
-      // Streams: traced (their logs carry the trace), not measured here.
+      // Watches: traced (their logs carry the trace), not measured here.
       wrapped[name] = (call: any) => runInSpan(serverSpan(call.metadata), () => impl(call));
       continue;
     }
@@ -64,15 +95,7 @@ export function observeService(
       metrics?.rpcStarted.inc({ grpc_service: serviceName, grpc_method: rpc });
       runInSpan(serverSpan(call.metadata), () =>
         impl(call, (err: { code?: number } | null, ...rest: unknown[]) => {
-          const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-          const code = err ? (err.code ?? status.UNKNOWN) : status.OK;
-          const codeName = status[code] ?? String(code);
-          metrics?.rpcHandled.inc({ grpc_service: serviceName, grpc_method: rpc, grpc_code: codeName });
-          metrics?.rpcSeconds.observe({ grpc_service: serviceName, grpc_method: rpc, grpc_code: codeName }, seconds);
-          log.info(
-            { service, rpc, peer: call.getPeer?.(), ...requestIds(call.request), code: codeName, duration_ms: Math.round(seconds * 1e6) / 1e3 },
-            'rpc',
-          );
+          handled(call, started, err ? (err.code ?? status.UNKNOWN) : status.OK, call.request);
           callback(err, ...rest);
         }),
       );

@@ -5,6 +5,8 @@ import { readFileSync } from 'node:fs';
 import {
   Server,
   ServerCredentials,
+  type handleBidiStreamingCall,
+  type ServerDuplexStream,
   type ServerUnaryCall,
   type ServiceDefinition,
   type UntypedServiceImplementation,
@@ -19,7 +21,7 @@ import { authorizationInterceptor, type AccessPolicy } from './authz.js';
 import { invalidArgument, toServiceError } from './errors.js';
 import type { Logger } from './log.js';
 import type { Metrics, MetricsServer } from './metrics.js';
-import { observeService, watchReadiness, type ReadinessOptions } from './observe.js';
+import { CALL_IDS, observeService, watchReadiness, type ReadinessOptions } from './observe.js';
 import { serverCredentials, type TlsConfig } from './tls.js';
 
 // Built by `npm run generate` with buf: ours, and grpc.health.v1 from grpc-health-check's proto.
@@ -63,6 +65,80 @@ export function unaryHandlers<S extends UntypedServiceImplementation>(
   return adapted as S;
 }
 
+/** A bidirectional call as a session: receive the next message (or learn it did not come), send, note ids for the access log. */
+export interface DuplexSession<Req, Res> {
+  /** The next message; 'timeout' when none came within timeoutMs, 'end' when the caller closed its side (or cancelled). A body that does not parse throws INVALID_ARGUMENT. */
+  receive(timeoutMs: number): Promise<{ message: Req } | 'timeout' | 'end'>;
+  send(message: Res): void;
+  /** Ids for the call's access log line (common/observe.ts), e.g. { cardId, tapId }. */
+  note(ids: Record<string, string>): void;
+}
+
+/**
+ * Adapts an async bidirectional handler to grpc-js: the call ends OK when it
+ * resolves, and with the error mapped to a gRPC status (as unaryHandlers
+ * does) when it throws.
+ */
+export function bidiHandler<Req, Res>(
+  domain: string,
+  log: Logger,
+  rpc: string,
+  run: (session: DuplexSession<Req, Res>) => Promise<void>,
+): handleBidiStreamingCall<Req, Res> {
+  return (call: ServerDuplexStream<Req, Res>) => {
+    const started = process.hrtime.bigint();
+    const queue: (Req | 'end')[] = [];
+    let wake: (() => void) | undefined;
+    const push = (item: Req | 'end') => {
+      queue.push(item);
+      wake?.();
+    };
+    call.on('data', (m: Req) => push(m));
+    call.on('end', () => push('end'));
+    call.on('cancelled', () => push('end'));
+    call.on('error', () => push('end'));
+    const ids: Record<string, string> = {};
+    (call as unknown as Record<symbol, unknown>)[CALL_IDS] = ids;
+    const session: DuplexSession<Req, Res> = {
+      receive: async (timeoutMs) => {
+        if (queue.length === 0) {
+          let timer: NodeJS.Timeout | undefined;
+          const timedOut = await new Promise<boolean>((resolve) => {
+            wake = () => resolve(false);
+            timer = setTimeout(() => resolve(true), timeoutMs);
+          });
+          wake = undefined;
+          clearTimeout(timer);
+          if (timedOut && queue.length === 0) return 'timeout';
+        }
+        const item = queue.shift()!;
+        if (item === 'end') {
+          queue.unshift('end'); // every later receive ends too
+          return 'end';
+        }
+        if (item instanceof MalformedRequest) throw item.toError();
+        return { message: item };
+      },
+      send: (message) => {
+        if (!call.cancelled && call.writable) call.write(message);
+      },
+      note: (more) => Object.assign(ids, more),
+    };
+    run(session).then(
+      () => {
+        if (!call.cancelled) call.end();
+      },
+      (err) => {
+        const serviceError = toServiceError(err, domain);
+        const fields = { rpc, code: serviceError.code, reason: err?.reason, ms: Number(process.hrtime.bigint() - started) / 1e6 };
+        if (serviceError.code === 13) log.error({ ...fields, err }, 'rpc failed');
+        else log.info(fields, 'rpc refused');
+        if (!call.cancelled) call.emit('error', serviceError);
+      },
+    );
+  };
+}
+
 /** What a request body that does not parse as its message becomes; the handler adapter answers INVALID_ARGUMENT. */
 class MalformedRequest {
   constructor(
@@ -86,20 +162,18 @@ export const malformedRequestError = (request: unknown) => (request instanceof M
 function tolerantDefinition(definition: ServiceDefinition): ServiceDefinition {
   const tolerant: Record<string, ServiceDefinition[string]> = {};
   for (const [name, method] of Object.entries(definition)) {
-    // Unary handlers go through unaryHandlers; a server-streaming handler checks malformedRequestError() itself.
-    tolerant[name] =
-      method.requestStream
-        ? method
-        : {
-            ...method,
-            requestDeserialize: (bytes: Buffer) => {
-              try {
-                return method.requestDeserialize(bytes);
-              } catch (err) {
-                return new MalformedRequest(method.path, err instanceof Error ? err.message : String(err));
-              }
-            },
-          };
+    // Unary handlers go through unaryHandlers, bidirectional ones through
+    // bidiHandler; a server-streaming handler checks malformedRequestError() itself.
+    tolerant[name] = {
+      ...method,
+      requestDeserialize: (bytes: Buffer) => {
+        try {
+          return method.requestDeserialize(bytes);
+        } catch (err) {
+          return new MalformedRequest(method.path, err instanceof Error ? err.message : String(err));
+        }
+      },
+    };
   }
   return tolerant as ServiceDefinition;
 }

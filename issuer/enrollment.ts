@@ -12,6 +12,7 @@
 import { status } from '@grpc/grpc-js';
 import { createHash } from 'node:crypto';
 import { CREDIT_FLAG_VERSION, MAC_BYTES, TERMINAL_RANDOM_BYTES, signCreditFlag, verifyCardProof } from '../common/card.js';
+import { PHONE_READER_ID } from '../common/card-emulator.js';
 import { asText, isUniqueViolation, retryOnUniqueViolation, type Db } from '../common/db.js';
 import { ApiError, apiError, requestIdReused } from '../common/errors.js';
 import { fingerprint } from '../common/ids.js';
@@ -21,8 +22,6 @@ import { EnrollCardRequest, type EnrollCardResponse } from '../gen/tapcredit/iss
 import { type IssuerContext } from './context.js';
 import { removeReason } from './deny-list.js';
 
-/** The reader id the phone app uses for its zero-amount debit. */
-export const PHONE_READER_ID = 'phone';
 const E164 = /^\+[1-9]\d{6,14}$/;
 const DATE = /^\d{4}-\d{2}-\d{2}$/;
 const UINT63_MAX = 2n ** 63n - 1n;

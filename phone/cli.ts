@@ -5,11 +5,13 @@ import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { status, type ChannelCredentials, type ServiceError } from '@grpc/grpc-js';
 import { Command } from 'commander';
-import { issueCard, newTerminalRandom, readCardFile, writeCardFile, writeCreditFlag, zeroAmountDebit } from '../common/card.js';
+import { issueCard, readCardFile, writeCardFile } from '../common/card.js';
+import { CardEmulator, readForEnrollment } from '../common/card-emulator.js';
 import { booleanFlag, dataDir, DEFAULT_PORTS } from '../common/config.js';
 import { decodeErrorDetails } from '../common/errors.js';
 import { ensureDevKeys, loadMasterKey } from '../common/keys.js';
 import type { Role } from '../common/identity.js';
+import { presentCard } from '../common/present-card.js';
 import { callUnary } from '../common/rpc.js';
 import { channelCredentials, chooseTransport, tlsFilesFromSettings } from '../common/tls.js';
 import {
@@ -24,8 +26,6 @@ import { decisionToJSON, declineReasonToJSON, TerminalServiceClient } from '../g
 import { CardImage } from '../gen/tapcredit/type/v1/card.js';
 import { Money } from '../gen/tapcredit/type/v1/money.js';
 
-/** The reader id the phone app uses for its zero-amount debits. */
-const PHONE_READER_ID = 'phone';
 const DATE_PATTERN = /^\d{4}-\d{2}-\d{2}$/;
 
 const print = (value: unknown) => console.log(JSON.stringify(value, null, 2));
@@ -89,25 +89,22 @@ program
   .option('--issuer <address>', 'IssuerService address', `localhost:${DEFAULT_PORTS.issuer}`)
   .action(async (opts: { card: string; name: string; phone: string; account: string; requestId?: string; issuer: string }) => {
     const creds = credentialsTo('issuer', opts.issuer); // fails on missing certificates before the card is touched
-    // Reading the card is a zero-amount debit: the card advances its counter,
-    // so the image is written back before anything else can fail.
-    const read = zeroAmountDebit(readCardFile(opts.card), {
-      terminalId: PHONE_READER_ID,
-      terminalSequence: 0n,
-      terminalRandom: newTerminalRandom(),
-    });
-    writeCardFile(opts.card, read.card);
+    // The phone reads its own card as a reader does: READ, then a zero-amount
+    // debit for reader "phone". The card writes its advanced counter back to
+    // the file before it answers, so nothing later can lose it.
+    const card = CardEmulator.fromFile(opts.card);
+    const { read, proof } = readForEnrollment(card);
 
     const client = new IssuerServiceClient(opts.issuer, creds);
     try {
       const response = await callUnary(client, client.enrollCard, {
         requestId: opts.requestId ?? randomUUID(),
-        card: { issuerCode: read.card.issuerCode, expiresOn: read.card.expiresOn, proof: read.proof },
+        card: { issuerCode: read.issuerCode, expiresOn: read.expiresOn, proof },
         rider: { name: opts.name, phoneNumber: opts.phone },
         accountId: opts.account,
       });
       if (!response.creditFlag) throw new Error('the issuer returned no credit flag');
-      writeCardFile(opts.card, writeCreditFlag(readCardFile(opts.card), response.creditFlag));
+      card.writeCreditFlag(response.creditFlag);
       print(EnrollCardResponse.toJSON({ enrollment: response.enrollment, creditFlag: undefined }));
     } finally {
       client.close();
@@ -116,14 +113,13 @@ program
 
 program
   .command('tap')
-  .description('present the card to a terminal and write the card back as the terminal left it')
+  .description("hold the card to a terminal's reader: the card answers the terminal's commands (its key never leaves it) and its file keeps the advanced counter")
   .requiredOption('--card <file>', 'card image file')
   .option('--terminal <address>', 'TerminalService address', `localhost:${DEFAULT_PORTS.terminal}`)
   .action(async (opts: { card: string; terminal: string }) => {
     const client = new TerminalServiceClient(opts.terminal, credentialsTo('terminal', opts.terminal));
     try {
-      const response = await callUnary(client, client.presentCard, { card: readCardFile(opts.card) });
-      if (response.card) writeCardFile(opts.card, response.card);
+      const response = await presentCard(client, CardEmulator.fromFile(opts.card));
       print({
         decision: decisionToJSON(response.decision),
         declineReason: response.declineReason ? declineReasonToJSON(response.declineReason) : undefined,

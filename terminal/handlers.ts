@@ -1,8 +1,10 @@
 // TerminalService handlers: validate, decide offline, store, map to proto.
+import { status } from '@grpc/grpc-js';
 import type { KeyObject } from 'node:crypto';
 import { newTerminalRandom } from '../common/card.js';
+import { ApiError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
-import { unaryHandlers, type AsyncHandlers } from '../common/server.js';
+import { bidiHandler, unaryHandlers, type AsyncHandlers, type DuplexSession } from '../common/server.js';
 import { currentTraceparent } from '../common/trace.js';
 import { Violations } from '../common/validate.js';
 import type { Worker } from '../common/worker.js';
@@ -18,13 +20,10 @@ import {
 } from '../gen/tapcredit/terminal/v1/terminal.js';
 import type { Money } from '../gen/tapcredit/type/v1/money.js';
 import type { Tap } from '../gen/tapcredit/type/v1/tap.js';
-import { decide, utcDay } from './decision.js';
+import { TapSession, utcDay } from './decision.js';
 import type { TerminalStore } from './store.js';
 
 export const ERROR_DOMAIN = 'terminal.tapcredit';
-// The issuer stores counters as int64; the card adds one before answering.
-const COUNTER_MAX = 2n ** 63n - 1n;
-const DATE_PATTERN = /^\d{4}-\d{2}-\d{2}$/;
 const DEFAULT_UNSENT_LIMIT = 100;
 const MAX_UNSENT_LIMIT = 1000;
 
@@ -36,6 +35,8 @@ export interface TerminalContext {
   fare: Money;
   /** Line or route served, whose tariff set the fare; recorded on each tap. */
   lineId?: string;
+  /** How long a card has to answer each command (default 5 s): the life of a challenge. */
+  answerTimeoutMs?: number;
   /** When the deny list was last confirmed current by the issuer. */
   denyListSyncedAt?: () => Date | undefined;
   store: TerminalStore;
@@ -45,73 +46,51 @@ export interface TerminalContext {
   now?: () => Date;
 }
 
-function validatePresentCard(req: PresentCardRequest): void {
-  const v = new Violations();
-  const card = req.card;
-  if (!card) {
-    v.add('card', 'is required');
-  } else {
-    v.id('card.card_id', card.cardId);
-    v.id('card.issuer_code', card.issuerCode);
-    if (!DATE_PATTERN.test(card.expiresOn) || Number.isNaN(Date.parse(card.expiresOn))) {
-      v.add('card.expires_on', 'must be a date "YYYY-MM-DD"');
-    }
-    if (!card.cardKey || card.cardKey.length === 0) v.add('card.card_key', 'is required');
-    let counter: bigint | undefined;
-    try {
-      counter = BigInt(card.counter);
-    } catch {
-      v.add('card.counter', 'must be an unsigned integer');
-    }
-    if (counter !== undefined && (counter < 0n || counter >= COUNTER_MAX)) v.add('card.counter', 'is out of range');
-  }
-  v.throwIfAny();
-}
-
-export async function presentCard(ctx: TerminalContext, req: PresentCardRequest): Promise<PresentCardResponse> {
-  validatePresentCard(req);
-  const card = req.card!;
-  const denyListed = ctx.store.isDenyListed(card.cardId);
-  const now = ctx.now?.() ?? new Date();
-
-  // From here to claimSequence() nothing awaits, so no other call can take
-  // the sequence this card's proof is computed with.
-  const terminalSequence = ctx.store.peekSequence();
-  const outcome = decide({
-    card,
+/** One card in the reader's field: the terminal's commands out, the card's answers in, the outcome last. */
+export async function presentCard(ctx: TerminalContext, io: DuplexSession<PresentCardRequest, PresentCardResponse>): Promise<void> {
+  const session = new TapSession({
     terminalId: ctx.terminalId,
     issuerCode: ctx.issuerCode,
     masterKey: ctx.masterKey,
     issuerPublicKey: ctx.issuerPublicKey,
-    isDenyListed: () => denyListed,
-    today: utcDay(now),
-    terminalSequence,
-    terminalRandom: newTerminalRandom(),
+    isDenyListed: (cardId) => ctx.store.isDenyListed(cardId),
+    reserveSequence: () => ctx.store.reserveSequence(),
+    newRandom: newTerminalRandom,
+    answerTimeoutMs: ctx.answerTimeoutMs,
   });
-  if (outcome.decision === 'DECLINE') {
-    ctx.log.info({ cardId: card.cardId, reason: declineReasonToJSON(outcome.reason) }, 'card declined');
-    return { decision: Decision.DECISION_DECLINE, declineReason: outcome.reason, tap: undefined, card: outcome.card };
+  let step = session.start(performance.now());
+  while (step.kind === 'command') {
+    for (const command of step.commands) io.send({ command, outcome: undefined });
+    const received = await io.receive(step.timeoutMs);
+    if (received === 'timeout') step = session.timedOut();
+    else if (received === 'end') throw new ApiError(status.ABORTED, 'CARD_SESSION_ENDED', 'the card closed its side before the terminal decided; nothing was stored');
+    else step = session.answer(received.message.answer, performance.now(), utcDay(ctx.now?.() ?? new Date()));
   }
-  ctx.store.claimSequence(terminalSequence);
-
+  if (step.kind === 'decline') {
+    if (step.cardId) io.note({ cardId: step.cardId });
+    ctx.log.info({ cardId: step.cardId, reason: declineReasonToJSON(step.reason) }, 'card declined');
+    io.send({ command: undefined, outcome: { decision: Decision.DECISION_DECLINE, declineReason: step.reason, tap: undefined } });
+    return;
+  }
   const tap: Tap = {
-    tapId: `${ctx.terminalId}:${terminalSequence}`,
+    tapId: `${ctx.terminalId}:${step.terminalSequence}`,
     terminalId: ctx.terminalId,
-    terminalSequence: terminalSequence.toString(),
-    cardId: card.cardId,
-    agreementId: outcome.agreementId,
+    terminalSequence: step.terminalSequence.toString(),
+    cardId: step.cardId,
+    agreementId: step.agreementId,
     fare: ctx.fare,
-    tappedAt: now,
-    proof: outcome.proof,
+    tappedAt: ctx.now?.() ?? new Date(),
+    proof: step.proof,
     ...(ctx.lineId ? { lineId: ctx.lineId } : {}),
     // Stored and forwarded with the tap, so it is followed by this call's trace id end to end.
     traceparent: currentTraceparent() || undefined,
   };
+  io.note({ cardId: tap.cardId, tapId: tap.tapId });
   // The gate opens only once the tap is committed: an accepted tap is never lost.
   await ctx.store.recordTap(tap);
   ctx.forwarder.kick();
-  ctx.log.info({ tapId: tap.tapId, cardId: card.cardId }, 'card accepted');
-  return { decision: Decision.DECISION_ACCEPT, declineReason: DeclineReason.DECLINE_REASON_UNSPECIFIED, tap, card: outcome.card };
+  ctx.log.info({ tapId: tap.tapId, cardId: tap.cardId }, 'card accepted');
+  io.send({ command: undefined, outcome: { decision: Decision.DECISION_ACCEPT, declineReason: DeclineReason.DECLINE_REASON_UNSPECIFIED, tap } });
 }
 
 export async function getTerminalStatus(ctx: TerminalContext, req: GetTerminalStatusRequest): Promise<GetTerminalStatusResponse> {
@@ -141,9 +120,11 @@ export async function getTerminalStatus(ctx: TerminalContext, req: GetTerminalSt
 export function terminalHandlers(ctx: TerminalContext): TerminalServiceServer {
   // Typed against the RPCs only: AsyncHandlers<TerminalServiceServer> also maps
   // grpc-js's index signature (to never), which no object literal satisfies.
-  const handlers: AsyncHandlers<Pick<TerminalServiceServer, 'presentCard' | 'getTerminalStatus'>> = {
-    presentCard: (req) => presentCard(ctx, req),
+  const handlers: AsyncHandlers<Pick<TerminalServiceServer, 'getTerminalStatus'>> = {
     getTerminalStatus: (req) => getTerminalStatus(ctx, req),
   };
-  return unaryHandlers<TerminalServiceServer>(ERROR_DOMAIN, ctx.log, handlers as AsyncHandlers<TerminalServiceServer>);
+  return {
+    ...unaryHandlers<TerminalServiceServer>(ERROR_DOMAIN, ctx.log, handlers as AsyncHandlers<TerminalServiceServer>),
+    presentCard: bidiHandler<PresentCardRequest, PresentCardResponse>(ERROR_DOMAIN, ctx.log, 'presentCard', (io) => presentCard(ctx, io)),
+  };
 }

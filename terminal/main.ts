@@ -33,6 +33,7 @@ await runProcess('terminal', s.logLevel, (log) => {
     issuerPublicKey: loadPublicKey(fileOr(s, s.issuerPublicKeyFile, 'keys', 'issuer-public.pem')),
     fare,
     lineId: s.line,
+    answerTimeoutMs: s.answerTimeoutMs,
     forwardBatchSize: s.forwardBatchSize,
     forwardIntervalMs: s.forwardIntervalMs,
     forwardWindowMs: s.forwardWindowMs,

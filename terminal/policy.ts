@@ -8,7 +8,7 @@ export const terminalPolicy: AccessPolicy = {
   service: 'tapcredit.terminal.v1.TerminalService',
   domain: ERROR_DOMAIN,
   rules: {
-    // The card reader: the phone app's tap command stands in for the gate's reader.
+    // The card's side of a tap (the terminal plays the reader): the phone app, or a reader driver holding its certificate.
     PresentCard: { allow: ['phone', 'ops'] },
     // Administration.
     GetTerminalStatus: { allow: ['ops'] },

@@ -39,6 +39,8 @@ export interface TerminalConfig {
   fare: Money;
   /** Line or route the terminal serves; recorded on each tap. */
   lineId?: string;
+  /** How long a card has to answer each reader command, in ms: the life of a challenge. */
+  answerTimeoutMs?: number;
   /** Follow the issuer's deny list (default true). */
   denyListSync?: boolean;
   /** Backoff bounds of the deny-list syncer after a broken stream (default 200 ms .. 5 s). */
@@ -136,6 +138,7 @@ export async function startTerminal(config: TerminalConfig): Promise<TerminalHan
               issuerPublicKey: config.issuerPublicKey,
               fare: config.fare,
               lineId: config.lineId || undefined,
+              answerTimeoutMs: config.answerTimeoutMs ?? defaults.answerTimeoutMs.default,
               denyListSyncedAt: () => syncer.syncedAt,
               store: taps,
               forwarder,

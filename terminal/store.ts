@@ -52,22 +52,25 @@ export class TerminalStore {
     return new TerminalStore(db, max + 1n, denied);
   }
 
-  /** The sequence the next accepted tap will carry. */
+  /** The sequence the next debit will carry. */
   peekSequence(): bigint {
     return this.next;
   }
 
   /**
-   * Claims the sequence for an accepted tap. Synchronous, so two concurrent
-   * PresentCard calls can never claim the same one. Only accepted taps claim
-   * one, so stored sequences increase with acceptance, but they are not
-   * always consecutive: a tap whose commit fails after its claim (a full
-   * disk, say) leaves its sequence unused, and it is never handed out again.
-   * A gap is therefore no sign of a lost tap; an accepted tap is always stored.
+   * Takes the next sequence for a card's zero-amount debit; the tap carries
+   * it if the card is accepted. Synchronous, so two concurrent PresentCard
+   * calls never take the same one. The debit (the card's MAC covers the
+   * sequence) goes out before the decision, so a card that then fails or
+   * leaves the field leaves a gap: accepted taps carry increasing
+   * sequences, consecutive while every debited card is accepted and every
+   * accepted tap commits (a failed commit, on a full disk say, leaves one too).
+   * A gap is therefore no sign of a lost tap: an accepted tap is always stored.
    */
-  claimSequence(sequence: bigint): void {
-    if (sequence !== this.next) throw new Error(`sequence ${sequence} is not the next one (${this.next})`);
+  reserveSequence(): bigint {
+    const sequence = this.next;
     this.next += 1n;
+    return sequence;
   }
 
   /**

@@ -4,18 +4,15 @@ Stubs are generated, not committed: generate_stubs() runs Debian's protoc with
 the gRPC Python plugin (packages protobuf-compiler, protobuf-compiler-grpc,
 python3-grpcio, python3-protobuf) into a directory and puts it on sys.path.
 
-It also carries the card's side of the zero-amount debit (the MAC a genuine
-card computes, byte for byte as common/card.ts does), and decodes the rich
-error details (google.rpc.Status with ErrorInfo and BadRequest) that every
-tapcredit error carries in the grpc-status-details-bin trailer.
+It presents a card at a terminal (the PresentCard stream, the card played by
+card_emulator.py), and decodes the rich error details (google.rpc.Status
+with ErrorInfo and BadRequest) that every tapcredit error carries in the
+grpc-status-details-bin trailer.
 """
 
-import hashlib
-import hmac
 import importlib
 import os
 import secrets
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -25,9 +22,6 @@ PROTO_DIR = REPO / "proto"
 # Debian's protobuf-compiler ships the well-known types (google/protobuf/*.proto) here.
 WELL_KNOWN_TYPES = Path("/usr/include")
 GRPC_PYTHON_PLUGIN = "/usr/bin/grpc_python_plugin"
-
-MAC_BYTES = 8
-TERMINAL_RANDOM_BYTES = 8
 
 
 def generate_stubs(out_dir, proto_dir=PROTO_DIR):
@@ -64,56 +58,40 @@ def pb(module):
     return importlib.import_module(module)
 
 
-# --- the card: what a genuine IC card computes (see common/card.ts) ---
+# --- the card at a gate ---
 
 
-def _length_prefixed(value):
-    data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
-    return struct.pack(">H", len(data)) + data
+def present_card(client, card):
+    """Holds the card to the terminal: answers each command of the PresentCard stream with the card; returns the TapOutcome.
 
+    card: anything with answer(CardCommand) -> CardAnswer (card_emulator.CardEmulator).
+    The card key stays with the card: only its answers go to the terminal.
+    """
+    import queue
 
-def _uint64(value):
-    return struct.pack(">Q", int(value))
+    terminal_pb2 = pb("tapcredit.terminal.v1.terminal_pb2")
+    answers = queue.Queue()
 
+    def requests():
+        while True:
+            item = answers.get()
+            if item is None:
+                return
+            yield item
 
-def card_mac(card_key, card_id, counter, amount, terminal_id, terminal_sequence, terminal_random):
-    """HMAC-SHA256 with the card's key over the length-prefixed and big-endian fields, truncated to 8 bytes."""
-    message = b"".join(
-        [
-            _length_prefixed(card_id),
-            _uint64(counter),
-            _uint64(amount),
-            _length_prefixed(terminal_id),
-            _uint64(terminal_sequence),
-            _length_prefixed(terminal_random),
-        ]
-    )
-    return hmac.new(bytes(card_key), message, hashlib.sha256).digest()[:MAC_BYTES]
-
-
-class Card:
-    """A virtual card: its id, issuer code, expiry, counter and diversified key."""
-
-    def __init__(self, card_id, issuer_code, expires_on, counter, card_key):
-        self.card_id = card_id
-        self.issuer_code = issuer_code
-        self.expires_on = expires_on
-        self.counter = int(counter)
-        self.card_key = bytes(card_key)
-
-    def zero_amount_debit(self, terminal_id, terminal_sequence, terminal_random=None):
-        """The card's answer to a reader: it advances its counter and proves itself with a MAC (a CardProof)."""
-        card = pb("tapcredit.type.v1.card_pb2")
-        terminal_random = terminal_random or secrets.token_bytes(TERMINAL_RANDOM_BYTES)
-        self.counter += 1
-        return card.CardProof(
-            card_id=self.card_id,
-            counter=self.counter,
-            terminal_id=terminal_id,
-            terminal_sequence=int(terminal_sequence),
-            terminal_random=terminal_random,
-            mac=card_mac(self.card_key, self.card_id, self.counter, 0, terminal_id, terminal_sequence, terminal_random),
-        )
+    outcome = None
+    try:
+        for message in client.terminal.PresentCard(requests(), timeout=client.deadline_s, metadata=client.metadata()):
+            if message.HasField("outcome"):
+                outcome = message.outcome
+                answers.put(None)
+            elif message.HasField("command"):
+                answers.put(terminal_pb2.PresentCardRequest(answer=card.answer(message.command)))
+    finally:
+        answers.put(None)
+    if outcome is None:
+        raise RuntimeError("the terminal ended the call without an outcome")
+    return outcome
 
 
 # --- errors ---
@@ -136,6 +114,14 @@ def error_details(rpc_error):
             bad_request = details_pb2.BadRequest()
             any_detail.Unpack(bad_request)
     return {"status": status, "error_info": error_info, "bad_request": bad_request}
+
+
+def describe_error(rpc_error):
+    """One line for a failed call: the gRPC code, the message and the ErrorInfo reason."""
+    details = error_details(rpc_error)
+    info = details["error_info"] if details else None
+    reason = f" (reason {info.reason})" if info and info.reason else ""
+    return f"{rpc_error.code().name}: {rpc_error.details()}{reason}"
 
 
 # --- connecting ---
@@ -162,9 +148,9 @@ def traceparent():
 class Tapcredit:
     """Stubs of the three services, every call with a deadline and a traceparent."""
 
-    def __init__(self, terminal=None, issuer=None, authorizer=None, deadline_s=10.0, **tls):
+    def __init__(self, terminal=None, issuer=None, authorizer=None, deadline_s=10.0, trace=None, **tls):
         self.deadline_s = deadline_s
-        self.trace = traceparent()
+        self.trace = trace or traceparent()
         if terminal:
             self.terminal = pb("tapcredit.terminal.v1.terminal_pb2_grpc").TerminalServiceStub(channel(terminal, **tls))
         if issuer:
@@ -172,23 +158,12 @@ class Tapcredit:
         if authorizer:
             self.authorizer = pb("tapcredit.authorizer.v1.authorizer_pb2_grpc").AuthorizerServiceStub(channel(authorizer, **tls))
 
+    def metadata(self):
+        return (("traceparent", self.trace),)
+
     def call(self, method, request):
         """method: a bound stub method, e.g. client.issuer.GetCard."""
-        return method(request, timeout=self.deadline_s, metadata=(("traceparent", self.trace),))
-
-
-def card_from_json(data):
-    """A Card from the JSON card image the phone CLI and the tests write (card_key in base64)."""
-    import base64
-
-    key = data.get("cardKey", data.get("card_key"))
-    return Card(
-        card_id=data.get("cardId", data.get("card_id")),
-        issuer_code=data.get("issuerCode", data.get("issuer_code")),
-        expires_on=data.get("expiresOn", data.get("expires_on")),
-        counter=data.get("counter", 0),
-        card_key=base64.b64decode(key),
-    )
+        return method(request, timeout=self.deadline_s, metadata=self.metadata())
 
 
 if os.environ.get("TAPCREDIT_STUBS"):

@@ -25,7 +25,7 @@ import { callUnary } from '../../common/rpc.js';
 import * as authorizerApi from '../../gen/tapcredit/authorizer/v1/authorizer.js';
 import * as issuerApi from '../../gen/tapcredit/issuer/v1/issuer.js';
 import * as terminalApi from '../../gen/tapcredit/terminal/v1/terminal.js';
-import type { CardImage } from '../../gen/tapcredit/type/v1/card.js';
+import { CardStatus, type CardImage } from '../../gen/tapcredit/type/v1/card.js';
 import { sleep } from '../helpers/assert.js';
 import { enroll, openAccount, rider, tap } from '../helpers/rider.js';
 import { ISSUER_ID, money, newCard, startSystem, waitFor, type System } from '../helpers/system.js';
@@ -242,7 +242,10 @@ describe('bad input, property-based (fast-check)', function () {
     const later = zeroAmountDebit(card, { terminalId: 'T9', terminalSequence: 1n, terminalRandom: newTerminalRandom() });
     const holder = { name: 'Rider 2', phoneNumber: rider(2).phoneNumber };
     return {
-      PresentCard: { card },
+      // The card's answer to READ: the first message of a PresentCard call.
+      PresentCard: {
+        answer: { status: CardStatus.CARD_STATUS_OK, read: { cardId: card.cardId, issuerCode: card.issuerCode, expiresOn: card.expiresOn, counter: card.counter, creditFlag: card.creditFlag } },
+      },
       GetTerminalStatus: { unsentTapsLimit: 10 },
       EnrollCard: { requestId: 'fuzz-enroll', card: { issuerCode: card.issuerCode, expiresOn: card.expiresOn, proof: read.proof }, rider: holder, accountId: 'acc-2' },
       TapReport: {
@@ -291,10 +294,21 @@ describe('bad input, property-based (fast-check)', function () {
         client.makeUnaryRequest(target.path, identity, identity, body, { deadline }, (err) => resolve(err ? { code: err.code, error: err } : { code: status.OK }));
         return;
       }
+      const settle = (err: ServiceError) => resolve({ code: err.code === status.CANCELLED ? status.OK : err.code, error: err.code === status.CANCELLED ? undefined : err });
+      if (target.definition.requestStream) {
+        // A session (PresentCard): the body is the first message, then our side closes; it ends with an outcome or an error.
+        const session = client.makeBidiStreamRequest(target.path, identity, identity, { deadline });
+        session.on('data', () => {});
+        session.on('error', settle);
+        session.on('status', (s: { code: status }) => s.code === status.OK && resolve({ code: status.OK }));
+        session.write(body);
+        session.end();
+        return;
+      }
       // A stream that stays open (a valid watch) is fine: we hang up after its first message.
       const call = client.makeServerStreamRequest(target.path, identity, identity, body, { deadline });
       call.on('data', () => call.cancel());
-      call.on('error', (err: ServiceError) => resolve({ code: err.code === status.CANCELLED ? status.OK : err.code, error: err.code === status.CANCELLED ? undefined : err }));
+      call.on('error', settle);
       call.on('end', () => resolve({ code: status.OK }));
     });
   }

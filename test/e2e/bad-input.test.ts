@@ -2,7 +2,8 @@
 // BadRequest field violations for INVALID_ARGUMENT) and changes nothing.
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { expect } from 'chai';
-import { decodeErrorDetails, MAX_ERROR_MESSAGE, MAX_REPORTED_VIOLATIONS } from '../../common/errors.js';
+import { MAX_ERROR_MESSAGE, MAX_REPORTED_VIOLATIONS, decodeErrorDetails } from '../../common/errors.js';
+import { presentCard, presentCardImage } from '../../common/present-card.js';
 import { callUnary } from '../../common/rpc.js';
 import { AccountState } from '../../gen/tapcredit/authorizer/v1/authorizer.js';
 import { enroll, openAccount, rider } from '../helpers/rider.js';
@@ -128,9 +129,9 @@ for (const backend of backends())
   });
 
   describe('TerminalService', () => {
-    it('PresentCard: no card, card without id', async () => {
-      await refused(() => callUnary(T(), T().presentCard, { card: undefined }), status.INVALID_ARGUMENT, 'INVALID_ARGUMENT', 'card');
-      await refused(() => callUnary(T(), T().presentCard, { card: { ...newCard(sys, 'C7'), cardId: '' } }), status.INVALID_ARGUMENT, 'INVALID_ARGUMENT', 'card.card_id');
+    it('PresentCard: no answer, a card without id', async () => {
+      await refused(() => presentCard(T(), { answer: () => undefined! }), status.INVALID_ARGUMENT, 'INVALID_ARGUMENT', 'answer');
+      await refused(() => presentCardImage(T(), { ...newCard(sys, 'C7'), cardId: '' }), status.INVALID_ARGUMENT, 'INVALID_ARGUMENT', 'answer.read.card_id');
     });
 
     it('GetTerminalStatus: a negative limit', async () => {

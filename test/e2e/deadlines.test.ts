@@ -17,7 +17,7 @@ import { FARE, newCard, startSystem, waitFor, type System } from '../helpers/sys
 
 interface OutgoingCall {
   path: string;
-  kind: 'unary' | 'server stream';
+  kind: 'unary' | 'server stream' | 'session';
   deadline: unknown;
 }
 
@@ -42,7 +42,8 @@ describe('deadlines on outgoing calls', () => {
         const fn = prototype[name];
         originals.push({ prototype, name, fn });
         prototype[name] = function (this: unknown, ...args: unknown[]) {
-          calls.push({ path: method.path, kind: method.responseStream ? 'server stream' : 'unary', deadline: deadlineOf(args) });
+          const kind = method.requestStream && method.responseStream ? 'session' : method.responseStream ? 'server stream' : 'unary';
+          calls.push({ path: method.path, kind, deadline: deadlineOf(args) });
           return fn.apply(this, args);
         };
       }
@@ -53,7 +54,7 @@ describe('deadlines on outgoing calls', () => {
     await sys?.close();
   });
 
-  it('are set on every unary call between the servers; the deny-list watch stream is the only call without one', async () => {
+  it('are set on every unary call between the servers and every card session; the deny-list watch stream is the only call without one', async () => {
     sys = await startSystem();
     const paying = rider(1);
     const owing = rider(2);
@@ -78,6 +79,10 @@ describe('deadlines on outgoing calls', () => {
     for (const rpc of ['TapReport', 'Deduct', 'Settle', 'AuthorizeEnrollment', 'RevokeAgreement']) expect([...paths], 'calls seen').to.include(rpc);
     const without = unary.filter((c) => !(c.deadline instanceof Date || typeof c.deadline === 'number'));
     expect(without.map((c) => c.path), 'unary calls without a deadline').to.deep.equal([]);
+    // A card at the gate (PresentCard, a session of a few messages) always has one.
+    const sessions = calls.filter((c) => c.kind === 'session');
+    expect(sessions.length).to.equal(4);
+    expect(sessions.filter((c) => !(c.deadline instanceof Date || typeof c.deadline === 'number'))).to.deep.equal([]);
     // The watch is meant to stay open: the terminal guards it with a staleness watchdog instead (terminal/deny-list-sync.ts).
     expect([...new Set(calls.filter((c) => c.kind === 'server stream').map((c) => c.path))]).to.deep.equal(['/tapcredit.issuer.v1.IssuerService/WatchDenyList']);
   });

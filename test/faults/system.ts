@@ -7,7 +7,9 @@
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { credentials, status, type ServiceError } from '@grpc/grpc-js';
-import { issueCard, newTerminalRandom, writeCreditFlag, zeroAmountDebit } from '../../common/card.js';
+import { issueCard } from '../../common/card.js';
+import { CardEmulator, readForEnrollment } from '../../common/card-emulator.js';
+import { presentCardImage } from '../../common/present-card.js';
 import type { Db } from '../../common/db.js';
 import { loadMasterKey } from '../../common/keys.js';
 import { ServerProcess, prepareSharedFiles, type ExitRecord, type ServerSpec } from '../../common/launcher.js';
@@ -186,29 +188,30 @@ export class FaultSystem {
       await callUnary(authorizer, authorizer.openAccount, { accountId, holder, currencyCode: CURRENCY, creditLimit: { currencyCode: CURRENCY, minorUnits: '0' } });
       await callUnary(authorizer, authorizer.topUp, { requestId: `top-up-${i}`, accountId, amount: { currencyCode: CURRENCY, minorUnits: (FARE * BigInt(fares)).toString() } });
       const blank = issueCard(this.masterKey, { cardId: `C${String(i).padStart(4, '0')}`, issuerCode: ISSUER_CODE, expiresOn: '2099-12-31' });
-      const read = zeroAmountDebit(blank, { terminalId: 'phone', terminalSequence: 0n, terminalRandom: newTerminalRandom() });
+      const card = new CardEmulator(blank);
+      const { proof } = readForEnrollment(card);
       const enrolled = await callUnary(issuer, issuer.enrollCard, {
         requestId: randomUUID(),
-        card: { issuerCode: ISSUER_CODE, expiresOn: blank.expiresOn, proof: read.proof },
+        card: { issuerCode: ISSUER_CODE, expiresOn: blank.expiresOn, proof },
         rider: holder,
         accountId,
       });
-      cards.push(writeCreditFlag(read.card, enrolled.creditFlag!));
+      card.writeCreditFlag(enrolled.creditFlag!);
+      cards.push(card.card);
     }
     return cards;
   }
 
   /**
-   * Presents cards[c] at terminal t once. Only an answer (ACCEPT or DECLINE)
-   * updates the card: a call that failed may or may not have reached the
-   * card, and the driver cannot know. Resolves the failed call's code, or
-   * undefined when the terminal answered.
+   * Presents cards[c] at terminal t once. The card keeps the counter it
+   * reached, answer or not, as a real card does. Resolves the failed call's
+   * code, or undefined when the terminal answered.
    */
   async presentOnce(cards: CardImage[], c: number, t: number, record: DriverRecord): Promise<status | undefined> {
     const client = this.clients.terminals[t];
     try {
-      const response = await callUnary(client, client.presentCard, { card: cards[c] }, 5_000);
-      cards[c] = response.card!;
+      const response = await presentCardImage(client, cards[c], 5_000);
+      cards[c] = response.card;
       if (response.decision === Decision.DECISION_ACCEPT) {
         record.accepted.push({ tapId: response.tap!.tapId, cardId: cards[c].cardId, terminalId: this.terminalIds[t] });
       } else {
@@ -217,7 +220,8 @@ export class FaultSystem {
       }
       return undefined;
     } catch (err) {
-      const e = err as ServiceError;
+      const e = err as ServiceError & { card?: CardImage };
+      if (e.card) cards[c] = e.card;
       if (!TERMINAL_DOWN.has(e.code)) record.errors.push(`card ${cards[c].cardId} at terminal ${this.terminalIds[t]}: ${status[e.code] ?? ''} ${e.message}`);
       return e.code;
     }

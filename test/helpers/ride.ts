@@ -5,7 +5,9 @@
 // SETTLED. The card exchange lives here alone, so a change of the card
 // protocol changes this one function.
 import { randomUUID } from 'node:crypto';
-import { issueCard, newTerminalRandom, writeCreditFlag, zeroAmountDebit } from '../../common/card.js';
+import { issueCard, writeCreditFlag } from '../../common/card.js';
+import { CardEmulator, readForEnrollment } from '../../common/card-emulator.js';
+import { presentCard } from '../../common/present-card.js';
 import { callUnary } from '../../common/rpc.js';
 import { channelCredentials, type TlsConfig } from '../../common/tls.js';
 import { AuthorizerServiceClient } from '../../gen/tapcredit/authorizer/v1/authorizer.js';
@@ -44,23 +46,24 @@ export async function rideThrough(sys: SystemEndpoints, name: string, fareMinorU
     await callUnary(authorizer, authorizer.openAccount, { accountId, holder, currencyCode: sys.currency, creditLimit: money(0n) });
     await callUnary(authorizer, authorizer.topUp, { requestId: `top-up-${name}`, accountId, amount: money(fareMinorUnits * 10n) });
 
-    const blank = issueCard(sys.masterKey, { cardId: `C-${name}`, issuerCode: sys.issuerCode, expiresOn: '2099-12-31' });
-    const read = zeroAmountDebit(blank, { terminalId: 'phone', terminalSequence: 0n, terminalRandom: newTerminalRandom() });
+    // The card is played by an emulator that keeps its key: the terminal only ever sees its answers.
+    const card = new CardEmulator(issueCard(sys.masterKey, { cardId: `C-${name}`, issuerCode: sys.issuerCode, expiresOn: '2099-12-31' }));
+    const read = readForEnrollment(card);
     const enrolled = await callUnary(issuerPhone, issuerPhone.enrollCard, {
       requestId: randomUUID(),
-      card: { issuerCode: sys.issuerCode, expiresOn: blank.expiresOn, proof: read.proof },
+      card: { issuerCode: read.read.issuerCode, expiresOn: read.read.expiresOn, proof: read.proof },
       rider: holder,
       accountId,
     });
-    const card = writeCreditFlag(read.card, enrolled.creditFlag!);
+    const enrolledCard = new CardEmulator(writeCreditFlag(card.card, enrolled.creditFlag!));
 
-    const presented = await callUnary(terminal, terminal.presentCard, { card }, 10_000);
+    const presented = await presentCard(terminal, enrolledCard, 10_000);
     if (presented.decision !== Decision.DECISION_ACCEPT) throw new Error(`the terminal declined the card: ${declineReasonToJSON(presented.declineReason)}`);
     const tapId = presented.tap!.tapId;
 
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const { taps } = await callUnary(issuerOps, issuerOps.listCardTaps, { cardId: card.cardId, pageSize: 10, pageToken: '' });
+      const { taps } = await callUnary(issuerOps, issuerOps.listCardTaps, { cardId: read.read.cardId, pageSize: 10, pageToken: '' });
       const state = taps.find((t) => t.tap?.tapId === tapId)?.state;
       if (state === TapState.TAP_STATE_SETTLED) return { tapId, state: tapStateToJSON(state) };
       if (Date.now() > deadline) throw new Error(`tap ${tapId} not settled within ${timeoutMs} ms (state ${state === undefined ? 'unknown' : tapStateToJSON(state)})`);

@@ -2,10 +2,10 @@
 // enroll a card through the issuer as the phone app does, and tap at a
 // terminal (with the phone app's identity when the system runs with mTLS).
 import { randomUUID } from 'node:crypto';
-import { newTerminalRandom, writeCreditFlag, zeroAmountDebit } from '../../common/card.js';
+import { CardEmulator, readForEnrollment } from '../../common/card-emulator.js';
+import { presentCardImage, type TapResult } from '../../common/present-card.js';
 import { callUnary } from '../../common/rpc.js';
 import type { EnrollCardResponse } from '../../gen/tapcredit/issuer/v1/issuer.js';
-import type { PresentCardResponse } from '../../gen/tapcredit/terminal/v1/terminal.js';
 import type { CardImage } from '../../gen/tapcredit/type/v1/card.js';
 import { CURRENCY, ISSUER_CODE, money, type System } from './system.js';
 
@@ -44,7 +44,8 @@ export async function enroll(
   r: RiderDetails,
   requestId: string = randomUUID(),
 ): Promise<{ card: CardImage; response: EnrollCardResponse }> {
-  const read = zeroAmountDebit(card, { terminalId: 'phone', terminalSequence: 0n, terminalRandom: newTerminalRandom() });
+  const emulator = new CardEmulator(card);
+  const read = readForEnrollment(emulator);
   const client = sys.phone.issuerClient;
   const response = await callUnary(client, client.enrollCard, {
     requestId,
@@ -52,11 +53,11 @@ export async function enroll(
     rider: { name: r.name, phoneNumber: r.phoneNumber },
     accountId: r.accountId,
   });
-  return { card: writeCreditFlag(read.card, response.creditFlag!), response };
+  emulator.writeCreditFlag(response.creditFlag!);
+  return { card: emulator.card, response };
 }
 
-/** Presents the card at terminal i and returns the decision with the card as the terminal left it. */
-export async function tap(sys: System, card: CardImage, terminal = 0): Promise<PresentCardResponse> {
-  const client = sys.phone.terminalClients[terminal];
-  return callUnary(client, client.presentCard, { card });
+/** Presents the card at terminal i (the test plays the card) and returns the outcome with the card as it left the reader. */
+export async function tap(sys: System, card: CardImage, terminal = 0): Promise<TapResult> {
+  return presentCardImage(sys.phone.terminalClients[terminal], card);
 }

@@ -10,7 +10,9 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import knexFactory from 'knex';
-import { issueCard, newTerminalRandom, writeCreditFlag, zeroAmountDebit } from '../../common/card.js';
+import { issueCard } from '../../common/card.js';
+import { CardEmulator, readForEnrollment } from '../../common/card-emulator.js';
+import { presentCardImage } from '../../common/present-card.js';
 import type { Db } from '../../common/db.js';
 import { loadMasterKey } from '../../common/keys.js';
 import { callUnary, channelTarget } from '../../common/rpc.js';
@@ -168,14 +170,16 @@ export async function runScaleScenario(o: ScaleOptions): Promise<ScaleReport> {
       await callUnary(authorizer, authorizer.openAccount, { accountId, holder, currencyCode: CURRENCY, creditLimit: { currencyCode: CURRENCY, minorUnits: '0' } });
       await callUnary(authorizer, authorizer.topUp, { requestId: `top-up-${i}`, accountId, amount: { currencyCode: CURRENCY, minorUnits: (FARE * BigInt(perRider)).toString() } });
       const blank = issueCard(masterKey, { cardId: `C${String(i).padStart(5, '0')}`, issuerCode: ISSUER_CODE, expiresOn: '2099-12-31' });
-      const read = zeroAmountDebit(blank, { terminalId: 'phone', terminalSequence: 0n, terminalRandom: newTerminalRandom() });
+      const card = new CardEmulator(blank);
+      const { proof } = readForEnrollment(card);
       const enrolled = await callUnary(issuerPhone, issuerPhone.enrollCard, {
         requestId: randomUUID(),
-        card: { issuerCode: ISSUER_CODE, expiresOn: blank.expiresOn, proof: read.proof },
+        card: { issuerCode: ISSUER_CODE, expiresOn: blank.expiresOn, proof },
         rider: holder,
         accountId,
       });
-      cards[i] = writeCreditFlag(read.card, enrolled.creditFlag!);
+      card.writeCreditFlag(enrolled.creditFlag!);
+      cards[i] = card.card;
     });
     say(`${o.riders} riders enrolled; presenting ${o.taps} taps at ${o.terminals} terminals, ${o.lanes} at once`);
 
@@ -224,13 +228,14 @@ export async function runScaleScenario(o: ScaleOptions): Promise<ScaleReport> {
             const t = (Math.floor(i / o.riders) + c) % o.terminals;
             for (let attempt = 1; ; attempt++) {
               try {
-                const res = await callUnary(terminals[t], terminals[t].presentCard, { card: cards[c] }, 10_000);
-                cards[c] = res.card!;
+                const res = await presentCardImage(terminals[t], cards[c], 10_000);
+                cards[c] = res.card;
                 if (res.decision === Decision.DECISION_ACCEPT) accepted.push({ tapId: res.tap!.tapId, cardId: cards[c].cardId, terminalId: terminalIds[t] });
                 else errors.push(`card ${cards[c].cardId} declined at ${terminalIds[t]}: ${declineReasonToJSON(res.declineReason!)}`);
                 break;
               } catch (err) {
-                const e = err as ServiceError;
+                const e = err as ServiceError & { card?: CardImage };
+                if (e.card) cards[c] = e.card;
                 if (!TERMINAL_DOWN.has(e.code) || attempt >= 20) {
                   errors.push(`card ${cards[c].cardId} at ${terminalIds[t]}: ${e.message}`);
                   break;

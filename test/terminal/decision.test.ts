@@ -1,9 +1,32 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { expect } from 'chai';
 import { issueCard, signCreditFlag, verifyCardProof, writeCreditFlag } from '../../common/card.js';
-import type { CardImage } from '../../gen/tapcredit/type/v1/card.js';
+import { CardEmulator } from '../../common/card-emulator.js';
+import type { CardAnswer, CardImage, CardProof } from '../../gen/tapcredit/type/v1/card.js';
 import { DeclineReason } from '../../gen/tapcredit/terminal/v1/terminal.js';
-import { decide, utcDay, type DecisionInput } from '../../terminal/decision.js';
+import { TapSession, utcDay, type ReaderContext } from '../../terminal/decision.js';
+
+type DecisionInput = { card: CardImage; today: string } & ReaderContext;
+type DecisionOutcome =
+  | { decision: 'ACCEPT'; card: CardImage; proof: CardProof; agreementId: string; answersRead: number }
+  | { decision: 'DECLINE'; reason: DeclineReason; card: CardImage; answersRead: number };
+
+/** Runs a tap session against a card emulator, with no network: the gate's decision and the card as it left the field. */
+function decide(input: DecisionInput): DecisionOutcome {
+  const card = new CardEmulator(input.card);
+  const session = new TapSession(input);
+  // The card answers each command as it comes; the terminal reads the answers one at a time.
+  const answers: CardAnswer[] = [];
+  let answersRead = 0;
+  let step = session.start(0);
+  while (step.kind === 'command') {
+    for (const command of step.commands) answers.push(card.answer(command));
+    answersRead++;
+    step = session.answer(answers.shift(), 0, input.today);
+  }
+  if (step.kind === 'decline') return { decision: 'DECLINE', reason: step.reason, card: card.card, answersRead };
+  return { decision: 'ACCEPT', card: card.card, proof: step.proof, agreementId: step.agreementId, answersRead };
+}
 
 describe('terminal offline decision', () => {
   const masterKey = randomBytes(32);
@@ -24,8 +47,8 @@ describe('terminal offline decision', () => {
     issuerPublicKey: issuer.publicKey,
     isDenyListed: () => false,
     today,
-    terminalSequence: 42n,
-    terminalRandom: randomBytes(8),
+    reserveSequence: () => 42n,
+    newRandom: () => randomBytes(8),
     ...over,
   });
 
@@ -55,10 +78,10 @@ describe('terminal offline decision', () => {
     expectDecline(input({ ...enrolledCard(), issuerCode: 'CITY2' }), DeclineReason.DECLINE_REASON_WRONG_ISSUER);
   });
 
-  it('declines a card without a credit flag with NO_CREDIT_FLAG, leaving the card untouched', () => {
+  it('declines a card without a credit flag with NO_CREDIT_FLAG (the card answered the debit sent with READ: its counter moved)', () => {
     const card = issueCard(masterKey, { cardId: 'C1', issuerCode: 'CITY1', expiresOn: '2030-12-31' });
     const outcome = expectDecline(input(card), DeclineReason.DECLINE_REASON_NO_CREDIT_FLAG);
-    expect(outcome.card.counter).to.equal('0');
+    expect(outcome.card.counter).to.equal('1');
   });
 
   it('declines a flag signed by anyone but the issuer with FLAG_SIGNATURE_INVALID', () => {
@@ -80,9 +103,9 @@ describe('terminal offline decision', () => {
     expectDecline(input(enrolledCard('C1', '2026-03-14')), DeclineReason.DECLINE_REASON_CARD_EXPIRED);
   });
 
-  it('declines a card on the deny list with DENY_LISTED, before talking to the card', () => {
+  it('declines a card on the deny list with DENY_LISTED, on its READ answer', () => {
     const outcome = expectDecline(input(enrolledCard(), { isDenyListed: (id) => id === 'C1' }), DeclineReason.DECLINE_REASON_DENY_LISTED);
-    expect(outcome.card.counter).to.equal('0');
+    expect(outcome.answersRead).to.equal(1);
   });
 
   it('declines a card whose key is not the genuine one with CARD_AUTHENTICATION_FAILED, counter advanced', () => {
@@ -103,6 +126,30 @@ describe('terminal offline decision', () => {
     expectDecline(input(forgedCopy), DeclineReason.DECLINE_REASON_FLAG_SIGNATURE_INVALID);
     expectDecline(input(enrolledCard('C1', '2020-01-01'), { isDenyListed: () => true }), DeclineReason.DECLINE_REASON_CARD_EXPIRED);
     expectDecline(input({ ...enrolledCard(), cardKey: randomBytes(16) }, { isDenyListed: () => true }), DeclineReason.DECLINE_REASON_DENY_LISTED);
+  });
+
+  it('sends READ and the zero-amount DEBIT together, the challenge fresh each time; a card failing a check is declined on its READ answer', () => {
+    const session = new TapSession(input(enrolledCard(), { reserveSequence: () => 7n }));
+    const first = session.start(0);
+    expect(first.kind).to.equal('command');
+    if (first.kind !== 'command') return;
+    expect(first.commands.map((c) => (c.read ? 'READ' : 'DEBIT'))).to.deep.equal(['READ', 'DEBIT']);
+    expect(first.commands[1].debit).to.deep.include({ amount: '0', terminalId: 'T1', terminalSequence: '7' });
+    const other = new TapSession(input(enrolledCard())).start(0);
+    expect(Buffer.from(other.kind === 'command' ? other.commands[1].debit!.terminalRandom : []).equals(Buffer.from(first.commands[1].debit!.terminalRandom))).to.equal(false);
+    expect(expectDecline(input(enrolledCard(), { isDenyListed: () => true }), DeclineReason.DECLINE_REASON_DENY_LISTED).answersRead).to.equal(1);
+    expect(decide(input(enrolledCard())).answersRead).to.equal(2);
+  });
+
+  it('declines an answer that comes after the time limit, measured from sending the challenge', () => {
+    const session = new TapSession(input(enrolledCard(), { answerTimeoutMs: 1000 }));
+    const card = new CardEmulator(enrolledCard());
+    const sent = session.start(5_000);
+    const answers = sent.kind === 'command' ? sent.commands.map((c) => card.answer(c)) : [];
+    const wait = session.answer(answers[0], 5_400, today);
+    expect(wait).to.deep.include({ kind: 'command', commands: [], timeoutMs: 600 });
+    const late = session.answer(answers[1], 6_001, today);
+    expect(late).to.deep.include({ kind: 'decline', reason: DeclineReason.DECLINE_REASON_ANSWER_TIMEOUT, cardId: 'C1' });
   });
 
   it('takes the service day in UTC', () => {

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { credentials, Server, ServerCredentials, status, type ServiceError, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { openDatabase, type Db } from '../../common/db.js';
+import { presentCardImage } from '../../common/present-card.js';
 import { callUnary } from '../../common/rpc.js';
 import {
   DenyListAction,
@@ -122,7 +123,7 @@ describe('terminal: deny-list syncer', () => {
   }
   const list = (cardId: string) => callUnary(issuerClient!, issuerClient!.addToDenyList, { cardId, reason: LOST });
   const heldVersion = async () => (await callUnary(terminalClient!, terminalClient!.getTerminalStatus, { unsentTapsLimit: 0 })).denyListVersion;
-  const decision = (cardId: string) => callUnary(terminalClient!, terminalClient!.presentCard, { card: enrolledCard(cardId) });
+  const decision = (cardId: string) => presentCardImage(terminalClient!, enrolledCard(cardId));
 
   beforeEach(() => {
     dir = tempDir();
@@ -236,7 +237,7 @@ describe('terminal: tariff', () => {
     const terminal = await startTestTerminal(dir, '127.0.0.1:9', { lineId: 'M1', fare: { currencyCode: 'CNY', minorUnits: '300' }, denyListSync: false });
     const client = new TerminalServiceClient(terminal.address, credentials.createInsecure());
     try {
-      const res = await callUnary(client, client.presentCard, { card: enrolledCard('C1') });
+      const res = await presentCardImage(client, enrolledCard('C1'));
       expect([res.tap!.lineId, res.tap!.fare!.minorUnits]).to.deep.equal(['M1', '300']);
       expect((await callUnary(client, client.getTerminalStatus, { unsentTapsLimit: 0 })).lineId).to.equal('M1');
     } finally {

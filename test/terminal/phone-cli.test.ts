@@ -122,7 +122,7 @@ describe('phone app CLI', function () {
       writeCardFile(file, { ...readCardFile(file), expiresOn: 'someday' });
       const tapped = await phone('tap', '--card', file, '--terminal', terminal.address, '--insecure');
       expect(tapped.code).to.equal(1);
-      expect(tapped.stderr).to.include('INVALID_ARGUMENT').and.include('reason: INVALID_ARGUMENT').and.include('card.expires_on');
+      expect(tapped.stderr).to.include('INVALID_ARGUMENT').and.include('reason: INVALID_ARGUMENT').and.include('answer.read.expires_on');
       expect(readFileSync(file, 'utf8')).to.include('someday');
     } finally {
       await terminal.close();

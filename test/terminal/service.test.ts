@@ -1,12 +1,15 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { credentials, status } from '@grpc/grpc-js';
 import { expect } from 'chai';
-import { signCreditFlag, writeCreditFlag } from '../../common/card.js';
+import { computeCardMac, signCreditFlag, writeCreditFlag } from '../../common/card.js';
+import { CardEmulator } from '../../common/card-emulator.js';
+import { presentCard, presentCardImage, type CardSide } from '../../common/present-card.js';
 import { decodeErrorDetails, invalidArgument, toServiceError } from '../../common/errors.js';
 import { callUnary } from '../../common/rpc.js';
 import { TapReportStatus } from '../../gen/tapcredit/issuer/v1/issuer.js';
 import { Decision, DeclineReason, TerminalServiceClient } from '../../gen/tapcredit/terminal/v1/terminal.js';
-import type { CardImage } from '../../gen/tapcredit/type/v1/card.js';
+import { CardStatus, type CardAnswer, type CardCommand, type CardImage } from '../../gen/tapcredit/type/v1/card.js';
+import { PresentCardRequest } from '../../gen/tapcredit/terminal/v1/terminal.js';
 import { Tap } from '../../gen/tapcredit/type/v1/tap.js';
 import { refusedTaps } from '../../terminal/forwarder.js';
 import type { TerminalHandle } from '../../terminal/service.js';
@@ -38,7 +41,20 @@ describe('terminal server', () => {
     client = undefined;
     terminal = undefined;
   }
-  const present = (card: CardImage | undefined) => callUnary(client!, client!.presentCard, { card });
+  const present = (card: CardImage) => presentCardImage(client!, card);
+  /** A card that answers through the given function, recording every command and answer. */
+  const scripted = (answer: (command: CardCommand, card: CardEmulator) => CardAnswer | Promise<CardAnswer>, image: CardImage) => {
+    const card = new CardEmulator(image);
+    const log: { command: CardCommand; answer: CardAnswer }[] = [];
+    const side: CardSide = {
+      answer: async (command) => {
+        const a = await answer(command!, card);
+        log.push({ command: command!, answer: a });
+        return a;
+      },
+    };
+    return { card, log, side };
+  };
   const terminalStatus = (unsentTapsLimit = 0) => callUnary(client!, client!.getTerminalStatus, { unsentTapsLimit });
   const storedTaps = async () => (await terminal!.db('taps').orderBy('sequence').select('tap')).map((r: { tap: Buffer }) => Tap.decode(r.tap));
 
@@ -95,13 +111,14 @@ describe('terminal server', () => {
     // The fake card answered the zero-amount debit, so its counter moved.
     expect((await present({ ...enrolledCard('C5'), cardKey: randomBytes(16) })).card!.counter).to.equal('1');
 
-    // A genuine tap afterwards is the only one stored and sent, and carries sequence 1.
+    // A genuine tap afterwards is the only one stored and sent. Every card
+    // presented was sent a debit with its own sequence (1 to 8), so the tap takes 9.
     const accepted = await present(enrolledCard('C8'));
-    expect(accepted.tap!.tapId).to.equal('T1:1');
-    await waitFor(() => issuer.stored.has('T1:1'));
+    expect(accepted.tap!.tapId).to.equal('T1:9');
+    await waitFor(() => issuer.stored.has('T1:9'));
     await sleep(100);
-    expect(issuer.sentTapIds()).to.deep.equal(['T1:1']);
-    expect((await storedTaps()).map((t) => t.tapId)).to.deep.equal(['T1:1']);
+    expect(issuer.sentTapIds()).to.deep.equal(['T1:9']);
+    expect((await storedTaps()).map((t) => t.tapId)).to.deep.equal(['T1:9']);
   });
 
   it('retries while the issuer is unavailable and stops sending once the taps are acknowledged', async () => {
@@ -212,20 +229,112 @@ describe('terminal server', () => {
     expect((await storedTaps()).length).to.equal(20);
   });
 
-  it('refuses a malformed card with INVALID_ARGUMENT naming every bad field, and stores nothing', async () => {
+  it('refuses a malformed card answer with INVALID_ARGUMENT naming every bad field, and stores nothing', async () => {
     await start();
-    await expectGrpcError(present(undefined), status.INVALID_ARGUMENT, 'INVALID_ARGUMENT');
-    const bad: CardImage = { cardId: '', issuerCode: '', expiresOn: 'soon', counter: '0', cardKey: Buffer.alloc(0), creditFlag: undefined };
+    const noAnswer: CardSide = { answer: () => ({ status: CardStatus.CARD_STATUS_UNSPECIFIED, read: undefined, debit: undefined }) };
+    await expectGrpcError(presentCard(client!, noAnswer), status.INVALID_ARGUMENT, 'INVALID_ARGUMENT');
+    const bad: CardImage = { cardId: '', issuerCode: '', expiresOn: 'soon', counter: '0', cardKey: Buffer.alloc(16), creditFlag: undefined };
     const error = await expectGrpcError(present(bad), status.INVALID_ARGUMENT);
     expect(decodeErrorDetails(error).badRequest!.fieldViolations.map((v) => v.field)).to.have.members([
-      'card.card_id',
-      'card.issuer_code',
-      'card.expires_on',
-      'card.card_key',
+      'answer.read.card_id',
+      'answer.read.issuer_code',
+      'answer.read.expires_on',
     ]);
+    // A debit answer to the READ command is no answer to it.
+    const wrong = scripted((_c, card) => card.answer({ read: undefined, debit: { amount: '0', terminalId: 'T1', terminalSequence: '1', terminalRandom: randomBytes(8) } }), enrolledCard('C1'));
+    const misplaced = await expectGrpcError(presentCard(client!, wrong.side), status.INVALID_ARGUMENT);
+    expect(decodeErrorDetails(misplaced).badRequest!.fieldViolations.map((v) => v.field)).to.deep.equal(['answer.read']);
     expect((await storedTaps()).length).to.equal(0);
     await sleep(60);
     expect(issuer.reports.length).to.equal(0);
+  });
+
+  describe('challenge and response: the card keeps its key', () => {
+    it('sends READ, then a zero-amount debit with its id, the tap sequence and a fresh random; no message to it carries a key', async () => {
+      await start();
+      const image = enrolledCard('C1');
+      const first = scripted((command, card) => card.answer(command), image);
+      const accepted = await presentCard(client!, first.side);
+      expect(accepted.decision).to.equal(Decision.DECISION_ACCEPT);
+      expect(first.log.map((l) => (l.command.read ? 'READ' : l.command.debit ? 'DEBIT' : '?'))).to.deep.equal(['READ', 'DEBIT']);
+      const debit = first.log[1].command.debit!;
+      expect(debit).to.deep.include({ amount: '0', terminalId: 'T1', terminalSequence: '1' });
+      expect(debit.terminalRandom.length).to.equal(8);
+      expect(accepted.tap!.proof).to.deep.include({ counter: '1', terminalSequence: '1', mac: Buffer.from(first.log[1].answer.debit!.mac) });
+
+      const second = scripted((command, card) => card.answer(command), first.card.card);
+      await presentCard(client!, second.side);
+      expect(Buffer.from(second.log[1].command.debit!.terminalRandom).equals(Buffer.from(debit.terminalRandom))).to.equal(false);
+      // Everything the card sent, as it went on the wire: the key's bytes are in none of it.
+      for (const { answer } of [...first.log, ...second.log]) {
+        const wire = Buffer.from(PresentCardRequest.encode({ answer }).finish());
+        expect(wire.includes(image.cardKey)).to.equal(false);
+      }
+    });
+
+    it('declines a replayed answer: the debit answer of an earlier tap fails the new challenge', async () => {
+      await start();
+      const recorded = scripted((command, card) => card.answer(command), enrolledCard('C1'));
+      expect((await presentCard(client!, recorded.side)).decision).to.equal(Decision.DECISION_ACCEPT);
+      const oldDebit = recorded.log[1].answer;
+      // A copy of the card's data without its key, replaying what the card once answered.
+      const replay = scripted((command, card) => (command.debit ? oldDebit : card.answer(command)), recorded.card.card);
+      const outcome = await presentCard(client!, replay.side);
+      expect(outcome).to.deep.include({ decision: Decision.DECISION_DECLINE, declineReason: DeclineReason.DECLINE_REASON_CARD_AUTHENTICATION_FAILED });
+      expect((await storedTaps()).map((t) => t.tapId)).to.deep.equal(['T1:1']);
+    });
+
+    it("declines an answer computed for another terminal's challenge", async () => {
+      await start();
+      const relayed = scripted((command, card) => {
+        if (!command.debit) return card.answer(command);
+        // The card answered T2's challenge (same sequence and random, another reader): a relay.
+        const answer = card.answer({ read: undefined, debit: { ...command.debit, terminalId: 'T2' } });
+        return answer;
+      }, enrolledCard('C1'));
+      expect(await presentCard(client!, relayed.side)).to.deep.include({
+        decision: Decision.DECISION_DECLINE,
+        declineReason: DeclineReason.DECLINE_REASON_CARD_AUTHENTICATION_FAILED,
+      });
+      // And a MAC right in every byte but the counter the card claims.
+      const lying = scripted((command, card) => {
+        const answer = card.answer(command);
+        if (!command.debit) return answer;
+        const mac = computeCardMac(card.card.cardKey, { ...command.debit, cardId: 'C1', counter: 5n });
+        return { ...answer, debit: { counter: '6', mac } };
+      }, enrolledCard('C1'));
+      expect((await presentCard(client!, lying.side)).declineReason).to.equal(DeclineReason.DECLINE_REASON_CARD_AUTHENTICATION_FAILED);
+      expect((await storedTaps()).length).to.equal(0);
+    });
+
+    it('declines a stale challenge: an answer that comes after the time limit, with ANSWER_TIMEOUT', async () => {
+      await start({ answerTimeoutMs: 150 });
+      const slow = scripted(async (command, card) => {
+        if (command.debit) await sleep(400);
+        return card.answer(command);
+      }, enrolledCard('C1'));
+      expect(await presentCard(client!, slow.side)).to.deep.include({
+        decision: Decision.DECISION_DECLINE,
+        declineReason: DeclineReason.DECLINE_REASON_ANSWER_TIMEOUT,
+      });
+      // A card that never answers READ is declined the same way, once the limit passes.
+      const mute: CardSide = { answer: () => new Promise<CardAnswer>(() => {}) };
+      expect((await presentCard(client!, mute)).declineReason).to.equal(DeclineReason.DECLINE_REASON_ANSWER_TIMEOUT);
+      expect((await storedTaps()).length).to.equal(0);
+      // In time, the same card is taken.
+      expect((await present(slow.card.card)).decision).to.equal(Decision.DECISION_ACCEPT);
+    });
+
+    it('ends with ABORTED CARD_SESSION_ENDED when the card closes its side before the outcome, and stores nothing', async () => {
+      await start();
+      const call = client!.presentCard();
+      const ended = new Promise<unknown>((resolve) => call.on('error', resolve));
+      call.on('data', () => call.end());
+      const error = (await ended) as Parameters<typeof decodeErrorDetails>[0];
+      expect(error.code).to.equal(status.ABORTED);
+      expect(decodeErrorDetails(error).errorInfo?.reason).to.equal('CARD_SESSION_ENDED');
+      expect((await storedTaps()).length).to.equal(0);
+    });
   });
 
   it('reports its status: fare, counts, oldest unsent taps up to the limit, deny list', async () => {

@@ -10,8 +10,10 @@ import {
   type CallOptions,
   type ChannelCredentials,
   Client,
+  type ClientDuplexStream,
   type ClientOptions,
   type ClientUnaryCall,
+  type handleBidiStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
@@ -19,7 +21,7 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import { Timestamp } from "../../../google/protobuf/timestamp.js";
-import { CardImage } from "../../type/v1/card.js";
+import { CardAnswer, CardCommand } from "../../type/v1/card.js";
 import { Money } from "../../type/v1/money.js";
 import { Tap } from "../../type/v1/tap.js";
 
@@ -88,6 +90,11 @@ export enum DeclineReason {
   DECLINE_REASON_DENY_LISTED = 6,
   /** DECLINE_REASON_WRONG_ISSUER - The card belongs to another issuer. */
   DECLINE_REASON_WRONG_ISSUER = 7,
+  /**
+   * DECLINE_REASON_ANSWER_TIMEOUT - The card did not answer a command within the terminal's time limit
+   * (5 s by default): a stale challenge, or a card taken out of the field.
+   */
+  DECLINE_REASON_ANSWER_TIMEOUT = 8,
   UNRECOGNIZED = -1,
 }
 
@@ -117,6 +124,9 @@ export function declineReasonFromJSON(object: any): DeclineReason {
     case 7:
     case "DECLINE_REASON_WRONG_ISSUER":
       return DeclineReason.DECLINE_REASON_WRONG_ISSUER;
+    case 8:
+    case "DECLINE_REASON_ANSWER_TIMEOUT":
+      return DeclineReason.DECLINE_REASON_ANSWER_TIMEOUT;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -142,33 +152,44 @@ export function declineReasonToJSON(object: DeclineReason): string {
       return "DECLINE_REASON_DENY_LISTED";
     case DeclineReason.DECLINE_REASON_WRONG_ISSUER:
       return "DECLINE_REASON_WRONG_ISSUER";
+    case DeclineReason.DECLINE_REASON_ANSWER_TIMEOUT:
+      return "DECLINE_REASON_ANSWER_TIMEOUT";
     case DeclineReason.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
   }
 }
 
-/** Request of TerminalService.PresentCard. */
+/**
+ * A message from the card to the terminal in TerminalService.PresentCard:
+ * the answer to the terminal's last command.
+ */
 export interface PresentCardRequest {
-  /** The card as read from the reader's field. */
-  card: CardImage | undefined;
+  /** The card's answer. */
+  answer: CardAnswer | undefined;
 }
 
-/** Response of TerminalService.PresentCard. */
+/**
+ * A message from the terminal to the card in TerminalService.PresentCard:
+ * a command for the card, or the outcome (the last message).
+ */
 export interface PresentCardResponse {
+  /** A command the card answers with one PresentCardRequest. */
+  command?:
+    | CardCommand
+    | undefined;
+  /** The terminal's decision; the terminal ends the call after it. */
+  outcome?: TapOutcome | undefined;
+}
+
+/** The outcome of presenting a card. */
+export interface TapOutcome {
   /** ACCEPT or DECLINE. */
   decision: Decision;
   /** Why the card was declined; DECLINE_REASON_UNSPECIFIED when accepted. */
   declineReason: DeclineReason;
   /** The tap recorded, when accepted. */
-  tap:
-    | Tap
-    | undefined;
-  /**
-   * The card image after the terminal's commands (its counter advanced when
-   * the card was authenticated). The caller writes it back to the card.
-   */
-  card: CardImage | undefined;
+  tap: Tap | undefined;
 }
 
 /** Request of TerminalService.GetTerminalStatus. */
@@ -222,13 +243,13 @@ export interface GetTerminalStatusResponse {
 }
 
 function createBasePresentCardRequest(): PresentCardRequest {
-  return { card: undefined };
+  return { answer: undefined };
 }
 
 export const PresentCardRequest: MessageFns<PresentCardRequest> = {
   encode(message: PresentCardRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.card !== undefined) {
-      CardImage.encode(message.card, writer.uint32(10).fork()).join();
+    if (message.answer !== undefined) {
+      CardAnswer.encode(message.answer, writer.uint32(10).fork()).join();
     }
     return writer;
   },
@@ -251,7 +272,7 @@ export const PresentCardRequest: MessageFns<PresentCardRequest> = {
               break;
             }
 
-            message.card = CardImage.decode(reader, reader.uint32());
+            message.answer = CardAnswer.decode(reader, reader.uint32());
             continue;
           }
         }
@@ -267,13 +288,13 @@ export const PresentCardRequest: MessageFns<PresentCardRequest> = {
   },
 
   fromJSON(object: any): PresentCardRequest {
-    return { card: isSet(object.card) ? CardImage.fromJSON(object.card) : undefined };
+    return { answer: isSet(object.answer) ? CardAnswer.fromJSON(object.answer) : undefined };
   },
 
   toJSON(message: PresentCardRequest): unknown {
     const obj: any = {};
-    if (message.card !== undefined) {
-      obj.card = CardImage.toJSON(message.card);
+    if (message.answer !== undefined) {
+      obj.answer = CardAnswer.toJSON(message.answer);
     }
     return obj;
   },
@@ -283,28 +304,24 @@ export const PresentCardRequest: MessageFns<PresentCardRequest> = {
   },
   fromPartial(object: DeepPartial<PresentCardRequest>): PresentCardRequest {
     const message = createBasePresentCardRequest();
-    message.card = (object.card !== undefined && object.card !== null) ? CardImage.fromPartial(object.card) : undefined;
+    message.answer = (object.answer !== undefined && object.answer !== null)
+      ? CardAnswer.fromPartial(object.answer)
+      : undefined;
     return message;
   },
 };
 
 function createBasePresentCardResponse(): PresentCardResponse {
-  return { decision: 0, declineReason: 0, tap: undefined, card: undefined };
+  return { command: undefined, outcome: undefined };
 }
 
 export const PresentCardResponse: MessageFns<PresentCardResponse> = {
   encode(message: PresentCardResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.decision !== 0) {
-      writer.uint32(8).int32(message.decision);
+    if (message.command !== undefined) {
+      CardCommand.encode(message.command, writer.uint32(10).fork()).join();
     }
-    if (message.declineReason !== 0) {
-      writer.uint32(16).int32(message.declineReason);
-    }
-    if (message.tap !== undefined) {
-      Tap.encode(message.tap, writer.uint32(26).fork()).join();
-    }
-    if (message.card !== undefined) {
-      CardImage.encode(message.card, writer.uint32(34).fork()).join();
+    if (message.outcome !== undefined) {
+      TapOutcome.encode(message.outcome, writer.uint32(18).fork()).join();
     }
     return writer;
   },
@@ -319,6 +336,98 @@ export const PresentCardResponse: MessageFns<PresentCardResponse> = {
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBasePresentCardResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.command = CardCommand.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.outcome = TapOutcome.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PresentCardResponse {
+    return {
+      command: isSet(object.command) ? CardCommand.fromJSON(object.command) : undefined,
+      outcome: isSet(object.outcome) ? TapOutcome.fromJSON(object.outcome) : undefined,
+    };
+  },
+
+  toJSON(message: PresentCardResponse): unknown {
+    const obj: any = {};
+    if (message.command !== undefined) {
+      obj.command = CardCommand.toJSON(message.command);
+    }
+    if (message.outcome !== undefined) {
+      obj.outcome = TapOutcome.toJSON(message.outcome);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PresentCardResponse>): PresentCardResponse {
+    return PresentCardResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PresentCardResponse>): PresentCardResponse {
+    const message = createBasePresentCardResponse();
+    message.command = (object.command !== undefined && object.command !== null)
+      ? CardCommand.fromPartial(object.command)
+      : undefined;
+    message.outcome = (object.outcome !== undefined && object.outcome !== null)
+      ? TapOutcome.fromPartial(object.outcome)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseTapOutcome(): TapOutcome {
+  return { decision: 0, declineReason: 0, tap: undefined };
+}
+
+export const TapOutcome: MessageFns<TapOutcome> = {
+  encode(message: TapOutcome, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.decision !== 0) {
+      writer.uint32(8).int32(message.decision);
+    }
+    if (message.declineReason !== 0) {
+      writer.uint32(16).int32(message.declineReason);
+    }
+    if (message.tap !== undefined) {
+      Tap.encode(message.tap, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TapOutcome {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTapOutcome();
       while (reader.pos < end) {
         const tag = reader.uint32();
         switch (tag >>> 3) {
@@ -346,14 +455,6 @@ export const PresentCardResponse: MessageFns<PresentCardResponse> = {
             message.tap = Tap.decode(reader, reader.uint32());
             continue;
           }
-          case 4: {
-            if (tag !== 34) {
-              break;
-            }
-
-            message.card = CardImage.decode(reader, reader.uint32());
-            continue;
-          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -366,7 +467,7 @@ export const PresentCardResponse: MessageFns<PresentCardResponse> = {
     }
   },
 
-  fromJSON(object: any): PresentCardResponse {
+  fromJSON(object: any): TapOutcome {
     return {
       decision: isSet(object.decision) ? decisionFromJSON(object.decision) : 0,
       declineReason: isSet(object.declineReason)
@@ -375,11 +476,10 @@ export const PresentCardResponse: MessageFns<PresentCardResponse> = {
         ? declineReasonFromJSON(object.decline_reason)
         : 0,
       tap: isSet(object.tap) ? Tap.fromJSON(object.tap) : undefined,
-      card: isSet(object.card) ? CardImage.fromJSON(object.card) : undefined,
     };
   },
 
-  toJSON(message: PresentCardResponse): unknown {
+  toJSON(message: TapOutcome): unknown {
     const obj: any = {};
     if (message.decision !== 0) {
       obj.decision = decisionToJSON(message.decision);
@@ -390,21 +490,17 @@ export const PresentCardResponse: MessageFns<PresentCardResponse> = {
     if (message.tap !== undefined) {
       obj.tap = Tap.toJSON(message.tap);
     }
-    if (message.card !== undefined) {
-      obj.card = CardImage.toJSON(message.card);
-    }
     return obj;
   },
 
-  create(base?: DeepPartial<PresentCardResponse>): PresentCardResponse {
-    return PresentCardResponse.fromPartial(base ?? {});
+  create(base?: DeepPartial<TapOutcome>): TapOutcome {
+    return TapOutcome.fromPartial(base ?? {});
   },
-  fromPartial(object: DeepPartial<PresentCardResponse>): PresentCardResponse {
-    const message = createBasePresentCardResponse();
+  fromPartial(object: DeepPartial<TapOutcome>): TapOutcome {
+    const message = createBaseTapOutcome();
     message.decision = object.decision ?? 0;
     message.declineReason = object.declineReason ?? 0;
     message.tap = (object.tap !== undefined && object.tap !== null) ? Tap.fromPartial(object.tap) : undefined;
-    message.card = (object.card !== undefined && object.card !== null) ? CardImage.fromPartial(object.card) : undefined;
     return message;
   },
 };
@@ -792,17 +888,27 @@ export const GetTerminalStatusResponse: MessageFns<GetTerminalStatusResponse> = 
 export type TerminalServiceService = typeof TerminalServiceService;
 export const TerminalServiceService = {
   /**
-   * Presents a card to the terminal, as the gate's NFC reader would. The
-   * terminal checks the credit flag, authenticates the card with a
-   * zero-amount debit and consults its deny list, all without the network,
-   * then answers ACCEPT (the tap is already stored) or DECLINE with a reason.
-   * The response carries the card image as the terminal left it (its counter
-   * advanced); write it back to the card.
+   * A card in the gate reader's field. The terminal plays the reader and the
+   * caller plays the card (an NFC reader driver, a phone doing host card
+   * emulation, a card emulator): the terminal sends card commands on the
+   * response stream and the caller answers each, in order, on the request
+   * stream, as APDUs flow between a reader and a chip. The terminal sends
+   * READ and a zero-amount DEBIT at once (its id, the tap's sequence and a
+   * fresh random: the challenge); on the READ answer it checks the card and
+   * its credit flag and consults its deny list, on the DEBIT answer it
+   * checks the card's MAC, all without the network. Last it sends the
+   * outcome, ACCEPT (the tap is already stored) or DECLINE with a reason,
+   * and ends the call. The card key never leaves the card. See
+   * docs/card-protocol.md for the exchange to the byte.
+   *
+   * A card answer that does not parse or misses fields ends the call with
+   * INVALID_ARGUMENT; a caller that closes its side before the outcome ends
+   * it with ABORTED (CARD_SESSION_ENDED). Nothing is stored either way.
    */
   presentCard: {
     path: "/tapcredit.terminal.v1.TerminalService/PresentCard" as const,
-    requestStream: false as const,
-    responseStream: false as const,
+    requestStream: true as const,
+    responseStream: true as const,
     requestSerialize: (value: PresentCardRequest): Buffer => Buffer.from(PresentCardRequest.encode(value).finish()),
     requestDeserialize: (value: Buffer): PresentCardRequest => PresentCardRequest.decode(value),
     responseSerialize: (value: PresentCardResponse): Buffer => Buffer.from(PresentCardResponse.encode(value).finish()),
@@ -827,14 +933,24 @@ export const TerminalServiceService = {
 
 export interface TerminalServiceServer extends UntypedServiceImplementation {
   /**
-   * Presents a card to the terminal, as the gate's NFC reader would. The
-   * terminal checks the credit flag, authenticates the card with a
-   * zero-amount debit and consults its deny list, all without the network,
-   * then answers ACCEPT (the tap is already stored) or DECLINE with a reason.
-   * The response carries the card image as the terminal left it (its counter
-   * advanced); write it back to the card.
+   * A card in the gate reader's field. The terminal plays the reader and the
+   * caller plays the card (an NFC reader driver, a phone doing host card
+   * emulation, a card emulator): the terminal sends card commands on the
+   * response stream and the caller answers each, in order, on the request
+   * stream, as APDUs flow between a reader and a chip. The terminal sends
+   * READ and a zero-amount DEBIT at once (its id, the tap's sequence and a
+   * fresh random: the challenge); on the READ answer it checks the card and
+   * its credit flag and consults its deny list, on the DEBIT answer it
+   * checks the card's MAC, all without the network. Last it sends the
+   * outcome, ACCEPT (the tap is already stored) or DECLINE with a reason,
+   * and ends the call. The card key never leaves the card. See
+   * docs/card-protocol.md for the exchange to the byte.
+   *
+   * A card answer that does not parse or misses fields ends the call with
+   * INVALID_ARGUMENT; a caller that closes its side before the outcome ends
+   * it with ABORTED (CARD_SESSION_ENDED). Nothing is stored either way.
    */
-  presentCard: handleUnaryCall<PresentCardRequest, PresentCardResponse>;
+  presentCard: handleBidiStreamingCall<PresentCardRequest, PresentCardResponse>;
   /**
    * Reports the terminal's state: its identity, what it has accepted and
    * which taps have not yet been acknowledged by the issuer.
@@ -844,28 +960,29 @@ export interface TerminalServiceServer extends UntypedServiceImplementation {
 
 export interface TerminalServiceClient extends Client {
   /**
-   * Presents a card to the terminal, as the gate's NFC reader would. The
-   * terminal checks the credit flag, authenticates the card with a
-   * zero-amount debit and consults its deny list, all without the network,
-   * then answers ACCEPT (the tap is already stored) or DECLINE with a reason.
-   * The response carries the card image as the terminal left it (its counter
-   * advanced); write it back to the card.
+   * A card in the gate reader's field. The terminal plays the reader and the
+   * caller plays the card (an NFC reader driver, a phone doing host card
+   * emulation, a card emulator): the terminal sends card commands on the
+   * response stream and the caller answers each, in order, on the request
+   * stream, as APDUs flow between a reader and a chip. The terminal sends
+   * READ and a zero-amount DEBIT at once (its id, the tap's sequence and a
+   * fresh random: the challenge); on the READ answer it checks the card and
+   * its credit flag and consults its deny list, on the DEBIT answer it
+   * checks the card's MAC, all without the network. Last it sends the
+   * outcome, ACCEPT (the tap is already stored) or DECLINE with a reason,
+   * and ends the call. The card key never leaves the card. See
+   * docs/card-protocol.md for the exchange to the byte.
+   *
+   * A card answer that does not parse or misses fields ends the call with
+   * INVALID_ARGUMENT; a caller that closes its side before the outcome ends
+   * it with ABORTED (CARD_SESSION_ENDED). Nothing is stored either way.
    */
+  presentCard(): ClientDuplexStream<PresentCardRequest, PresentCardResponse>;
+  presentCard(options: Partial<CallOptions>): ClientDuplexStream<PresentCardRequest, PresentCardResponse>;
   presentCard(
-    request: PresentCardRequest,
-    callback: (error: ServiceError | null, response: PresentCardResponse) => void,
-  ): ClientUnaryCall;
-  presentCard(
-    request: PresentCardRequest,
     metadata: Metadata,
-    callback: (error: ServiceError | null, response: PresentCardResponse) => void,
-  ): ClientUnaryCall;
-  presentCard(
-    request: PresentCardRequest,
-    metadata: Metadata,
-    options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: PresentCardResponse) => void,
-  ): ClientUnaryCall;
+    options?: Partial<CallOptions>,
+  ): ClientDuplexStream<PresentCardRequest, PresentCardResponse>;
   /**
    * Reports the terminal's state: its identity, what it has accepted and
    * which taps have not yet been acknowledged by the issuer.

@@ -12,6 +12,59 @@ export const protobufPackage = "tapcredit.type.v1";
 
 export const protobufFileName = "tapcredit/type/v1/card.proto";
 
+/** Status word of a card's answer. */
+export enum CardStatus {
+  /** CARD_STATUS_UNSPECIFIED - Not used. */
+  CARD_STATUS_UNSPECIFIED = 0,
+  /** CARD_STATUS_OK - The command ran; the answer carries its result. */
+  CARD_STATUS_OK = 1,
+  /** CARD_STATUS_COMMAND_NOT_SUPPORTED - The card does not know the command. */
+  CARD_STATUS_COMMAND_NOT_SUPPORTED = 2,
+  /**
+   * CARD_STATUS_REJECTED - The card knows the command but refuses its parameters (e.g. an empty
+   * reader id, a random that is not 8 bytes, a counter that would overflow).
+   */
+  CARD_STATUS_REJECTED = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function cardStatusFromJSON(object: any): CardStatus {
+  switch (object) {
+    case 0:
+    case "CARD_STATUS_UNSPECIFIED":
+      return CardStatus.CARD_STATUS_UNSPECIFIED;
+    case 1:
+    case "CARD_STATUS_OK":
+      return CardStatus.CARD_STATUS_OK;
+    case 2:
+    case "CARD_STATUS_COMMAND_NOT_SUPPORTED":
+      return CardStatus.CARD_STATUS_COMMAND_NOT_SUPPORTED;
+    case 3:
+    case "CARD_STATUS_REJECTED":
+      return CardStatus.CARD_STATUS_REJECTED;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return CardStatus.UNRECOGNIZED;
+  }
+}
+
+export function cardStatusToJSON(object: CardStatus): string {
+  switch (object) {
+    case CardStatus.CARD_STATUS_UNSPECIFIED:
+      return "CARD_STATUS_UNSPECIFIED";
+    case CardStatus.CARD_STATUS_OK:
+      return "CARD_STATUS_OK";
+    case CardStatus.CARD_STATUS_COMMAND_NOT_SUPPORTED:
+      return "CARD_STATUS_COMMAND_NOT_SUPPORTED";
+    case CardStatus.CARD_STATUS_REJECTED:
+      return "CARD_STATUS_REJECTED";
+    case CardStatus.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /**
  * The credit payment flag that the issuer signs at enrollment and the phone
  * app writes into the card's designated storage area. A terminal accepts a
@@ -31,15 +84,15 @@ export interface CreditFlag {
     | undefined;
   /**
    * Ed25519 signature by the issuer over the canonical encoding of the fields
-   * above (see README, "Card security").
+   * above (docs/card-protocol.md, "The credit flag").
    */
   signature: Buffer;
 }
 
 /**
- * Image of a virtual IC card: what a real card holds in its chip. Terminals
- * and the phone app exchange it as the card itself; a real deployment would
- * replace it by an NFC reader driver at the same seam.
+ * Image of a virtual IC card: what a real card holds in its chip. It stays
+ * with the card (the phone app's card file, a card emulator); readers talk
+ * to the card through CardCommand and CardAnswer and never see its key.
  */
 export interface CardImage {
   /** Card number printed on the card, unique within the issuer. */
@@ -79,7 +132,93 @@ export interface CardProof {
   terminalSequence: string;
   /** 8 random bytes chosen by the reader so that old proofs cannot be replayed. */
   terminalRandom: Buffer;
-  /** HMAC-SHA256 over the fields above and amount 0, truncated to 8 bytes. */
+  /**
+   * HMAC-SHA256 with the card key over the fields above and amount 0,
+   * truncated to 8 bytes; the byte layout is in docs/card-protocol.md.
+   */
+  mac: Buffer;
+}
+
+/**
+ * A command a reader (a gate's terminal, or the phone app reading its own
+ * card) sends to the card, as a reader sends APDUs to a chip. The reader
+ * sends one command at a time and waits for its answer. New commands are
+ * new fields of the oneof; a card that does not know one answers
+ * CARD_STATUS_COMMAND_NOT_SUPPORTED.
+ */
+export interface CardCommand {
+  /**
+   * SELECT the application and READ the card's identity, counter and
+   * designated storage area.
+   */
+  read?:
+    | ReadCardCommand
+    | undefined;
+  /** A debit: the card advances its counter and MACs the debit with its key. */
+  debit?: DebitCommand | undefined;
+}
+
+/** SELECT and READ: no parameters. */
+export interface ReadCardCommand {
+}
+
+/**
+ * A debit command. A terminal authenticates a card with a zero-amount debit
+ * whose terminal_random is fresh for every tap, so the answer proves the
+ * card holds its key now, for this reader and this tap.
+ */
+export interface DebitCommand {
+  /** Amount in minor units; 0 for the zero-amount debit (the only one used). */
+  amount: string;
+  /** The reader's id: the terminal id, or "phone" for the phone app. */
+  terminalId: string;
+  /**
+   * The reader's sequence number for this command (the tap's sequence at a
+   * terminal; 0 from the phone app).
+   */
+  terminalSequence: string;
+  /** The reader's challenge: 8 fresh random bytes. */
+  terminalRandom: Buffer;
+}
+
+/**
+ * The card's answer to a CardCommand: a status and, when OK, the result of
+ * the command it answers (the same oneof case as the command's).
+ */
+export interface CardAnswer {
+  /** CARD_STATUS_OK, or why the card did not run the command. */
+  status: CardStatus;
+  /** Answer to ReadCardCommand. */
+  read?:
+    | ReadCardAnswer
+    | undefined;
+  /** Answer to DebitCommand. */
+  debit?: DebitAnswer | undefined;
+}
+
+/** What the card answers to READ: everything a reader may know, never its key. */
+export interface ReadCardAnswer {
+  /** Card number. */
+  cardId: string;
+  /** Code of the issuer that issued the card. */
+  issuerCode: string;
+  /** Last service day on which the card is valid, "YYYY-MM-DD" (UTC). */
+  expiresOn: string;
+  /** The card's transaction counter before any debit of this session. */
+  counter: string;
+  /** The designated storage area: the credit flag, absent until enrollment. */
+  creditFlag: CreditFlag | undefined;
+}
+
+/** What the card answers to a debit. */
+export interface DebitAnswer {
+  /** The card's counter after this debit (one more than before). */
+  counter: string;
+  /**
+   * HMAC-SHA256 with the card key over (card id, counter, amount, terminal
+   * id, terminal sequence, terminal random), truncated to 8 bytes; the byte
+   * layout is in docs/card-protocol.md.
+   */
   mac: Buffer;
 }
 
@@ -566,6 +705,617 @@ export const CardProof: MessageFns<CardProof> = {
     message.terminalId = object.terminalId ?? "";
     message.terminalSequence = object.terminalSequence ?? "0";
     message.terminalRandom = object.terminalRandom ?? Buffer.alloc(0);
+    message.mac = object.mac ?? Buffer.alloc(0);
+    return message;
+  },
+};
+
+function createBaseCardCommand(): CardCommand {
+  return { read: undefined, debit: undefined };
+}
+
+export const CardCommand: MessageFns<CardCommand> = {
+  encode(message: CardCommand, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.read !== undefined) {
+      ReadCardCommand.encode(message.read, writer.uint32(10).fork()).join();
+    }
+    if (message.debit !== undefined) {
+      DebitCommand.encode(message.debit, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CardCommand {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCardCommand();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.read = ReadCardCommand.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.debit = DebitCommand.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CardCommand {
+    return {
+      read: isSet(object.read) ? ReadCardCommand.fromJSON(object.read) : undefined,
+      debit: isSet(object.debit) ? DebitCommand.fromJSON(object.debit) : undefined,
+    };
+  },
+
+  toJSON(message: CardCommand): unknown {
+    const obj: any = {};
+    if (message.read !== undefined) {
+      obj.read = ReadCardCommand.toJSON(message.read);
+    }
+    if (message.debit !== undefined) {
+      obj.debit = DebitCommand.toJSON(message.debit);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CardCommand>): CardCommand {
+    return CardCommand.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CardCommand>): CardCommand {
+    const message = createBaseCardCommand();
+    message.read = (object.read !== undefined && object.read !== null)
+      ? ReadCardCommand.fromPartial(object.read)
+      : undefined;
+    message.debit = (object.debit !== undefined && object.debit !== null)
+      ? DebitCommand.fromPartial(object.debit)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseReadCardCommand(): ReadCardCommand {
+  return {};
+}
+
+export const ReadCardCommand: MessageFns<ReadCardCommand> = {
+  encode(_: ReadCardCommand, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReadCardCommand {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReadCardCommand();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): ReadCardCommand {
+    return {};
+  },
+
+  toJSON(_: ReadCardCommand): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<ReadCardCommand>): ReadCardCommand {
+    return ReadCardCommand.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<ReadCardCommand>): ReadCardCommand {
+    const message = createBaseReadCardCommand();
+    return message;
+  },
+};
+
+function createBaseDebitCommand(): DebitCommand {
+  return { amount: "0", terminalId: "", terminalSequence: "0", terminalRandom: Buffer.alloc(0) };
+}
+
+export const DebitCommand: MessageFns<DebitCommand> = {
+  encode(message: DebitCommand, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.amount !== "0") {
+      writer.uint32(8).uint64(message.amount);
+    }
+    if (message.terminalId !== "") {
+      writer.uint32(18).string(message.terminalId);
+    }
+    if (message.terminalSequence !== "0") {
+      writer.uint32(24).uint64(message.terminalSequence);
+    }
+    if (message.terminalRandom.length !== 0) {
+      writer.uint32(34).bytes(message.terminalRandom);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DebitCommand {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDebitCommand();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.amount = reader.uint64().toString();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.terminalId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.terminalSequence = reader.uint64().toString();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.terminalRandom = Buffer.from(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DebitCommand {
+    return {
+      amount: isSet(object.amount) ? globalThis.String(object.amount) : "0",
+      terminalId: isSet(object.terminalId)
+        ? globalThis.String(object.terminalId)
+        : isSet(object.terminal_id)
+        ? globalThis.String(object.terminal_id)
+        : "",
+      terminalSequence: isSet(object.terminalSequence)
+        ? globalThis.String(object.terminalSequence)
+        : isSet(object.terminal_sequence)
+        ? globalThis.String(object.terminal_sequence)
+        : "0",
+      terminalRandom: isSet(object.terminalRandom)
+        ? Buffer.from(bytesFromBase64(object.terminalRandom))
+        : isSet(object.terminal_random)
+        ? Buffer.from(bytesFromBase64(object.terminal_random))
+        : Buffer.alloc(0),
+    };
+  },
+
+  toJSON(message: DebitCommand): unknown {
+    const obj: any = {};
+    if (message.amount !== "0") {
+      obj.amount = message.amount;
+    }
+    if (message.terminalId !== "") {
+      obj.terminalId = message.terminalId;
+    }
+    if (message.terminalSequence !== "0") {
+      obj.terminalSequence = message.terminalSequence;
+    }
+    if (message.terminalRandom.length !== 0) {
+      obj.terminalRandom = base64FromBytes(message.terminalRandom);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DebitCommand>): DebitCommand {
+    return DebitCommand.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DebitCommand>): DebitCommand {
+    const message = createBaseDebitCommand();
+    message.amount = object.amount ?? "0";
+    message.terminalId = object.terminalId ?? "";
+    message.terminalSequence = object.terminalSequence ?? "0";
+    message.terminalRandom = object.terminalRandom ?? Buffer.alloc(0);
+    return message;
+  },
+};
+
+function createBaseCardAnswer(): CardAnswer {
+  return { status: 0, read: undefined, debit: undefined };
+}
+
+export const CardAnswer: MessageFns<CardAnswer> = {
+  encode(message: CardAnswer, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.status !== 0) {
+      writer.uint32(8).int32(message.status);
+    }
+    if (message.read !== undefined) {
+      ReadCardAnswer.encode(message.read, writer.uint32(18).fork()).join();
+    }
+    if (message.debit !== undefined) {
+      DebitAnswer.encode(message.debit, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CardAnswer {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCardAnswer();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.status = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.read = ReadCardAnswer.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.debit = DebitAnswer.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CardAnswer {
+    return {
+      status: isSet(object.status) ? cardStatusFromJSON(object.status) : 0,
+      read: isSet(object.read) ? ReadCardAnswer.fromJSON(object.read) : undefined,
+      debit: isSet(object.debit) ? DebitAnswer.fromJSON(object.debit) : undefined,
+    };
+  },
+
+  toJSON(message: CardAnswer): unknown {
+    const obj: any = {};
+    if (message.status !== 0) {
+      obj.status = cardStatusToJSON(message.status);
+    }
+    if (message.read !== undefined) {
+      obj.read = ReadCardAnswer.toJSON(message.read);
+    }
+    if (message.debit !== undefined) {
+      obj.debit = DebitAnswer.toJSON(message.debit);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CardAnswer>): CardAnswer {
+    return CardAnswer.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CardAnswer>): CardAnswer {
+    const message = createBaseCardAnswer();
+    message.status = object.status ?? 0;
+    message.read = (object.read !== undefined && object.read !== null)
+      ? ReadCardAnswer.fromPartial(object.read)
+      : undefined;
+    message.debit = (object.debit !== undefined && object.debit !== null)
+      ? DebitAnswer.fromPartial(object.debit)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseReadCardAnswer(): ReadCardAnswer {
+  return { cardId: "", issuerCode: "", expiresOn: "", counter: "0", creditFlag: undefined };
+}
+
+export const ReadCardAnswer: MessageFns<ReadCardAnswer> = {
+  encode(message: ReadCardAnswer, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.cardId !== "") {
+      writer.uint32(10).string(message.cardId);
+    }
+    if (message.issuerCode !== "") {
+      writer.uint32(18).string(message.issuerCode);
+    }
+    if (message.expiresOn !== "") {
+      writer.uint32(26).string(message.expiresOn);
+    }
+    if (message.counter !== "0") {
+      writer.uint32(32).uint64(message.counter);
+    }
+    if (message.creditFlag !== undefined) {
+      CreditFlag.encode(message.creditFlag, writer.uint32(42).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReadCardAnswer {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReadCardAnswer();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.cardId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.issuerCode = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.expiresOn = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.counter = reader.uint64().toString();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.creditFlag = CreditFlag.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReadCardAnswer {
+    return {
+      cardId: isSet(object.cardId)
+        ? globalThis.String(object.cardId)
+        : isSet(object.card_id)
+        ? globalThis.String(object.card_id)
+        : "",
+      issuerCode: isSet(object.issuerCode)
+        ? globalThis.String(object.issuerCode)
+        : isSet(object.issuer_code)
+        ? globalThis.String(object.issuer_code)
+        : "",
+      expiresOn: isSet(object.expiresOn)
+        ? globalThis.String(object.expiresOn)
+        : isSet(object.expires_on)
+        ? globalThis.String(object.expires_on)
+        : "",
+      counter: isSet(object.counter) ? globalThis.String(object.counter) : "0",
+      creditFlag: isSet(object.creditFlag)
+        ? CreditFlag.fromJSON(object.creditFlag)
+        : isSet(object.credit_flag)
+        ? CreditFlag.fromJSON(object.credit_flag)
+        : undefined,
+    };
+  },
+
+  toJSON(message: ReadCardAnswer): unknown {
+    const obj: any = {};
+    if (message.cardId !== "") {
+      obj.cardId = message.cardId;
+    }
+    if (message.issuerCode !== "") {
+      obj.issuerCode = message.issuerCode;
+    }
+    if (message.expiresOn !== "") {
+      obj.expiresOn = message.expiresOn;
+    }
+    if (message.counter !== "0") {
+      obj.counter = message.counter;
+    }
+    if (message.creditFlag !== undefined) {
+      obj.creditFlag = CreditFlag.toJSON(message.creditFlag);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ReadCardAnswer>): ReadCardAnswer {
+    return ReadCardAnswer.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ReadCardAnswer>): ReadCardAnswer {
+    const message = createBaseReadCardAnswer();
+    message.cardId = object.cardId ?? "";
+    message.issuerCode = object.issuerCode ?? "";
+    message.expiresOn = object.expiresOn ?? "";
+    message.counter = object.counter ?? "0";
+    message.creditFlag = (object.creditFlag !== undefined && object.creditFlag !== null)
+      ? CreditFlag.fromPartial(object.creditFlag)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseDebitAnswer(): DebitAnswer {
+  return { counter: "0", mac: Buffer.alloc(0) };
+}
+
+export const DebitAnswer: MessageFns<DebitAnswer> = {
+  encode(message: DebitAnswer, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.counter !== "0") {
+      writer.uint32(8).uint64(message.counter);
+    }
+    if (message.mac.length !== 0) {
+      writer.uint32(18).bytes(message.mac);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DebitAnswer {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDebitAnswer();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.counter = reader.uint64().toString();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.mac = Buffer.from(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DebitAnswer {
+    return {
+      counter: isSet(object.counter) ? globalThis.String(object.counter) : "0",
+      mac: isSet(object.mac) ? Buffer.from(bytesFromBase64(object.mac)) : Buffer.alloc(0),
+    };
+  },
+
+  toJSON(message: DebitAnswer): unknown {
+    const obj: any = {};
+    if (message.counter !== "0") {
+      obj.counter = message.counter;
+    }
+    if (message.mac.length !== 0) {
+      obj.mac = base64FromBytes(message.mac);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DebitAnswer>): DebitAnswer {
+    return DebitAnswer.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DebitAnswer>): DebitAnswer {
+    const message = createBaseDebitAnswer();
+    message.counter = object.counter ?? "0";
     message.mac = object.mac ?? Buffer.alloc(0);
     return message;
   },
