@@ -17,8 +17,8 @@ import { IssuerServiceClient, TapReportStatus } from '../gen/tapcredit/issuer/v1
 import type { Tap } from '../gen/tapcredit/type/v1/tap.js';
 import type { TapFactory } from './ingest.js';
 import { nowMs } from './stats.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export interface CityOptions {
   address: string;

@@ -9,8 +9,8 @@ import { declineReasonToJSON, Decision, type TerminalServiceClient } from '../ge
 import { presentCardImage } from '../common/present-card.js';
 import type { CardPool, Rider } from './riders.js';
 import { Latencies, nowMs } from './stats.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export interface DriveOptions {
   pool: CardPool;

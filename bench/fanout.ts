@@ -22,10 +22,10 @@ import { DenyListReason, IssuerServiceClient, type WatchDenyListResponse } from 
 import { ServerProcess } from '../common/launcher.js';
 import { Cluster, processFigures, type ProcessFigures } from './cluster.js';
 import { round, summarize } from './stats.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const STREAMS_PER_CONNECTION = 100;
 const TERMINAL = 'FANOUT';
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export interface FanoutFigures {
   server: string;

@@ -17,6 +17,7 @@ import { benchDatabases } from './postgres.js';
 import { Progress } from './progress.js';
 import { CardPool, enrollRiders } from './riders.js';
 import { round, summarize, type LatencySummary } from './stats.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface BenchOptions {
   /** Seconds of the city end-to-end drive through virtual terminals (>= 60 for the sustained figure). */
@@ -203,7 +204,6 @@ export interface BenchReport {
   targets: { name: string; target: string; measured: string; met: boolean }[];
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
 
 function machine(): Machine {

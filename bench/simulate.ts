@@ -26,6 +26,7 @@ import { drive } from './drive.js';
 import { IssuerStore } from './issuer-store.js';
 import { Progress } from './progress.js';
 import { CardPool, enrollRiders, type Rider } from './riders.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const int = (value: string) => {
   const n = Number(value);
@@ -53,7 +54,6 @@ const opts = new Command()
 
 const FARE = 200n;
 const DAILY_CAP = 1000n; // five rides
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const money = (m: string | bigint | undefined) => `${(Number(m ?? 0) / 100).toFixed(2)} ${CURRENCY}`;
 const progress = new Progress();
 

@@ -2,12 +2,13 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { ServiceError } from '@grpc/grpc-js';
 import { expect } from 'chai';
 import type { Knex } from 'knex';
 import { ApiError, decodeErrorDetails } from '../../common/errors.js';
 
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+export { sleep };
 
 /** A fresh temp directory; remove it with removeDir. */
 export const tempDir = (prefix = 'tapcredit-test-') => mkdtempSync(join(tmpdir(), prefix));
