@@ -96,7 +96,7 @@ export async function startTerminal(config: TerminalConfig): Promise<TerminalHan
       log,
       database: { url: config.databaseUrl, migrations: terminalMigrations, migrationsTable: 'terminal_migrations' },
     },
-    async (db) => {
+    async (db, storage) => {
       const taps = (store = await TerminalStore.open(db));
       // issuerAddress may list several issuer replicas: calls go round robin over them.
       const { target, options } = channelTarget(config.issuerAddress);
@@ -142,6 +142,7 @@ export async function startTerminal(config: TerminalConfig): Promise<TerminalHan
               denyListSyncedAt: () => syncer.syncedAt,
               store: taps,
               forwarder,
+              storage,
               log,
             }),
           },
