@@ -64,6 +64,8 @@ export interface TerminalConfig {
   /** Time between database probes of the health check. */
   healthProbeIntervalMs?: number;
   log?: Logger;
+  /** The terminal's clock, which stamps the taps (tests move it: a clock that jumps). */
+  now?: () => Date;
 }
 
 export interface TerminalHandle extends RunningService {
@@ -144,6 +146,7 @@ export async function startTerminal(config: TerminalConfig): Promise<TerminalHan
               forwarder,
               storage,
               log,
+              now: config.now,
             }),
           },
         ],
