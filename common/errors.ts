@@ -72,6 +72,21 @@ export function isStorageFullError(err: unknown): boolean {
   return code === 'SQLITE_FULL' || code === '53100';
 }
 
+/**
+ * Returns true for a database connection that was lost or could not be made:
+ * PostgreSQL's admin shutdown / crash shutdown / cannot connect now (57P01-03)
+ * and connection exceptions (class 08), node-postgres's "Connection
+ * terminated", and a refused or reset socket. Whether an in-flight COMMIT
+ * took effect is unknown; the pool replaces the connection.
+ */
+export function isDatabaseUnavailableError(err: unknown): boolean {
+  const e = err as { code?: unknown; message?: unknown };
+  const code = typeof e?.code === 'string' ? e.code : '';
+  if (/^57P0[123]$/.test(code) || /^08[0-9A-Z]{3}$/.test(code)) return true;
+  if (code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === 'EPIPE') return true;
+  return /Connection terminated|Client has encountered a connection error|terminating connection due to administrator command/.test(String(e?.message ?? ''));
+}
+
 // An error travels in HTTP/2 trailers (grpc-message, grpc-status-details-bin),
 // which peers cap (Node at 64 KiB per header block; a block over the cap is
 // dropped and the call hangs until its deadline). Requests may be large and
@@ -97,7 +112,9 @@ export function toServiceError(err: unknown, domain: string): Partial<ServiceErr
         ? apiError('CONCURRENT_UPDATE', 'the request met a concurrent update and was rolled back; send it again')
         : isStorageFullError(err)
           ? apiError('STORAGE_FULL', 'the server\'s storage is full; nothing was changed; send the request again later')
-          : apiError('INTERNAL', 'internal error; see server logs');
+          : isDatabaseUnavailableError(err)
+            ? apiError('DATABASE_UNAVAILABLE', 'the server lost its database connection; send the request again with the same id')
+            : apiError('INTERNAL', 'internal error; see server logs');
   const message = bounded(error.message, MAX_ERROR_MESSAGE);
   const info: Record<string, string> = {};
   for (const [key, value] of Object.entries(error.metadata)) info[bounded(key, MAX_METADATA_VALUE)] = bounded(value, MAX_METADATA_VALUE);
