@@ -66,6 +66,8 @@ export interface TerminalConfig {
   log?: Logger;
   /** The terminal's clock, which stamps the taps (tests move it: a clock that jumps). */
   now?: () => Date;
+  /** Test hook: ms each store commit is held, as a slow disk's fsync holds it. */
+  commitDelayMs?: () => number;
 }
 
 export interface TerminalHandle extends RunningService {
@@ -99,7 +101,7 @@ export async function startTerminal(config: TerminalConfig): Promise<TerminalHan
       database: { url: config.databaseUrl, migrations: terminalMigrations, migrationsTable: 'terminal_migrations' },
     },
     async (db, storage) => {
-      const taps = (store = await TerminalStore.open(db));
+      const taps = (store = await TerminalStore.open(db, { commitDelayMs: config.commitDelayMs }));
       // issuerAddress may list several issuer replicas: calls go round robin over them.
       const { target, options } = channelTarget(config.issuerAddress);
       const issuerClient = new IssuerServiceClient(target, channelCredentials(config.tls, { role: 'issuer' }), {
