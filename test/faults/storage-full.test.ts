@@ -91,12 +91,19 @@ describe('a full disk or database (issue 19)', function () {
 
   const issuerTapIds = async (cardId: string) => (await sys.issuer.db('taps').where({ card_id: cardId }).select('tap_id')).map((r: { tap_id: string }) => r.tap_id);
 
-  it('the mapping: SQLITE_FULL and PostgreSQL 53100 are UNAVAILABLE STORAGE_FULL, never INTERNAL', () => {
+  it('the mapping: SQLITE_FULL and PostgreSQL 53100 are UNAVAILABLE STORAGE_FULL, a lost connection DATABASE_UNAVAILABLE, never INTERNAL', () => {
     for (const code of ['SQLITE_FULL', '53100']) {
       const err = toServiceError(Object.assign(new Error('no space'), { code }), 'test.tapcredit');
       expect(err.code).to.equal(status.UNAVAILABLE);
       expect(decodeErrorDetails(err as never).errorInfo?.reason).to.equal('STORAGE_FULL');
     }
+    // A lost connection (a database restart) is retryable too, with its own reason; an unknown fault stays INTERNAL.
+    for (const fault of [{ code: '57P01' }, { code: '08006' }, { code: 'ECONNREFUSED' }, { message: 'Connection terminated unexpectedly' }]) {
+      const err = toServiceError(Object.assign(new Error(fault.message ?? 'lost'), fault), 'test.tapcredit');
+      expect(err.code, JSON.stringify(fault)).to.equal(status.UNAVAILABLE);
+      expect(decodeErrorDetails(err as never).errorInfo?.reason).to.equal('DATABASE_UNAVAILABLE');
+    }
+    expect(toServiceError(Object.assign(new Error('boom'), { code: '42P01' }), 'test.tapcredit').code).to.equal(status.INTERNAL);
   });
 
   it('terminal: declines OUT_OF_SERVICE (no ACCEPT without a record), NOT_SERVING, metric; recovers and forwards every accepted tap once', async () => {
