@@ -72,6 +72,7 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Knex> {
     };
   }
   const db = knexFactory(config);
+  if (!isPostgresUrl(opts.url)) keepStorageFullErrors(db);
   const migrate = () => db.migrate.latest({ migrationSource: migrationSource(opts.migrations), tableName: opts.migrationsTable });
   try {
     await (isPostgresUrl(opts.url) ? withAdvisoryLock(db, opts.migrationsTable, migrate) : migrate());
@@ -80,6 +81,33 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Knex> {
     throw err;
   }
   return db;
+}
+
+/**
+ * SQLite rolls a transaction back by itself when a write fails with
+ * SQLITE_FULL; knex's ROLLBACK then fails ("no transaction is active") and
+ * its error replaces the first one, so a full disk would read as an unknown
+ * fault. This transaction rollback keeps the SQLITE_FULL error (common/storage.ts
+ * and errors.ts answer it as STORAGE_FULL) and still rolls back whatever is open.
+ */
+function keepStorageFullErrors(db: Knex): void {
+  const client = db.client as { transaction: (...args: unknown[]) => any };
+  const make = client.transaction.bind(client);
+  client.transaction = (...args: unknown[]) => {
+    const trx = make(...args);
+    const rollback = trx.rollback.bind(trx);
+    trx.rollback = (conn: unknown, error: unknown) => {
+      if ((error as { code?: unknown })?.code !== 'SQLITE_FULL') return rollback(conn, error);
+      return trx.trxClient
+        .query(conn, 'ROLLBACK')
+        .catch(() => {}) // already rolled back by SQLite
+        .then(() => {
+          trx._completed = true;
+          trx._rejecter(error);
+        });
+    };
+    return trx;
+  };
 }
 
 /**

@@ -42,6 +42,16 @@ export const ERROR_REASONS = {
     when: 'The request met a concurrent update (a deadlock or serialization failure) and was rolled back. Send it again: every mutation is idempotent by its id.',
     rpcs: ['*'],
   },
+  DATABASE_UNAVAILABLE: {
+    code: status.UNAVAILABLE,
+    when: 'The server lost its database connection while answering (a database restart or failover). Whether the request took effect is unknown: send it again with the same id (every mutation is idempotent by its id).',
+    rpcs: ['*'],
+  },
+  STORAGE_FULL: {
+    code: status.UNAVAILABLE,
+    when: 'The server\'s disk or database is full (SQLite SQLITE_FULL, PostgreSQL class 53100), so it cannot record the request; nothing was changed. Send it again later with the same id: the server\'s health is NOT_SERVING until it can write again.',
+    rpcs: ['*'],
+  },
   INTERNAL: { code: status.INTERNAL, when: 'A fault inside the server; the server log has the details. Nothing is promised about the outcome: retry with the same id.', rpcs: ['*'] },
 
   // --- idempotency ---

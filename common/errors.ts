@@ -62,6 +62,31 @@ export function isTransientDatabaseError(err: unknown): boolean {
   return code === '40001' || code === '40P01' || code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED';
 }
 
+/**
+ * Returns true for a write the database refused for want of space: SQLite's
+ * SQLITE_FULL (a full disk, or a page count at max_page_count) and
+ * PostgreSQL's disk_full (53100). Nothing of the transaction was kept.
+ */
+export function isStorageFullError(err: unknown): boolean {
+  const code = (err as { code?: unknown })?.code;
+  return code === 'SQLITE_FULL' || code === '53100';
+}
+
+/**
+ * Returns true for a database connection that was lost or could not be made:
+ * PostgreSQL's admin shutdown / crash shutdown / cannot connect now (57P01-03)
+ * and connection exceptions (class 08), node-postgres's "Connection
+ * terminated", and a refused or reset socket. Whether an in-flight COMMIT
+ * took effect is unknown; the pool replaces the connection.
+ */
+export function isDatabaseUnavailableError(err: unknown): boolean {
+  const e = err as { code?: unknown; message?: unknown };
+  const code = typeof e?.code === 'string' ? e.code : '';
+  if (/^57P0[123]$/.test(code) || /^08[0-9A-Z]{3}$/.test(code)) return true;
+  if (code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === 'EPIPE') return true;
+  return /Connection terminated|Client has encountered a connection error|terminating connection due to administrator command/.test(String(e?.message ?? ''));
+}
+
 // An error travels in HTTP/2 trailers (grpc-message, grpc-status-details-bin),
 // which peers cap (Node at 64 KiB per header block; a block over the cap is
 // dropped and the call hangs until its deadline). Requests may be large and
@@ -75,7 +100,8 @@ const bounded = (text: string, max: number) => (text.length <= max ? text : `${t
 /**
  * Builds the gRPC error a handler returns. A transaction the database rolled
  * back for a concurrent update is ABORTED (the caller sends the same request
- * again: every mutation is idempotent by its id); other unknown errors become
+ * again: every mutation is idempotent by its id); a write refused for want
+ * of space is UNAVAILABLE STORAGE_FULL (retryable); other unknown errors become
  * INTERNAL without leaking their text.
  */
 export function toServiceError(err: unknown, domain: string): Partial<ServiceError> {
@@ -84,7 +110,11 @@ export function toServiceError(err: unknown, domain: string): Partial<ServiceErr
       ? err
       : isTransientDatabaseError(err)
         ? apiError('CONCURRENT_UPDATE', 'the request met a concurrent update and was rolled back; send it again')
-        : apiError('INTERNAL', 'internal error; see server logs');
+        : isStorageFullError(err)
+          ? apiError('STORAGE_FULL', 'the server\'s storage is full; nothing was changed; send the request again later')
+          : isDatabaseUnavailableError(err)
+            ? apiError('DATABASE_UNAVAILABLE', 'the server lost its database connection; send the request again with the same id')
+            : apiError('INTERNAL', 'internal error; see server logs');
   const message = bounded(error.message, MAX_ERROR_MESSAGE);
   const info: Record<string, string> = {};
   for (const [key, value] of Object.entries(error.metadata)) info[bounded(key, MAX_METADATA_VALUE)] = bounded(value, MAX_METADATA_VALUE);

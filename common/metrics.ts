@@ -20,6 +20,9 @@ export class Metrics {
   readonly rpcSeconds: Histogram<'grpc_service' | 'grpc_method' | 'grpc_code'>;
   /** 1 while the last database probe succeeded; what health reports as SERVING. */
   readonly databaseUp: Gauge;
+  /** 1 while the server cannot write for want of space (common/storage.ts). */
+  readonly storageFull: Gauge;
+  readonly storageWriteFailures: Counter;
 
   constructor() {
     collectDefaultMetrics({ register: this.registry });
@@ -44,6 +47,12 @@ export class Metrics {
       registers,
     });
     this.databaseUp = new Gauge({ name: 'tapcredit_database_up', help: '1 when the last database probe succeeded, else 0.', registers });
+    this.storageFull = new Gauge({ name: 'tapcredit_storage_full', help: '1 while the disk or database is full and the server refuses writes (health NOT_SERVING), else 0.', registers });
+    this.storageWriteFailures = new Counter({
+      name: 'tapcredit_storage_write_failures_total',
+      help: 'Writes (requests and write probes) the database refused for want of space.',
+      registers,
+    });
   }
 
   counter<L extends string>(name: string, help: string, labelNames: L[] = []): Counter<L> {

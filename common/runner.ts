@@ -1,12 +1,13 @@
 // One way to run a service, shared by the three: open its database (with its
 // migrations), let the service build its parts on it, serve its gRPC services
 // with health, reflection, readiness (health NOT_SERVING while the database
-// does not answer) and metrics, start its workers, and close all of it in one
+// does not answer or cannot write, common/storage.ts) and metrics, start its workers, and close all of it in one
 // order. Whatever fails while starting releases what was already taken.
 import { openDatabase, type Db, type Migration } from './db.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 import { startServer, type ServiceBinding } from './server.js';
+import { StorageGuard, storageProbeMigration } from './storage.js';
 import type { TlsConfig } from './tls.js';
 
 /** Something that runs in the background of a server: an outbox worker, a watch loop. */
@@ -46,17 +47,30 @@ export interface RunningService {
   /** host:port of the HTTP /metrics listener, when metricsPort was given. */
   metricsAddress?: string;
   db: Db;
+  /** Whether the server can write (health follows it). */
+  storage: StorageGuard;
   /** Stops taking calls, lets in-flight calls finish, stops the workers and closes the database; once, however often called. */
   close(): Promise<void>;
 }
 
-export async function runService(opts: RunnerOptions, build: (db: Db) => ServiceParts | Promise<ServiceParts>): Promise<RunningService> {
+export async function runService(
+  opts: RunnerOptions,
+  build: (db: Db, storage: StorageGuard) => ServiceParts | Promise<ServiceParts>,
+): Promise<RunningService> {
   const { log } = opts;
-  const db = await openDatabase({ ...opts.database, log });
+  const db = await openDatabase({ ...opts.database, migrations: [...opts.database.migrations, storageProbeMigration], log });
   let parts: ServiceParts | undefined;
-  let server;
+  let server: Awaited<ReturnType<typeof startServer>> | undefined;
+  // A write refused for want of space turns health NOT_SERVING at once; the write probe turns it back.
+  const storage = new StorageGuard(db, (full, err) => {
+    if (full) log.error({ code: (err as { code?: string })?.code, health: 'NOT_SERVING' }, 'storage full: refusing writes; health is NOT_SERVING');
+    else log.info({ health: 'SERVING' }, 'storage writable again; serving');
+    if (!server) return;
+    for (const s of ['', ...(parts?.services ?? []).map((b) => b.name)]) server.health.setStatus(s, full ? 'NOT_SERVING' : 'SERVING');
+  });
   try {
-    parts = await build(db);
+    parts = await build(db, storage);
+    storage.attach(parts.metrics);
     server = await startServer({
       services: parts.services,
       host: opts.host,
@@ -64,7 +78,8 @@ export async function runService(opts: RunnerOptions, build: (db: Db) => Service
       tls: opts.tls,
       metrics: parts.metrics,
       metricsPort: opts.metricsPort,
-      readiness: { check: () => db.raw('select 1'), intervalMs: opts.healthProbeIntervalMs },
+      // The database answers and a write commits (a full disk fails it).
+      readiness: { check: () => storage.check(), intervalMs: opts.healthProbeIntervalMs },
       log,
     });
   } catch (err) {
@@ -85,6 +100,7 @@ export async function runService(opts: RunnerOptions, build: (db: Db) => Service
     port: running.port,
     metricsAddress: running.metricsAddress,
     db,
+    storage,
     close: () =>
       (closing ??= (async () => {
         for (const s of streams) await s.stop();

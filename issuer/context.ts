@@ -30,6 +30,9 @@ export interface AuthorizerPort {
 /** Taps of one card from different terminals closer in time than this are not compared for order (terminal clocks differ). */
 export const DEFAULT_CLONE_CLOCK_SKEW_MS = 60_000;
 
+/** A tap stamped later than this after the issuer received it was stamped by a clock that runs ahead. */
+export const TAP_CLOCK_AHEAD_TOLERANCE_MS = 5 * 60_000;
+
 export interface IssuerContext {
   db: Db;
   issuerId: string;

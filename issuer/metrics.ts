@@ -21,5 +21,15 @@ export function issuerMetrics(db: Db): Metrics {
     const oldest = await db('taps').where({ state: 'DEDUCTED' }).min({ at: 'updated_at' });
     return ageSeconds(oldest[0]?.at);
   });
+  metrics.gauge(
+    'tapcredit_issuer_taps_with_implausible_time',
+    'Taps whose terminal clock was implausible (a clock that jumped), by flag: kept, and priced by the time they were received.',
+    async () =>
+      (await db('taps').whereNotNull('clock_flag').groupBy('clock_flag').select('clock_flag', db.raw('COUNT(*) AS n'))).map((r: { clock_flag: string; n: unknown }) => ({
+        labels: { flag: r.clock_flag },
+        value: toNumber(r.n),
+      })),
+    ['flag'],
+  );
   return metrics;
 }

@@ -231,4 +231,14 @@ export const migrations: Migration[] = [
       });
     },
   },
+  {
+    name: '010_tap_clock_flag',
+    up: async (db) => {
+      // Set when the terminal's clock was implausible for the tap (tap-risk.ts clockFlag); indexed for the metric.
+      await db.schema.alterTable('taps', (t) => {
+        t.string('clock_flag', 16).nullable();
+        t.index(['clock_flag']);
+      });
+    },
+  },
 ];

@@ -10,24 +10,49 @@
 // tapped_at is, beyond a clock tolerance between terminals.
 import { asText, chunks, raiseColumn, sumAsText, type Db } from '../common/db.js';
 import type { Tap } from '../gen/tapcredit/type/v1/tap.js';
-import { DEFAULT_CLONE_CLOCK_SKEW_MS, type IssuerContext } from './context.js';
+import { DEFAULT_CLONE_CLOCK_SKEW_MS, TAP_CLOCK_AHEAD_TOLERANCE_MS, type IssuerContext } from './context.js';
 import { addReason } from './deny-list.js';
 import { amountDue, NO_CAP } from './fares.js';
 import { serviceDay } from './service-day.js';
 
 export type CloneReason = 'COUNTER_REPEATED' | 'COUNTER_WENT_BACK';
+export type ClockFlag = 'CLOCK_AHEAD' | 'CLOCK_BEHIND';
 
 export interface CounterTap {
   tapId: string;
   counter: bigint;
   /** Epoch ms, by the terminal's clock. */
   tappedAt: number;
+  /** The terminal's clock was implausible for this tap: its time proves no order. */
+  clockFlag?: ClockFlag;
+}
+
+/**
+ * Whether a terminal's clock was implausible when it stamped a tap (a clock
+ * that jumped, as an NTP step or a dead RTC battery makes it): stamped more
+ * than the tolerance after the issuer received it (CLOCK_AHEAD), or before the
+ * card's latest tap by more than the clone check's skew although the card
+ * counter shows it came after it (CLOCK_BEHIND). Such a tap is kept and
+ * charged, but its service day comes from the time it was received and its
+ * time takes no part in the clone check's order comparisons.
+ */
+export function clockFlag(
+  tap: { tappedAt: number; counter: bigint },
+  receivedAt: number,
+  card: { lastCounter: bigint; lastTappedAt: number | undefined },
+  skewMs: number,
+): ClockFlag | undefined {
+  if (tap.tappedAt > receivedAt + TAP_CLOCK_AHEAD_TOLERANCE_MS) return 'CLOCK_AHEAD';
+  if (card.lastTappedAt !== undefined && tap.counter > card.lastCounter && tap.tappedAt < card.lastTappedAt - skewMs) return 'CLOCK_BEHIND';
+  return undefined;
 }
 
 /** Why two taps of one card show a clone, or undefined when they are consistent with one genuine card. */
 export function cloneEvidence(a: CounterTap, b: CounterTap, skewMs: number): CloneReason | undefined {
   if (a.tapId === b.tapId) return undefined;
   if (a.counter === b.counter) return 'COUNTER_REPEATED';
+  // Order by time needs two clocks that were plausible.
+  if (a.clockFlag || b.clockFlag) return undefined;
   const [earlier, later] = a.tappedAt <= b.tappedAt ? [a, b] : [b, a];
   if (later.tappedAt - earlier.tappedAt > skewMs && later.counter < earlier.counter) return 'COUNTER_WENT_BACK';
   return undefined;
@@ -37,6 +62,7 @@ export interface TapAssessment {
   serviceDay: string;
   due: bigint;
   cloneReason?: CloneReason;
+  clockFlag?: ClockFlag;
 }
 
 interface CardState {
@@ -72,7 +98,8 @@ export async function assessTaps(trx: Db, ctx: IssuerContext, taps: Tap[], now: 
   // "<card>\0<day>" -> amount due so far that day: what is stored, read in one grouped query per chunk of cards.
   const spent = new Map<string, bigint>();
   if (cap.dailyCapMinor !== undefined) {
-    const days = [...new Set(taps.map((t) => serviceDay(t.tappedAt!.getTime(), cap)))];
+    // A tap with an implausible time counts on the day it was received.
+    const days = [...new Set([...taps.map((t) => serviceDay(t.tappedAt!.getTime(), cap)), serviceDay(now, cap)])];
     for (const ids of chunks(cardIds, 400)) {
       for (const someDays of chunks(days, 400)) {
         const rows = await trx('taps')
@@ -89,7 +116,11 @@ export async function assessTaps(trx: Db, ctx: IssuerContext, taps: Tap[], now: 
   const cloned = new Set<string>();
   for (const tap of taps) {
     const card = cards.get(tap.cardId)!;
-    const tappedAt = tap.tappedAt!.getTime();
+    const claimedAt = tap.tappedAt!.getTime();
+    const counter = BigInt(tap.proof!.counter);
+    const flag = clockFlag({ tappedAt: claimedAt, counter }, now, card, skew);
+    // The time the issuer goes by: the terminal's, unless its clock was implausible.
+    const tappedAt = flag ? now : claimedAt;
     const day = serviceDay(tappedAt, cap);
 
     let due = BigInt(tap.fare!.minorUnits);
@@ -99,10 +130,11 @@ export async function assessTaps(trx: Db, ctx: IssuerContext, taps: Tap[], now: 
       due = amountDue(due, sofar, cap.dailyCapMinor);
       spent.set(key, sofar + due);
     }
-    const assessment: TapAssessment = { serviceDay: day, due };
+    const assessment: TapAssessment = { serviceDay: day, due, ...(flag ? { clockFlag: flag } : {}) };
     byTap.set(tap.tapId, assessment);
+    if (flag) ctx.log.warn({ tapId: tap.tapId, cardId: tap.cardId, clockFlag: flag, tappedAt: claimedAt, receivedAt: now }, 'tap time implausible; priced by its receipt');
 
-    const self: CounterTap = { tapId: tap.tapId, counter: BigInt(tap.proof!.counter), tappedAt };
+    const self: CounterTap = { tapId: tap.tapId, counter, tappedAt, ...(flag ? { clockFlag: flag } : {}) };
     // A tap that is the newest so far (counter above all seen, in this batch
     // too, and not taken before the latest by more than the tolerance) cannot
     // contradict any: only otherwise are the batch and the history compared.
@@ -122,13 +154,15 @@ export async function assessTaps(trx: Db, ctx: IssuerContext, taps: Tap[], now: 
         .where((q) =>
           q
             .where('proof_counter', self.counter.toString())
-            .orWhere((q2) => q2.where('proof_counter', '>', self.counter.toString()).where('tapped_at', '<', String(tappedAt - skew)))
-            .orWhere((q3) => q3.where('proof_counter', '<', self.counter.toString()).where('tapped_at', '>', String(tappedAt + skew))),
+            // Order by time only between taps whose clocks were plausible.
+            .orWhere((q2) => q2.whereNull('clock_flag').where('proof_counter', '>', self.counter.toString()).where('tapped_at', '<', String(tappedAt - skew)))
+            .orWhere((q3) => q3.whereNull('clock_flag').where('proof_counter', '<', self.counter.toString()).where('tapped_at', '>', String(tappedAt + skew))),
         )
         .limit(50)
-        .select('tap_id', asText(trx, 'proof_counter'), asText(trx, 'tapped_at'), 'clone_reason');
+        .select('tap_id', asText(trx, 'proof_counter'), asText(trx, 'tapped_at'), 'clone_reason', 'clock_flag');
       for (const r of rows) {
-        const reason = cloneEvidence(self, { tapId: r.tap_id, counter: BigInt(r.proof_counter), tappedAt: Number(r.tapped_at) }, skew);
+        const other: CounterTap = { tapId: r.tap_id, counter: BigInt(r.proof_counter), tappedAt: Number(r.tapped_at), ...(r.clock_flag ? { clockFlag: r.clock_flag } : {}) };
+        const reason = cloneEvidence(self, other, skew);
         if (!reason) continue;
         assessment.cloneReason ??= reason;
         if (!r.clone_reason && !markStored.has(r.tap_id)) markStored.set(r.tap_id, reason);

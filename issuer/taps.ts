@@ -236,6 +236,7 @@ export function tapRow({ tap, print, state, reason, risk }: StoredTap, now: numb
     service_day: risk?.serviceDay ?? null,
     due_minor: risk ? risk.due.toString() : null,
     clone_reason: risk?.cloneReason ?? null,
+    clock_flag: risk?.clockFlag ?? null,
     // Nothing was debited for a capped tap: it is charged zero.
     charged_currency: state === 'CAPPED' ? tap.fare!.currencyCode : null,
     charged_minor: state === 'CAPPED' ? '0' : null,
@@ -274,6 +275,7 @@ export const tapColumns = (db: Db) => [
   asText(db, 'next_retry_at'),
   asText(db, 'recovered_at'),
   'clone_reason',
+  'clock_flag',
 ];
 
 export interface TapRow {
@@ -303,6 +305,7 @@ export interface TapRow {
   next_retry_at: string | null;
   recovered_at: string | null;
   clone_reason: string | null;
+  clock_flag: string | null;
 }
 
 /** The tap exactly as the terminal reported it. */
@@ -354,5 +357,6 @@ export async function issuerTaps(db: Db, rows: TapRow[]): Promise<IssuerTap[]> {
     nextRetryAt: row.state === 'DECLINED' && row.next_retry_at !== null ? new Date(Number(row.next_retry_at)) : undefined,
     cloneSuspected: row.clone_reason !== null,
     cloneReason: row.clone_reason ?? '',
+    clockFlag: row.clock_flag ?? '',
   }));
 }

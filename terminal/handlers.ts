@@ -4,6 +4,7 @@ import type { KeyObject } from 'node:crypto';
 import { newTerminalRandom } from '../common/card.js';
 import { ApiError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
+import type { StorageGuard } from '../common/storage.js';
 import { bidiHandler, unaryHandlers, type AsyncHandlers, type DuplexSession } from '../common/server.js';
 import { currentTraceparent } from '../common/trace.js';
 import { Violations } from '../common/validate.js';
@@ -41,6 +42,8 @@ export interface TerminalContext {
   denyListSyncedAt?: () => Date | undefined;
   store: TerminalStore;
   forwarder: Worker;
+  /** Whether the store can write; while it cannot, every card is declined OUT_OF_SERVICE. */
+  storage?: StorageGuard;
   log: Logger;
   /** The terminal's clock; tests may fix it. */
   now?: () => Date;
@@ -48,6 +51,8 @@ export interface TerminalContext {
 
 /** One card in the reader's field: the terminal's commands out, the card's answers in, the outcome last. */
 export async function presentCard(ctx: TerminalContext, io: DuplexSession<PresentCardRequest, PresentCardResponse>): Promise<void> {
+  // A gate that cannot store a tap accepts no card; it says so before the card is debited (no sequence is spent).
+  if (ctx.storage?.full) return outOfService(ctx, io);
   const session = new TapSession({
     terminalId: ctx.terminalId,
     issuerCode: ctx.issuerCode,
@@ -87,10 +92,21 @@ export async function presentCard(ctx: TerminalContext, io: DuplexSession<Presen
   };
   io.note({ cardId: tap.cardId, tapId: tap.tapId });
   // The gate opens only once the tap is committed: an accepted tap is never lost.
-  await ctx.store.recordTap(tap);
+  try {
+    await ctx.store.recordTap(tap);
+  } catch (err) {
+    // Not stored, so not accepted and never charged: the gate shows "out of service" (its sequence is a gap).
+    if (ctx.storage?.noteFailure(err)) return outOfService(ctx, io, tap.cardId);
+    throw err;
+  }
   ctx.forwarder.kick();
   ctx.log.info({ tapId: tap.tapId, cardId: tap.cardId }, 'card accepted');
   io.send({ command: undefined, outcome: { decision: Decision.DECISION_ACCEPT, declineReason: DeclineReason.DECLINE_REASON_UNSPECIFIED, tap } });
+}
+
+function outOfService(ctx: TerminalContext, io: DuplexSession<PresentCardRequest, PresentCardResponse>, cardId?: string): void {
+  ctx.log.warn({ cardId }, 'card declined: storage full, out of service');
+  io.send({ command: undefined, outcome: { decision: Decision.DECISION_DECLINE, declineReason: DeclineReason.DECLINE_REASON_OUT_OF_SERVICE, tap: undefined } });
 }
 
 export async function getTerminalStatus(ctx: TerminalContext, req: GetTerminalStatusRequest): Promise<GetTerminalStatusResponse> {

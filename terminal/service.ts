@@ -64,6 +64,10 @@ export interface TerminalConfig {
   /** Time between database probes of the health check. */
   healthProbeIntervalMs?: number;
   log?: Logger;
+  /** The terminal's clock, which stamps the taps (tests move it: a clock that jumps). */
+  now?: () => Date;
+  /** Test hook: ms each store commit is held, as a slow disk's fsync holds it. */
+  commitDelayMs?: () => number;
 }
 
 export interface TerminalHandle extends RunningService {
@@ -96,8 +100,8 @@ export async function startTerminal(config: TerminalConfig): Promise<TerminalHan
       log,
       database: { url: config.databaseUrl, migrations: terminalMigrations, migrationsTable: 'terminal_migrations' },
     },
-    async (db) => {
-      const taps = (store = await TerminalStore.open(db));
+    async (db, storage) => {
+      const taps = (store = await TerminalStore.open(db, { commitDelayMs: config.commitDelayMs }));
       // issuerAddress may list several issuer replicas: calls go round robin over them.
       const { target, options } = channelTarget(config.issuerAddress);
       const issuerClient = new IssuerServiceClient(target, channelCredentials(config.tls, { role: 'issuer' }), {
@@ -142,7 +146,9 @@ export async function startTerminal(config: TerminalConfig): Promise<TerminalHan
               denyListSyncedAt: () => syncer.syncedAt,
               store: taps,
               forwarder,
+              storage,
               log,
+              now: config.now,
             }),
           },
         ],

@@ -16,6 +16,11 @@ export interface TerminalCounts {
   denyListSize: number;
 }
 
+export interface StoreOptions {
+  /** Test hook: ms each commit is held before it completes, as a slow disk's fsync holds it (a slow disk fault). */
+  commitDelayMs?: () => number;
+}
+
 /** Most taps committed in one group commit. */
 const MAX_GROUP = 1000;
 /** Rows per INSERT statement (8 columns each: far below the bind-parameter limits). */
@@ -28,6 +33,7 @@ export class TerminalStore {
     commit: async (rows) => {
       await this.db.transaction(async (trx) => {
         for (let i = 0; i < rows.length; i += ROWS_PER_INSERT) await trx('taps').insert(rows.slice(i, i + ROWS_PER_INSERT));
+        await this.slowDisk();
       });
       return rows.map(() => undefined);
     },
@@ -42,14 +48,25 @@ export class TerminalStore {
      * so it never waits behind the forwarder's commits on the one connection.
      */
     private readonly denied: Set<string>,
+    private readonly opts: StoreOptions = {},
   ) {}
 
+  /** Groups of taps committed and the taps in them (a slow disk makes the groups grow). */
+  get commitStats(): { groups: number; items: number } {
+    return this.taps.stats;
+  }
+
+  private async slowDisk(): Promise<void> {
+    const ms = this.opts.commitDelayMs?.() ?? 0;
+    if (ms > 0) await new Promise((r) => setTimeout(r, ms));
+  }
+
   /** Opens the store; the next sequence continues after the highest one stored. */
-  static async open(db: Db): Promise<TerminalStore> {
+  static async open(db: Db, opts: StoreOptions = {}): Promise<TerminalStore> {
     const [row] = await db('taps').select(db.raw('CAST(MAX(sequence) AS TEXT) AS max_sequence'));
     const max = row?.max_sequence == null ? 0n : BigInt(row.max_sequence);
     const denied = new Set<string>((await db('deny_list').select('card_id')).map((r: { card_id: string }) => r.card_id));
-    return new TerminalStore(db, max + 1n, denied);
+    return new TerminalStore(db, max + 1n, denied, opts);
   }
 
   /** The sequence the next debit will carry. */
@@ -121,6 +138,7 @@ export class TerminalStore {
     await this.db.transaction(async (trx) => {
       await trx('taps').whereIn('tap_id', tapIds).whereNull('acked_at').update({ acked_at: String(at.getTime()) });
       await trx('terminal_meta').where({ id: 1 }).update({ last_forwarded_at: String(at.getTime()) });
+      await this.slowDisk();
     });
   }
 

@@ -13,7 +13,7 @@ import { cardReasons } from '../../issuer/deny-list.js';
 import { enrollCard } from '../../issuer/enrollment.js';
 import { amountDue } from '../../issuer/fares.js';
 import { parseClockTime, parseUtcOffset, serviceDay } from '../../issuer/service-day.js';
-import { cloneEvidence } from '../../issuer/tap-risk.js';
+import { clockFlag, cloneEvidence } from '../../issuer/tap-risk.js';
 import { reportTaps } from '../../issuer/taps.js';
 import { enrollRequest, expectApiError, money, newCard, openTestIssuer, tapOf, type TestIssuer } from './fixtures.js';
 
@@ -65,6 +65,36 @@ describe('clone evidence between two taps of a card', () => {
   });
 });
 
+describe('a terminal clock that jumps: which tap times are implausible', () => {
+  const skew = MINUTE;
+  const card = { lastCounter: 10n, lastTappedAt: T0 };
+
+  it('flags a tap stamped after the issuer received it (a clock forward) beyond the tolerance', () => {
+    expect(clockFlag({ tappedAt: T0 + 24 * 60 * MINUTE, counter: 11n }, T0 + MINUTE, card, skew)).to.equal('CLOCK_AHEAD');
+    expect(clockFlag({ tappedAt: T0 + 6 * MINUTE, counter: 11n }, T0, card, skew)).to.equal('CLOCK_AHEAD');
+    expect(clockFlag({ tappedAt: T0 + 4 * MINUTE, counter: 11n }, T0, card, skew)).to.equal(undefined);
+  });
+
+  it('flags a newer tap (higher counter) stamped before the card\'s latest beyond the skew (a clock back)', () => {
+    expect(clockFlag({ tappedAt: T0 - 60 * MINUTE, counter: 11n }, T0 + MINUTE, card, skew)).to.equal('CLOCK_BEHIND');
+    expect(clockFlag({ tappedAt: T0 - 30_000, counter: 11n }, T0 + MINUTE, card, skew)).to.equal(undefined);
+  });
+
+  it('does not flag an older tap that arrives late (lower counter, earlier time), nor a card\'s first tap', () => {
+    expect(clockFlag({ tappedAt: T0 - 60 * MINUTE, counter: 9n }, T0 + MINUTE, card, skew)).to.equal(undefined);
+    expect(clockFlag({ tappedAt: T0 - 60 * MINUTE, counter: 11n }, T0 + MINUTE, { lastCounter: 10n, lastTappedAt: undefined }, skew)).to.equal(undefined);
+  });
+
+  it('a flagged time proves no order for the clone check; a repeated counter still does', () => {
+    const a = { tapId: 'a', counter: 9n, tappedAt: T0 };
+    const b = { tapId: 'b', counter: 4n, tappedAt: T0 + 60 * MINUTE };
+    expect(cloneEvidence(a, b, skew)).to.equal('COUNTER_WENT_BACK');
+    expect(cloneEvidence({ ...a, clockFlag: 'CLOCK_BEHIND' as const }, b, skew)).to.equal(undefined);
+    expect(cloneEvidence(a, { ...b, clockFlag: 'CLOCK_AHEAD' as const }, skew)).to.equal(undefined);
+    expect(cloneEvidence({ ...a, counter: 4n, clockFlag: 'CLOCK_AHEAD' as const }, b, skew)).to.equal('COUNTER_REPEATED');
+  });
+});
+
 describe('issuer: TapReport risk decisions', () => {
   let t: TestIssuer;
   let card: CardImage;
@@ -75,6 +105,8 @@ describe('issuer: TapReport risk decisions', () => {
     const enrolled = enrollRequest(newCard(t.masterKey, 'C1'), 'req-1');
     agreementId = (await enrollCard(t.ctx, enrolled.request)).enrollment!.agreementId;
     card = enrolled.card;
+    // The issuer's clock: after every tap of these tests, so none is stamped in its future.
+    t.ctx.now = () => new Date(Date.parse('2030-03-11T00:00:00Z'));
   });
   afterEach(() => t.close());
 
@@ -206,6 +238,61 @@ describe('issuer: TapReport risk decisions', () => {
       await reportTaps(t.ctx, { terminalId: 'T1', taps: [first] });
       await reportTaps(t.ctx, { terminalId: 'T2', taps: [second] });
       expect((await held()).map((x) => x.cloneSuspected)).to.deep.equal([false, false]);
+    });
+  });
+
+  describe('a terminal clock that jumps', () => {
+    const receivedAt = (at: number) => {
+      t.ctx.now = () => new Date(at);
+    };
+    beforeEach(() => {
+      t.ctx.fareCap = { dailyCapMinor: 500n, dayStartMinutes: 240, utcOffsetMinutes: 480 };
+    });
+
+    it('back an hour: the tap is kept and charged, flagged CLOCK_BEHIND, on the day it was received, and no clone is suspected', async () => {
+      receivedAt(T0);
+      await reportTaps(t.ctx, { terminalId: 'T1', taps: [next('T1', 1, T0)] });
+      receivedAt(T0 + 2 * MINUTE);
+      const behind = next('T2', 1, T0 - 60 * MINUTE + MINUTE); // taken at T0+1min by a clock an hour back
+      await reportTaps(t.ctx, { terminalId: 'T2', taps: [behind] });
+      const h = await held();
+      expect(h.map((x) => [x.tap!.tapId, x.clockFlag, x.cloneSuspected, x.state, x.amountDue?.minorUnits])).to.deep.equal([
+        ['T1:1', '', false, TapState.TAP_STATE_RECEIVED, '200'],
+        ['T2:1', 'CLOCK_BEHIND', false, TapState.TAP_STATE_RECEIVED, '200'],
+      ]);
+      // Kept as reported: the terminal's time is evidence for the dispute desk.
+      expect(h[1].tap!.tappedAt!.getTime()).to.equal(behind.tappedAt!.getTime());
+      expect(h[1].serviceDay).to.equal(serviceDay(T0 + 2 * MINUTE, t.ctx.fareCap!));
+      expect(await cardReasons(t.db, 'C1')).to.deep.equal([]);
+    });
+
+    it('forward a day: flagged CLOCK_AHEAD, counted against today\'s cap, and the next genuine tap is neither behind nor a clone', async () => {
+      receivedAt(T0);
+      await reportTaps(t.ctx, { terminalId: 'T1', taps: [next('T1', 1, T0)] });
+      receivedAt(T0 + 2 * MINUTE);
+      await reportTaps(t.ctx, { terminalId: 'T2', taps: [next('T2', 1, T0 + 24 * 60 * MINUTE)] });
+      receivedAt(T0 + 10 * MINUTE);
+      await reportTaps(t.ctx, { terminalId: 'T1', taps: [next('T1', 2, T0 + 10 * MINUTE)] });
+      const h = await held();
+      expect(h.map((x) => [x.tap!.tapId, x.clockFlag, x.serviceDay, x.amountDue?.minorUnits, x.cloneSuspected])).to.deep.equal([
+        ['T1:1', '', '2030-03-10', '200', false],
+        ['T2:1', 'CLOCK_AHEAD', '2030-03-10', '200', false],
+        ['T1:2', '', '2030-03-10', '100', false], // the cap holds across the three
+      ]);
+      expect(await cardReasons(t.db, 'C1')).to.deep.equal([]);
+    });
+
+    it('a clone is still caught by a repeated counter when the clone\'s terminal clock jumped', async () => {
+      const copy = { ...card };
+      receivedAt(T0);
+      await reportTaps(t.ctx, { terminalId: 'T1', taps: [next('T1', 1, T0)] });
+      receivedAt(T0 + MINUTE);
+      await reportTaps(t.ctx, { terminalId: 'T2', taps: [next('T2', 1, T0 + 24 * 60 * MINUTE, 200n, copy)] });
+      expect((await held()).map((x) => [x.clockFlag, x.cloneReason])).to.deep.equal([
+        ['', 'COUNTER_REPEATED'],
+        ['CLOCK_AHEAD', 'COUNTER_REPEATED'],
+      ]);
+      expect(await cardReasons(t.db, 'C1')).to.deep.equal(['CLONED']);
     });
   });
 });

@@ -582,6 +582,15 @@ export interface IssuerTap {
    * lower counter than one taken earlier).
    */
   cloneReason: string;
+  /**
+   * The terminal's clock was implausible when it stamped tap.tapped_at (a
+   * clock that jumped): "CLOCK_AHEAD" (stamped after the issuer received it)
+   * or "CLOCK_BEHIND" (stamped before the card's previous tap although its
+   * card counter is higher). The tap is kept and charged; its service day
+   * comes from received_at, and its time is left out of the clone check's
+   * order comparisons. Empty when the time is plausible.
+   */
+  clockFlag: string;
 }
 
 /** Request of IssuerService.ListCardTaps. */
@@ -2126,6 +2135,7 @@ function createBaseIssuerTap(): IssuerTap {
     nextRetryAt: undefined,
     cloneSuspected: false,
     cloneReason: "",
+    clockFlag: "",
   };
 }
 
@@ -2175,6 +2185,9 @@ export const IssuerTap: MessageFns<IssuerTap> = {
     }
     if (message.cloneReason !== "") {
       writer.uint32(122).string(message.cloneReason);
+    }
+    if (message.clockFlag !== "") {
+      writer.uint32(130).string(message.clockFlag);
     }
     return writer;
   },
@@ -2312,6 +2325,14 @@ export const IssuerTap: MessageFns<IssuerTap> = {
             message.cloneReason = reader.string();
             continue;
           }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.clockFlag = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2383,6 +2404,11 @@ export const IssuerTap: MessageFns<IssuerTap> = {
         : isSet(object.clone_reason)
         ? globalThis.String(object.clone_reason)
         : "",
+      clockFlag: isSet(object.clockFlag)
+        ? globalThis.String(object.clockFlag)
+        : isSet(object.clock_flag)
+        ? globalThis.String(object.clock_flag)
+        : "",
     };
   },
 
@@ -2433,6 +2459,9 @@ export const IssuerTap: MessageFns<IssuerTap> = {
     if (message.cloneReason !== "") {
       obj.cloneReason = message.cloneReason;
     }
+    if (message.clockFlag !== "") {
+      obj.clockFlag = message.clockFlag;
+    }
     return obj;
   },
 
@@ -2460,6 +2489,7 @@ export const IssuerTap: MessageFns<IssuerTap> = {
     message.nextRetryAt = object.nextRetryAt ?? undefined;
     message.cloneSuspected = object.cloneSuspected ?? false;
     message.cloneReason = object.cloneReason ?? "";
+    message.clockFlag = object.clockFlag ?? "";
     return message;
   },
 };

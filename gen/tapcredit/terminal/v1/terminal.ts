@@ -95,6 +95,12 @@ export enum DeclineReason {
    * (5 s by default): a stale challenge, or a card taken out of the field.
    */
   DECLINE_REASON_ANSWER_TIMEOUT = 8,
+  /**
+   * DECLINE_REASON_OUT_OF_SERVICE - The terminal cannot store the tap (its disk or database is full), so it
+   * accepts no card: the gate shows "out of service". No tap was recorded and
+   * nothing is charged; the terminal's health is NOT_SERVING meanwhile.
+   */
+  DECLINE_REASON_OUT_OF_SERVICE = 9,
   UNRECOGNIZED = -1,
 }
 
@@ -127,6 +133,9 @@ export function declineReasonFromJSON(object: any): DeclineReason {
     case 8:
     case "DECLINE_REASON_ANSWER_TIMEOUT":
       return DeclineReason.DECLINE_REASON_ANSWER_TIMEOUT;
+    case 9:
+    case "DECLINE_REASON_OUT_OF_SERVICE":
+      return DeclineReason.DECLINE_REASON_OUT_OF_SERVICE;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -154,6 +163,8 @@ export function declineReasonToJSON(object: DeclineReason): string {
       return "DECLINE_REASON_WRONG_ISSUER";
     case DeclineReason.DECLINE_REASON_ANSWER_TIMEOUT:
       return "DECLINE_REASON_ANSWER_TIMEOUT";
+    case DeclineReason.DECLINE_REASON_OUT_OF_SERVICE:
+      return "DECLINE_REASON_OUT_OF_SERVICE";
     case DeclineReason.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
