@@ -30,6 +30,9 @@ export interface AuthorizerPort {
 /** Taps of one card from different terminals closer in time than this are not compared for order (terminal clocks differ). */
 export const DEFAULT_CLONE_CLOCK_SKEW_MS = 60_000;
 
+/** Two taps of one card at one terminal (or line) this close may be one ride presented twice (see tap-risk.ts). */
+export const DEFAULT_REPEAT_WINDOW_MS = 60_000;
+
 export interface IssuerContext {
   db: Db;
   issuerId: string;
@@ -47,6 +50,8 @@ export interface IssuerContext {
   debtRetry?: DebtRetryConfig;
   /** Clock tolerance of the clone check; DEFAULT_CLONE_CLOCK_SKEW_MS when unset. */
   cloneClockSkewMs?: number;
+  /** Window of the repeated-presentation rule; DEFAULT_REPEAT_WINDOW_MS when unset. */
+  repeatWindowMs?: number;
   /** Wakes WatchDenyList streams after a committed deny-list change. */
   denyListFeed?: DenyListFeed;
   /** This replica's claims on the debit and debt outboxes (several replicas may share the database); the process's when unset. */

@@ -42,6 +42,14 @@ export function validateTapReport(req: TapReportRequest, currencyCode: string): 
     v.id(`${f}.card_id`, tap.cardId);
     v.id(`${f}.agreement_id`, tap.agreementId);
     if (tap.lineId) v.id(`${f}.line_id`, tap.lineId);
+    // A terminal repeats only its own taps, never the tap itself.
+    if (tap.repeatOfTapId !== undefined && (!tap.repeatOfTapId.startsWith(`${tap.terminalId}:`) || tap.repeatOfTapId === tap.tapId)) {
+      v.add(`${f}.repeat_of_tap_id`, "must be another tap of the same terminal (\"<terminal_id>:<sequence>\")");
+    }
+    if (tap.cardLastCompleted) {
+      v.id(`${f}.card_last_completed.tap_id`, tap.cardLastCompleted.tapId);
+      parseUint63(v, `${f}.card_last_completed.counter`, tap.cardLastCompleted.counter);
+    }
     if (v.money(`${f}.fare`, tap.fare, { positive: true }) !== undefined && tap.fare!.currencyCode !== currencyCode) {
       v.add(`${f}.fare.currency_code`, `must be ${currencyCode}, the issuer's currency`);
     }
@@ -177,7 +185,8 @@ async function storeBatch(
   const { byTap, denyListChanged } = await assessTaps(trx, ctx, authenticated.map((o) => o.tap), now);
   for (const o of authenticated) {
     o.risk = byTap.get(o.tap.tapId)!;
-    if (o.risk.due === 0n) o.state = 'CAPPED';
+    if (o.risk.repeatOf !== undefined) o.state = 'REPEATED';
+    else if (o.risk.due === 0n) o.state = 'CAPPED';
   }
 
   const toStore = outcomes.filter((o): o is Outcome & StoredTap => o.state !== undefined);
@@ -193,7 +202,7 @@ async function storeBatch(
   // The card counter only moves on authenticated taps of enrolled cards.
   const highest = new Map<string, bigint>();
   for (const o of toStore) {
-    if (o.state !== 'RECEIVED' && o.state !== 'CAPPED') continue;
+    if (o.state !== 'RECEIVED' && o.state !== 'CAPPED' && o.state !== 'REPEATED') continue;
     const counter = BigInt(o.tap.proof!.counter);
     if (counter > (highest.get(o.tap.cardId) ?? enrolledCards.get(o.tap.cardId)!)) highest.set(o.tap.cardId, counter);
   }
@@ -236,9 +245,13 @@ export function tapRow({ tap, print, state, reason, risk }: StoredTap, now: numb
     service_day: risk?.serviceDay ?? null,
     due_minor: risk ? risk.due.toString() : null,
     clone_reason: risk?.cloneReason ?? null,
-    // Nothing was debited for a capped tap: it is charged zero.
-    charged_currency: state === 'CAPPED' ? tap.fare!.currencyCode : null,
-    charged_minor: state === 'CAPPED' ? '0' : null,
+    reported_repeat_of_tap_id: tap.repeatOfTapId || null,
+    card_last_completed_tap_id: tap.cardLastCompleted?.tapId ?? null,
+    card_last_completed_counter: tap.cardLastCompleted?.counter ?? null,
+    repeat_of_tap_id: risk?.repeatOf ?? null,
+    // Nothing is debited for a capped or repeated tap: it is charged zero.
+    charged_currency: state === 'CAPPED' || state === 'REPEATED' ? tap.fare!.currencyCode : null,
+    charged_minor: state === 'CAPPED' || state === 'REPEATED' ? '0' : null,
     received_at: String(now),
     updated_at: String(now),
   };
@@ -274,6 +287,10 @@ export const tapColumns = (db: Db) => [
   asText(db, 'next_retry_at'),
   asText(db, 'recovered_at'),
   'clone_reason',
+  'reported_repeat_of_tap_id',
+  'card_last_completed_tap_id',
+  asText(db, 'card_last_completed_counter'),
+  'repeat_of_tap_id',
 ];
 
 export interface TapRow {
@@ -303,6 +320,10 @@ export interface TapRow {
   next_retry_at: string | null;
   recovered_at: string | null;
   clone_reason: string | null;
+  reported_repeat_of_tap_id: string | null;
+  card_last_completed_tap_id: string | null;
+  card_last_completed_counter: string | null;
+  repeat_of_tap_id: string | null;
 }
 
 /** The tap exactly as the terminal reported it. */
@@ -324,6 +345,8 @@ export function reportedTap(row: TapRow): Tap {
       mac: Buffer.from(row.proof_mac),
     },
     ...(row.line_id ? { lineId: row.line_id } : {}),
+    ...(row.reported_repeat_of_tap_id ? { repeatOfTapId: row.reported_repeat_of_tap_id } : {}),
+    ...(row.card_last_completed_tap_id !== null ? { cardLastCompleted: { tapId: row.card_last_completed_tap_id, counter: row.card_last_completed_counter! } } : {}),
   };
 }
 
@@ -354,5 +377,6 @@ export async function issuerTaps(db: Db, rows: TapRow[]): Promise<IssuerTap[]> {
     nextRetryAt: row.state === 'DECLINED' && row.next_retry_at !== null ? new Date(Number(row.next_retry_at)) : undefined,
     cloneSuspected: row.clone_reason !== null,
     cloneReason: row.clone_reason ?? '',
+    repeatOfTapId: row.repeat_of_tap_id ?? '',
   }));
 }

@@ -178,6 +178,12 @@ export enum TapState {
    * again; an operator may also unlist the card.
    */
   TAP_STATE_UNCOLLECTABLE = 8,
+  /**
+   * TAP_STATE_REPEATED - Final: the same ride as an earlier tap of the card at the same terminal
+   * (repeat_of_tap_id): the rider presented the card again because the gate
+   * did not open. Nothing is due and nothing is debited.
+   */
+  TAP_STATE_REPEATED = 9,
   UNRECOGNIZED = -1,
 }
 
@@ -210,6 +216,9 @@ export function tapStateFromJSON(object: any): TapState {
     case 8:
     case "TAP_STATE_UNCOLLECTABLE":
       return TapState.TAP_STATE_UNCOLLECTABLE;
+    case 9:
+    case "TAP_STATE_REPEATED":
+      return TapState.TAP_STATE_REPEATED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -237,6 +246,8 @@ export function tapStateToJSON(object: TapState): string {
       return "TAP_STATE_CAPPED";
     case TapState.TAP_STATE_UNCOLLECTABLE:
       return "TAP_STATE_UNCOLLECTABLE";
+    case TapState.TAP_STATE_REPEATED:
+      return "TAP_STATE_REPEATED";
     case TapState.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -582,6 +593,12 @@ export interface IssuerTap {
    * lower counter than one taken earlier).
    */
   cloneReason: string;
+  /**
+   * For a REPEATED tap: the tap whose ride it repeats (the terminal's
+   * tap.repeat_of_tap_id, or the earlier tap the issuer paired it with when
+   * both reached it as charged rides, see docs/design.md).
+   */
+  repeatOfTapId: string;
 }
 
 /** Request of IssuerService.ListCardTaps. */
@@ -2126,6 +2143,7 @@ function createBaseIssuerTap(): IssuerTap {
     nextRetryAt: undefined,
     cloneSuspected: false,
     cloneReason: "",
+    repeatOfTapId: "",
   };
 }
 
@@ -2175,6 +2193,9 @@ export const IssuerTap: MessageFns<IssuerTap> = {
     }
     if (message.cloneReason !== "") {
       writer.uint32(122).string(message.cloneReason);
+    }
+    if (message.repeatOfTapId !== "") {
+      writer.uint32(130).string(message.repeatOfTapId);
     }
     return writer;
   },
@@ -2312,6 +2333,14 @@ export const IssuerTap: MessageFns<IssuerTap> = {
             message.cloneReason = reader.string();
             continue;
           }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.repeatOfTapId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2383,6 +2412,11 @@ export const IssuerTap: MessageFns<IssuerTap> = {
         : isSet(object.clone_reason)
         ? globalThis.String(object.clone_reason)
         : "",
+      repeatOfTapId: isSet(object.repeatOfTapId)
+        ? globalThis.String(object.repeatOfTapId)
+        : isSet(object.repeat_of_tap_id)
+        ? globalThis.String(object.repeat_of_tap_id)
+        : "",
     };
   },
 
@@ -2433,6 +2467,9 @@ export const IssuerTap: MessageFns<IssuerTap> = {
     if (message.cloneReason !== "") {
       obj.cloneReason = message.cloneReason;
     }
+    if (message.repeatOfTapId !== "") {
+      obj.repeatOfTapId = message.repeatOfTapId;
+    }
     return obj;
   },
 
@@ -2460,6 +2497,7 @@ export const IssuerTap: MessageFns<IssuerTap> = {
     message.nextRetryAt = object.nextRetryAt ?? undefined;
     message.cloneSuspected = object.cloneSuspected ?? false;
     message.cloneReason = object.cloneReason ?? "";
+    message.repeatOfTapId = object.repeatOfTapId ?? "";
     return message;
   },
 };
