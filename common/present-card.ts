@@ -33,13 +33,15 @@ export function presentCard(client: TerminalServiceClient, card: CardSide, deadl
       if (message.outcome) {
         const accepted = (outcome = message.outcome);
         call.end();
-        // After the answers to the terminal's commands, which the outcome follows.
+        const tap = accepted.decision === Decision.DECISION_ACCEPT ? accepted.tap : undefined;
+        if (!tap?.proof) {
+          resolve(accepted);
+          return;
+        }
+        // After the answers to the terminal's commands (all in: the terminal accepts only then).
         answering = answering
-          .then(async () => {
-            const tap = accepted.decision === Decision.DECISION_ACCEPT ? accepted.tap : undefined;
-            // The gate opens whatever the card says; a card that refuses the record just keeps an older one.
-            if (tap?.proof) await card.answer({ read: undefined, debit: undefined, complete: { tapId: tap.tapId, counter: tap.proof.counter } });
-          })
+          // The gate opens whatever the card says; a card that refuses the record just keeps an older one.
+          .then(() => card.answer({ read: undefined, debit: undefined, complete: { tapId: tap.tapId, counter: tap.proof!.counter } }))
           .then(
             () => resolve(accepted),
             () => resolve(accepted),

@@ -41,8 +41,8 @@ export interface RideTap {
   counter: bigint;
   /** Epoch ms, by the terminal's clock. */
   tappedAt: number;
-  /** Counter of the card's record of its last completed tap at this tap (0 when the card held none). */
-  lastCompletedCounter: bigint;
+  /** Counter of the card's record of its last completed tap at this tap (0 when the card held none); undefined when the terminal did not report it. */
+  lastCompletedCounter?: bigint;
   /** Set on a tap that is already the repeat of another. */
   repeatOf?: string;
 }
@@ -61,11 +61,13 @@ export function sameRide(earlier: RideTap, later: RideTap, windowMs: number): bo
   const samePlace = earlier.terminalId === later.terminalId || (earlier.lineId !== undefined && earlier.lineId === later.lineId);
   const gap = later.tappedAt - earlier.tappedAt;
   if (!samePlace || gap < 0 || gap > windowMs) return false;
+  // Without the card's record nothing shows the earlier tap was torn: both are rides.
+  if (later.lastCompletedCounter === undefined) return false;
   return later.lastCompletedCounter < earlier.counter && earlier.counter < later.counter;
 }
 
 /** A tap whose card record lags behind its counter by more than this one debit: some earlier debit never completed. */
-export const recordLags = (t: Pick<RideTap, 'counter' | 'lastCompletedCounter'>) => t.lastCompletedCounter < t.counter - 1n;
+export const recordLags = (t: Pick<RideTap, 'counter' | 'lastCompletedCounter'>) => t.lastCompletedCounter !== undefined && t.lastCompletedCounter < t.counter - 1n;
 
 export const rideTap = (tap: Tap): RideTap => ({
   tapId: tap.tapId,
@@ -73,7 +75,7 @@ export const rideTap = (tap: Tap): RideTap => ({
   lineId: tap.lineId || undefined,
   counter: BigInt(tap.proof!.counter),
   tappedAt: tap.tappedAt!.getTime(),
-  lastCompletedCounter: BigInt(tap.cardLastCompleted?.counter ?? '0'),
+  lastCompletedCounter: tap.cardLastCompleted ? BigInt(tap.cardLastCompleted.counter) : undefined,
   repeatOf: tap.repeatOfTapId || undefined,
 });
 
@@ -91,7 +93,7 @@ const rideRow = (r: Record<string, string | null>): RideTap => ({
   lineId: r.line_id ?? undefined,
   counter: BigInt(r.proof_counter!),
   tappedAt: Number(r.tapped_at),
-  lastCompletedCounter: BigInt(r.card_last_completed_counter ?? '0'),
+  lastCompletedCounter: r.card_last_completed_counter === null ? undefined : BigInt(r.card_last_completed_counter),
   repeatOf: r.repeat_of_tap_id ?? undefined,
 });
 
@@ -117,7 +119,7 @@ async function pairedRide(trx: Db, tap: Tap, self: RideTap, batch: RideTap[], li
     });
   if (lags) query.whereBetween('tapped_at', [String(self.tappedAt - windowMs), String(self.tappedAt)]);
   // Out of order: only a later tap whose record lags can pair with this one.
-  else query.whereBetween('tapped_at', [String(self.tappedAt), String(self.tappedAt + windowMs)]).whereRaw('COALESCE(card_last_completed_counter, 0) < proof_counter - 1');
+  else query.whereBetween('tapped_at', [String(self.tappedAt), String(self.tappedAt + windowMs)]).whereRaw('card_last_completed_counter < proof_counter - 1');
   const rows = await query
     .orderBy('tapped_at', lags ? 'desc' : 'asc')
     .limit(20)
@@ -188,7 +190,7 @@ export async function assessTaps(trx: Db, ctx: IssuerContext, taps: Tap[], now: 
         .whereIn('card_id', ids)
         .where('tapped_at', '>=', String(earliest))
         .whereNull('repeat_of_tap_id')
-        .whereRaw('COALESCE(card_last_completed_counter, 0) < proof_counter - 1')
+        .whereRaw('card_last_completed_counter < proof_counter - 1')
         .distinct('card_id');
       for (const r of rows) laggingCards.add(r.card_id);
     }

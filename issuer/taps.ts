@@ -47,8 +47,9 @@ export function validateTapReport(req: TapReportRequest, currencyCode: string): 
       v.add(`${f}.repeat_of_tap_id`, "must be another tap of the same terminal (\"<terminal_id>:<sequence>\")");
     }
     if (tap.cardLastCompleted) {
-      v.id(`${f}.card_last_completed.tap_id`, tap.cardLastCompleted.tapId);
-      parseUint63(v, `${f}.card_last_completed.counter`, tap.cardLastCompleted.counter);
+      // A card that holds no record is reported as the empty record: no tap id, counter 0.
+      const completed = parseUint63(v, `${f}.card_last_completed.counter`, tap.cardLastCompleted.counter);
+      if (completed !== 0n || tap.cardLastCompleted.tapId !== '') v.id(`${f}.card_last_completed.tap_id`, tap.cardLastCompleted.tapId);
     }
     if (v.money(`${f}.fare`, tap.fare, { positive: true }) !== undefined && tap.fare!.currencyCode !== currencyCode) {
       v.add(`${f}.fare.currency_code`, `must be ${currencyCode}, the issuer's currency`);

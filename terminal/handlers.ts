@@ -89,7 +89,8 @@ export async function presentCard(ctx: TerminalContext, io: DuplexSession<Presen
     proof: step.proof,
     ...(ctx.lineId ? { lineId: ctx.lineId } : {}),
     ...(repeats ? { repeatOfTapId: repeats } : {}),
-    ...(step.lastCompleted ? { cardLastCompleted: step.lastCompleted } : {}),
+    // What the card's record showed, the empty record when it held none: the issuer's repeat rule reads it.
+    cardLastCompleted: step.lastCompleted ?? { tapId: '', counter: '0' },
     // Stored and forwarded with the tap, so it is followed by this call's trace id end to end.
     traceparent: currentTraceparent() || undefined,
   };

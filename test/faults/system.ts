@@ -62,7 +62,7 @@ export interface SystemOptions {
    * here so that restarts do not idle the run; 3 s by default.
    */
   claimTtlMs?: number;
-  /** The terminals' repeat window (--repeat-window-ms); their default (60 s) when unset. */
+  /** The repeat window of the terminals and the issuer (--repeat-window-ms); their default (60 s) when unset. */
   repeatWindowMs?: number;
 }
 
@@ -139,7 +139,7 @@ export class FaultSystem {
         entry: 'issuer/main',
         env,
         output,
-        args: [...common, ...leases, '--port', String(ports.issuer), '--database-url', files.issuer, '--issuer-id', ISSUER_ID, '--issuer-code', ISSUER_CODE, '--currency', CURRENCY, '--authorizer-address', `127.0.0.1:${via['issuer->authorizer']}`, '--deduct-interval-ms', interval],
+        args: [...common, ...leases, '--port', String(ports.issuer), '--database-url', files.issuer, '--issuer-id', ISSUER_ID, '--issuer-code', ISSUER_CODE, '--currency', CURRENCY, '--authorizer-address', `127.0.0.1:${via['issuer->authorizer']}`, '--deduct-interval-ms', interval, ...(opts.repeatWindowMs !== undefined ? ['--repeat-window-ms', String(opts.repeatWindowMs)] : [])],
       },
       ...terminalIds.map((id, i) => ({
         name: `terminal-${id}`,

@@ -59,7 +59,7 @@ describe('terminal store', () => {
     const store = await TerminalStore.open(db);
     for (const s of [3n, 1n, 2n]) await store.recordTap(tapAt(s));
     expect((await store.unsentTaps(10)).map((t) => t.tapId)).to.deep.equal(['T1:1', 'T1:2', 'T1:3']);
-    expect((await store.unsentTaps(10))[0]).to.deep.equal(tapAt(1n));
+    expect((await store.unsentTaps(10))[0]).to.deep.equal({ ...tapAt(1n), repeatOfTapId: undefined, cardLastCompleted: undefined });
     expect((await store.unsentTaps(2)).length).to.equal(2);
 
     const at = new Date('2026-03-15T10:00:00Z');
