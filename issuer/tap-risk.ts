@@ -104,31 +104,39 @@ const rideRow = (r: Record<string, string | null>): RideTap => ({
  * record shows this one never completed (the logs arrived out of order).
  * Either way one of the two is charged, never both.
  */
-async function pairedRide(trx: Db, tap: Tap, self: RideTap, batch: RideTap[], linked: Set<string>, windowMs: number): Promise<string | undefined> {
+async function pairedRide(trx: Db, tap: Tap, self: RideTap, batch: RideTap[], linked: Set<string>, windowMs: number, laterMayLag: boolean): Promise<string | undefined> {
   const free = (t: RideTap) => !linked.has(t.tapId);
-  const lags = recordLags(self);
-  const fromBatch = batch.find((o) => free(o) && (lags ? sameRide(o, self, windowMs) : recordLags(o) && sameRide(self, o, windowMs)));
-  if (fromBatch) return fromBatch.tapId;
-  const query = trx('taps')
-    .where({ card_id: tap.cardId })
-    .whereNot({ state: 'REJECTED' })
-    .whereNull('repeat_of_tap_id')
-    .where((q) => {
-      q.where('terminal_id', self.terminalId);
-      if (self.lineId !== undefined) q.orWhere('line_id', self.lineId);
-    });
-  if (lags) query.whereBetween('tapped_at', [String(self.tappedAt - windowMs), String(self.tappedAt)]);
-  // Out of order: only a later tap whose record lags can pair with this one.
-  else query.whereBetween('tapped_at', [String(self.tappedAt), String(self.tappedAt + windowMs)]).whereRaw('card_last_completed_counter < proof_counter - 1');
-  const rows = await query
-    .orderBy('tapped_at', lags ? 'desc' : 'asc')
-    .limit(20)
-    .select('tap_id', 'terminal_id', 'line_id', asText(trx, 'proof_counter'), asText(trx, 'tapped_at'), asText(trx, 'card_last_completed_counter'), 'repeat_of_tap_id');
-  const candidates = rows.map(rideRow).filter((o) => free(o) && (lags ? sameRide(o, self, windowMs) : sameRide(self, o, windowMs)));
-  if (candidates.length === 0) return undefined;
-  // A candidate another stored tap already pairs with is taken: one repeat per ride.
-  const taken = new Set<string>((await trx('taps').whereIn('repeat_of_tap_id', candidates.map((c) => c.tapId)).select('repeat_of_tap_id')).map((r: { repeat_of_tap_id: string }) => r.repeat_of_tap_id));
-  return candidates.find((c) => !taken.has(c.tapId))?.tapId;
+  // An earlier tap this one repeats (its own record lags), else a later one that repeats it (arrived first).
+  for (const direction of ['earlier', 'later'] as const) {
+    if (direction === 'earlier' ? !recordLags(self) : !laterMayLag) continue;
+    const pairs = (o: RideTap) => free(o) && (direction === 'earlier' ? sameRide(o, self, windowMs) : sameRide(self, o, windowMs));
+    const fromBatch = batch.find(pairs);
+    if (fromBatch) return fromBatch.tapId;
+    const query = trx('taps')
+      .where({ card_id: tap.cardId })
+      .whereNot({ state: 'REJECTED' })
+      .whereNull('repeat_of_tap_id')
+      .where((q) => {
+        q.where('terminal_id', self.terminalId);
+        if (self.lineId !== undefined) q.orWhere('line_id', self.lineId);
+      });
+    if (direction === 'earlier') query.whereBetween('tapped_at', [String(self.tappedAt - windowMs), String(self.tappedAt)]);
+    // Only a later tap whose record lags can repeat this one.
+    else query.whereBetween('tapped_at', [String(self.tappedAt), String(self.tappedAt + windowMs)]).whereRaw('card_last_completed_counter < proof_counter - 1');
+    const rows = await query
+      .orderBy('tapped_at', direction === 'earlier' ? 'desc' : 'asc')
+      .limit(20)
+      .select('tap_id', 'terminal_id', 'line_id', asText(trx, 'proof_counter'), asText(trx, 'tapped_at'), asText(trx, 'card_last_completed_counter'), 'repeat_of_tap_id');
+    const candidates = rows.map(rideRow).filter(pairs);
+    if (candidates.length === 0) continue;
+    // A candidate another stored tap already pairs with is taken: one repeat per ride.
+    const taken = new Set<string>(
+      (await trx('taps').whereIn('repeat_of_tap_id', candidates.map((c) => c.tapId)).select('repeat_of_tap_id')).map((r: { repeat_of_tap_id: string }) => r.repeat_of_tap_id),
+    );
+    const found = candidates.find((c) => !taken.has(c.tapId));
+    if (found) return found.tapId;
+  }
+  return undefined;
 }
 
 interface CardState {
@@ -207,8 +215,9 @@ export async function assessTaps(trx: Db, ctx: IssuerContext, taps: Tap[], now: 
     const cardRides = rides.get(tap.cardId) ?? [];
     rides.set(tap.cardId, cardRides);
     let repeatOf = ride.repeatOf;
-    if (repeatOf === undefined && (recordLags(ride) || cardRides.some(recordLags) || laggingCards.has(tap.cardId))) {
-      repeatOf = await pairedRide(trx, tap, ride, cardRides, linked, repeatWindow);
+    const laterMayLag = cardRides.some(recordLags) || laggingCards.has(tap.cardId);
+    if (repeatOf === undefined && (recordLags(ride) || laterMayLag)) {
+      repeatOf = await pairedRide(trx, tap, ride, cardRides, linked, repeatWindow, laterMayLag);
     }
     if (repeatOf !== undefined) linked.add(repeatOf);
     cardRides.push({ ...ride, repeatOf });
