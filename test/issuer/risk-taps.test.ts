@@ -15,6 +15,7 @@ import { amountDue } from '../../issuer/fares.js';
 import { parseClockTime, parseUtcOffset, serviceDay } from '../../issuer/service-day.js';
 import { cloneEvidence, sameRide, type RideTap } from '../../issuer/tap-risk.js';
 import { reportTaps } from '../../issuer/taps.js';
+import { backends, testDatabases, type TestDatabases } from '../helpers/databases.js';
 import { enrollRequest, expectApiError, money, newCard, openTestIssuer, tapOf, type TestIssuer } from './fixtures.js';
 
 const MINUTE = 60_000;
@@ -123,7 +124,26 @@ describe('issuer: TapReport risk decisions', () => {
     expect(err.fieldViolations.map((v) => v.field)).to.deep.equal(['taps[0].line_id']);
   });
 
-  describe('a repeated presentation: one ride charged', () => {
+  for (const backend of backends()) describe(`a repeated presentation: one ride charged (${backend})`, () => {
+    // On PostgreSQL too when configured: the rule's queries compare counters in SQL.
+    let databases: TestDatabases | undefined;
+    beforeEach(async function () {
+      if (backend === 'sqlite') return;
+      await t.close();
+      databases = testDatabases(backend, '');
+      t = await openTestIssuer(await databases.url('issuer'));
+      const enrolled = enrollRequest(newCard(t.masterKey, 'C1'), 'req-1');
+      agreementId = (await enrollCard(t.ctx, enrolled.request)).enrollment!.agreementId;
+      card = enrolled.card;
+    });
+    afterEach(async () => {
+      if (databases) {
+        await t.close();
+        await databases.drop();
+        databases = undefined;
+        t = await openTestIssuer(); // the outer afterEach closes it
+      }
+    });
     const record = (tap: Tap) => ({ tapId: tap.tapId, counter: tap.proof!.counter });
     const none = { tapId: '', counter: '0' };
     const debitedIds = async () => {
