@@ -12,6 +12,7 @@ import {
   type CardCommand,
   type CardImage,
   type CardProof,
+  type CompleteCommand,
   type CreditFlag,
   type DebitCommand,
   type ReadCardAnswer,
@@ -24,7 +25,7 @@ export const PHONE_TERMINAL_SEQUENCE = 0n;
 // The card's counter is an int64 at the issuer: a card that would pass it refuses to debit.
 const COUNTER_MAX = 2n ** 63n - 1n;
 
-const refused = (status: CardStatus): CardAnswer => ({ status, read: undefined, debit: undefined });
+const refused = (status: CardStatus): CardAnswer => ({ status, read: undefined, debit: undefined, complete: undefined });
 
 /** A card answering reader commands from its image; after each debit the image has its counter advanced. */
 export class CardEmulator {
@@ -46,8 +47,9 @@ export class CardEmulator {
 
   /** Answers one command, as the chip does. */
   answer(command: CardCommand | undefined): CardAnswer {
-    if (command?.read) return { status: CardStatus.CARD_STATUS_OK, read: this.read(), debit: undefined };
+    if (command?.read) return { status: CardStatus.CARD_STATUS_OK, read: this.read(), debit: undefined, complete: undefined };
     if (command?.debit) return this.debit(command.debit);
+    if (command?.complete) return this.complete(command.complete);
     return refused(CardStatus.CARD_STATUS_COMMAND_NOT_SUPPORTED);
   }
 
@@ -58,7 +60,25 @@ export class CardEmulator {
 
   private read(): ReadCardAnswer {
     const c = this.image;
-    return { cardId: c.cardId, issuerCode: c.issuerCode, expiresOn: c.expiresOn, counter: c.counter, creditFlag: c.creditFlag };
+    return { cardId: c.cardId, issuerCode: c.issuerCode, expiresOn: c.expiresOn, counter: c.counter, creditFlag: c.creditFlag, lastCompleted: c.lastCompleted };
+  }
+
+  /**
+   * COMPLETE: the reader saw this tap accepted. The card keeps the record of
+   * the highest counter only (a late COMPLETE of an older tap changes
+   * nothing), and refuses a counter it has not reached or an empty tap id.
+   */
+  private complete(cmd: CompleteCommand): CardAnswer {
+    let counter: bigint;
+    try {
+      counter = BigInt(cmd.counter);
+    } catch {
+      return refused(CardStatus.CARD_STATUS_REJECTED);
+    }
+    if (cmd.tapId === '' || counter < 1n || counter > BigInt(this.image.counter)) return refused(CardStatus.CARD_STATUS_REJECTED);
+    const held = this.image.lastCompleted;
+    if (!held || BigInt(held.counter) < counter) this.change({ ...this.image, lastCompleted: { tapId: cmd.tapId, counter: counter.toString() } });
+    return { status: CardStatus.CARD_STATUS_OK, read: undefined, debit: undefined, complete: { lastCompleted: this.image.lastCompleted } };
   }
 
   private debit(cmd: DebitCommand): CardAnswer {
@@ -76,7 +96,7 @@ export class CardEmulator {
     });
     // The counter is advanced (and a card file written) before the answer leaves the card, as a chip commits before it answers.
     this.change({ ...this.image, counter: counter.toString() });
-    return { status: CardStatus.CARD_STATUS_OK, read: undefined, debit: { counter: counter.toString(), mac } };
+    return { status: CardStatus.CARD_STATUS_OK, read: undefined, debit: { counter: counter.toString(), mac }, complete: undefined };
   }
 
   private change(card: CardImage): void {
@@ -97,10 +117,10 @@ export interface EnrollmentRead {
  * does not answer as the protocol says.
  */
 export function readForEnrollment(card: Pick<CardEmulator, 'answer'>, terminalRandom: Buffer = newTerminalRandom()): EnrollmentRead {
-  const readAnswer = card.answer({ read: {}, debit: undefined });
+  const readAnswer = card.answer({ read: {}, debit: undefined, complete: undefined });
   if (readAnswer.status !== CardStatus.CARD_STATUS_OK || !readAnswer.read) throw new Error(`the card refused READ (status ${readAnswer.status})`);
   const debit = { amount: '0', terminalId: PHONE_READER_ID, terminalSequence: PHONE_TERMINAL_SEQUENCE.toString(), terminalRandom };
-  const debitAnswer = card.answer({ read: undefined, debit });
+  const debitAnswer = card.answer({ read: undefined, debit, complete: undefined });
   if (debitAnswer.status !== CardStatus.CARD_STATUS_OK || !debitAnswer.debit || debitAnswer.debit.mac.length !== MAC_BYTES) {
     throw new Error(`the card refused the zero-amount debit (status ${debitAnswer.status})`);
   }

@@ -3,7 +3,7 @@
 // anything that answers commands) and resolves the terminal's outcome. Used
 // by the phone app, the bench and the tests.
 import type { ServiceError } from '@grpc/grpc-js';
-import type { TapOutcome, TerminalServiceClient } from '../gen/tapcredit/terminal/v1/terminal.js';
+import { Decision, type TapOutcome, type TerminalServiceClient } from '../gen/tapcredit/terminal/v1/terminal.js';
 import type { CardAnswer, CardCommand, CardImage } from '../gen/tapcredit/type/v1/card.js';
 import { CardEmulator } from './card-emulator.js';
 import { DEFAULT_DEADLINE_MS } from './rpc.js';
@@ -15,9 +15,12 @@ export interface CardSide {
 }
 
 /**
- * Presents the card at the terminal and resolves the outcome once the
- * terminal has ended the call; rejects with the ServiceError when the call
- * fails (or with an Error when the terminal ends without an outcome).
+ * Presents the card at the terminal and resolves the outcome as it arrives;
+ * rejects with the ServiceError when the call fails before it (or with an
+ * Error when the terminal ends without an outcome). On ACCEPT the reader
+ * opens the gate and writes COMPLETE to the card first, so the card's record
+ * shows exactly the taps whose ACCEPT a reader saw (docs/card-protocol.md,
+ * "COMPLETE").
  */
 export function presentCard(client: TerminalServiceClient, card: CardSide, deadlineMs = DEFAULT_DEADLINE_MS): Promise<TapOutcome> {
   return new Promise((resolve, reject) => {
@@ -28,8 +31,21 @@ export function presentCard(client: TerminalServiceClient, card: CardSide, deadl
     let failed = false;
     call.on('data', (message: { command?: CardCommand; outcome?: TapOutcome }) => {
       if (message.outcome) {
-        outcome = message.outcome;
+        const accepted = (outcome = message.outcome);
         call.end();
+        const tap = accepted.decision === Decision.DECISION_ACCEPT ? accepted.tap : undefined;
+        if (!tap?.proof) {
+          resolve(accepted);
+          return;
+        }
+        // After the answers to the terminal's commands (all in: the terminal accepts only then).
+        answering = answering
+          // The gate opens whatever the card says; a card that refuses the record just keeps an older one.
+          .then(() => card.answer({ read: undefined, debit: undefined, complete: { tapId: tap.tapId, counter: tap.proof!.counter } }))
+          .then(
+            () => resolve(accepted),
+            () => resolve(accepted),
+          );
       } else if (message.command) {
         const command = message.command;
         answering = answering
@@ -45,11 +61,12 @@ export function presentCard(client: TerminalServiceClient, card: CardSide, deadl
           });
       }
     });
-    call.on('error', (err: ServiceError) => reject(err));
+    // Once the outcome is in, the gate has opened or not: what becomes of the call afterwards changes nothing.
+    call.on('error', (err: ServiceError) => {
+      if (!outcome) reject(err);
+    });
     call.on('status', (s: { code: number }) => {
-      if (s.code !== 0) return; // 'error' carries it
-      if (outcome) resolve(outcome);
-      else reject(new Error('the terminal ended the call without an outcome'));
+      if (s.code === 0 && !outcome) reject(new Error('the terminal ended the call without an outcome'));
     });
   });
 }

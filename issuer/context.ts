@@ -33,6 +33,9 @@ export const DEFAULT_CLONE_CLOCK_SKEW_MS = 60_000;
 /** A tap stamped later than this after the issuer received it was stamped by a clock that runs ahead. */
 export const TAP_CLOCK_AHEAD_TOLERANCE_MS = 5 * 60_000;
 
+/** Two taps of one card at one terminal (or line) this close may be one ride presented twice (see tap-risk.ts). */
+export const DEFAULT_REPEAT_WINDOW_MS = 60_000;
+
 export interface IssuerContext {
   db: Db;
   issuerId: string;
@@ -50,6 +53,8 @@ export interface IssuerContext {
   debtRetry?: DebtRetryConfig;
   /** Clock tolerance of the clone check; DEFAULT_CLONE_CLOCK_SKEW_MS when unset. */
   cloneClockSkewMs?: number;
+  /** Window of the repeated-presentation rule; DEFAULT_REPEAT_WINDOW_MS when unset. */
+  repeatWindowMs?: number;
   /** Wakes WatchDenyList streams after a committed deny-list change. */
   denyListFeed?: DenyListFeed;
   /** This replica's claims on the debit and debt outboxes (several replicas may share the database); the process's when unset. */

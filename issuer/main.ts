@@ -36,6 +36,7 @@ await runProcess('issuer', s.logLevel, (log) =>
     debtPollIntervalMs: s.debtPollIntervalMs,
     enrollmentSweepIntervalMs: s.enrollmentSweepIntervalMs,
     cloneClockSkewMs: s.cloneClockSkewMs,
+    repeatWindowMs: s.repeatWindowMs,
     denyListPollMs: s.denyListPollMs,
     denyListHeartbeatMs: s.denyListHeartbeatMs,
     denyListStallMs: s.denyListStallMs,

@@ -241,4 +241,19 @@ export const migrations: Migration[] = [
       });
     },
   },
+  {
+    name: '011_repeated_taps',
+    async up(db) {
+      await db.schema.alterTable('taps', (t) => {
+        // What the terminal reported: the tap this one repeats (tap.repeat_of_tap_id).
+        t.string('reported_repeat_of_tap_id', 80).nullable();
+        // What the card's record of its last completed tap showed (tap.card_last_completed).
+        t.string('card_last_completed_tap_id', 80).nullable();
+        t.bigInteger('card_last_completed_counter').nullable();
+        // The ride a REPEATED tap repeats: the terminal's link, or the tap the issuer paired it with.
+        t.string('repeat_of_tap_id', 80).nullable();
+        t.index(['repeat_of_tap_id']);
+      });
+    },
+  },
 ];

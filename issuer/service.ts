@@ -63,6 +63,7 @@ export interface IssuerConfig {
   enrollmentSweepIntervalMs?: number;
   /** Clock tolerance between terminals for the clone check. */
   cloneClockSkewMs?: number;
+  repeatWindowMs?: number;
   /**
    * How often the deny-list feed reads the log without being told of a change
    * (a change made by another process sharing the database); 0 turns it off.
@@ -124,6 +125,7 @@ export async function startIssuer(config: IssuerConfig): Promise<IssuerHandle> {
         fareCap: config.fareCap,
         debtRetry: config.debtRetry,
         cloneClockSkewMs: config.cloneClockSkewMs,
+        repeatWindowMs: config.repeatWindowMs,
         denyListFeed: new DenyListFeed({
           db,
           log,

@@ -2,7 +2,7 @@
 // each. main.ts reads them, startIssuer takes its defaults from them, and
 // docs/configuration.md is generated from them.
 import { SERVER_PORTS, integer, optionalText, replicaSettings, serverSettings, text } from '../common/settings.js';
-import { DEFAULT_CLONE_CLOCK_SKEW_MS } from './context.js';
+import { DEFAULT_CLONE_CLOCK_SKEW_MS, DEFAULT_REPEAT_WINDOW_MS } from './context.js';
 import { DEFAULT_DEBT_RETRY } from './debts.js';
 import { DEFAULT_DEDUCT_BATCH_SIZE } from './deductions.js';
 
@@ -34,6 +34,7 @@ export const ISSUER_SETTINGS = {
     'How often the issuer looks for enrollments abandoned past their claim (10 min) and revokes the agreements they left.',
   ),
   cloneClockSkewMs: integer('clone-clock-skew-ms', 'ISSUER_CLONE_CLOCK_SKEW_MS', DEFAULT_CLONE_CLOCK_SKEW_MS, 'Clock tolerance between terminals in the clone check.'),
+  repeatWindowMs: integer('repeat-window-ms', 'ISSUER_REPEAT_WINDOW_MS', DEFAULT_REPEAT_WINDOW_MS, 'Two taps of one card at one terminal or line this close, the later one\'s card record showing the earlier never completed, are charged as one ride.'),
   denyListPollMs: integer(
     'deny-list-poll-ms',
     'ISSUER_DENY_LIST_POLL_MS',

@@ -10,7 +10,7 @@
 // tapped_at is, beyond a clock tolerance between terminals.
 import { asText, chunks, raiseColumn, sumAsText, type Db } from '../common/db.js';
 import type { Tap } from '../gen/tapcredit/type/v1/tap.js';
-import { DEFAULT_CLONE_CLOCK_SKEW_MS, TAP_CLOCK_AHEAD_TOLERANCE_MS, type IssuerContext } from './context.js';
+import { DEFAULT_CLONE_CLOCK_SKEW_MS, DEFAULT_REPEAT_WINDOW_MS, TAP_CLOCK_AHEAD_TOLERANCE_MS, type IssuerContext } from './context.js';
 import { addReason } from './deny-list.js';
 import { amountDue, NO_CAP } from './fares.js';
 import { serviceDay } from './service-day.js';
@@ -58,11 +58,111 @@ export function cloneEvidence(a: CounterTap, b: CounterTap, skewMs: number): Clo
   return undefined;
 }
 
+/** A tap as the repeated-presentation rule sees it. */
+export interface RideTap {
+  tapId: string;
+  terminalId: string;
+  lineId?: string;
+  counter: bigint;
+  /** Epoch ms, by the terminal's clock. */
+  tappedAt: number;
+  /** Counter of the card's record of its last completed tap at this tap (0 when the card held none); undefined when the terminal did not report it. */
+  lastCompletedCounter?: bigint;
+  /** Set on a tap that is already the repeat of another. */
+  repeatOf?: string;
+}
+
+/**
+ * True when `later` is the same ride as `earlier` presented again: one card
+ * (the caller's concern), the same terminal or line, `later` within the
+ * window after `earlier`, neither already a repeat, and the card's record at
+ * `later` showing that `earlier` never completed (its last completed counter
+ * is below `earlier`'s) although the card did debit for it (its counter is
+ * above). A card whose record shows the earlier tap completed took a second
+ * ride: the rider saw the gate open.
+ */
+export function sameRide(earlier: RideTap, later: RideTap, windowMs: number): boolean {
+  if (earlier.tapId === later.tapId || earlier.repeatOf !== undefined || later.repeatOf !== undefined) return false;
+  const samePlace = earlier.terminalId === later.terminalId || (earlier.lineId !== undefined && earlier.lineId === later.lineId);
+  const gap = later.tappedAt - earlier.tappedAt;
+  if (!samePlace || gap < 0 || gap > windowMs) return false;
+  // Without the card's record nothing shows the earlier tap was torn: both are rides.
+  if (later.lastCompletedCounter === undefined) return false;
+  return later.lastCompletedCounter < earlier.counter && earlier.counter < later.counter;
+}
+
+/** A tap whose card record lags behind its counter by more than this one debit: some earlier debit never completed. */
+export const recordLags = (t: Pick<RideTap, 'counter' | 'lastCompletedCounter'>) => t.lastCompletedCounter !== undefined && t.lastCompletedCounter < t.counter - 1n;
+
+export const rideTap = (tap: Tap): RideTap => ({
+  tapId: tap.tapId,
+  terminalId: tap.terminalId,
+  lineId: tap.lineId || undefined,
+  counter: BigInt(tap.proof!.counter),
+  tappedAt: tap.tappedAt!.getTime(),
+  lastCompletedCounter: tap.cardLastCompleted ? BigInt(tap.cardLastCompleted.counter) : undefined,
+  repeatOf: tap.repeatOfTapId || undefined,
+});
+
 export interface TapAssessment {
   serviceDay: string;
   due: bigint;
   cloneReason?: CloneReason;
   clockFlag?: ClockFlag;
+  /** The tap is the same ride as this one (the terminal's repeat, or a pair the issuer found): nothing is due. */
+  repeatOf?: string;
+}
+
+const rideRow = (r: Record<string, string | null>): RideTap => ({
+  tapId: r.tap_id!,
+  terminalId: r.terminal_id!,
+  lineId: r.line_id ?? undefined,
+  counter: BigInt(r.proof_counter!),
+  tappedAt: Number(r.tapped_at),
+  lastCompletedCounter: r.card_last_completed_counter === null ? undefined : BigInt(r.card_last_completed_counter),
+  repeatOf: r.repeat_of_tap_id ?? undefined,
+});
+
+/**
+ * The tap of the same ride as `tap` among the card's stored taps and the
+ * batch's earlier ones, when there is one not yet paired: either an earlier
+ * tap it repeats (its own record lags), or a later tap already stored whose
+ * record shows this one never completed (the logs arrived out of order).
+ * Either way one of the two is charged, never both.
+ */
+async function pairedRide(trx: Db, tap: Tap, self: RideTap, batch: RideTap[], linked: Set<string>, windowMs: number, laterMayLag: boolean): Promise<string | undefined> {
+  const free = (t: RideTap) => !linked.has(t.tapId);
+  // An earlier tap this one repeats (its own record lags), else a later one that repeats it (arrived first).
+  for (const direction of ['earlier', 'later'] as const) {
+    if (direction === 'earlier' ? !recordLags(self) : !laterMayLag) continue;
+    const pairs = (o: RideTap) => free(o) && (direction === 'earlier' ? sameRide(o, self, windowMs) : sameRide(self, o, windowMs));
+    const fromBatch = batch.find(pairs);
+    if (fromBatch) return fromBatch.tapId;
+    const query = trx('taps')
+      .where({ card_id: tap.cardId })
+      .whereNot({ state: 'REJECTED' })
+      .whereNull('repeat_of_tap_id')
+      .where((q) => {
+        q.where('terminal_id', self.terminalId);
+        if (self.lineId !== undefined) q.orWhere('line_id', self.lineId);
+      });
+    if (direction === 'earlier') query.whereBetween('tapped_at', [String(self.tappedAt - windowMs), String(self.tappedAt)]);
+    // Only a later tap whose record lags can repeat this one.
+    else query.whereBetween('tapped_at', [String(self.tappedAt), String(self.tappedAt + windowMs)]).whereRaw('card_last_completed_counter < proof_counter - 1');
+    const rows = await query
+      .orderBy('tapped_at', direction === 'earlier' ? 'desc' : 'asc')
+      .limit(20)
+      .select('tap_id', 'terminal_id', 'line_id', asText(trx, 'proof_counter'), asText(trx, 'tapped_at'), asText(trx, 'card_last_completed_counter'), 'repeat_of_tap_id');
+    const candidates = rows.map(rideRow).filter(pairs);
+    if (candidates.length === 0) continue;
+    // A candidate another stored tap already pairs with is taken: one repeat per ride.
+    const taken = new Set<string>(
+      (await trx('taps').whereIn('repeat_of_tap_id', candidates.map((c) => c.tapId)).select('repeat_of_tap_id')).map((r: { repeat_of_tap_id: string }) => r.repeat_of_tap_id),
+    );
+    const found = candidates.find((c) => !taken.has(c.tapId));
+    if (found) return found.tapId;
+  }
+  return undefined;
 }
 
 interface CardState {
@@ -82,6 +182,10 @@ interface CardState {
 export async function assessTaps(trx: Db, ctx: IssuerContext, taps: Tap[], now: number): Promise<{ byTap: Map<string, TapAssessment>; denyListChanged: boolean }> {
   const cap = ctx.fareCap ?? NO_CAP;
   const skew = ctx.cloneClockSkewMs ?? DEFAULT_CLONE_CLOCK_SKEW_MS;
+  const repeatWindow = ctx.repeatWindowMs ?? DEFAULT_REPEAT_WINDOW_MS;
+  // Taps of this batch by card, as the repeat rule sees them, and the taps a repeat in the batch links to.
+  const rides = new Map<string, RideTap[]>();
+  const linked = new Set<string>();
   const cardIds = [...new Set(taps.map((t) => t.cardId))].sort();
   const cards = new Map<string, CardState>();
   for (const ids of chunks(cardIds)) {
@@ -112,6 +216,20 @@ export async function assessTaps(trx: Db, ctx: IssuerContext, taps: Tap[], now: 
       }
     }
   }
+  // Cards with a stored tap whose record lags, late enough to pair with a tap of this batch (rare: one query per chunk of cards).
+  const laggingCards = new Set<string>();
+  if (taps.length > 0) {
+    const earliest = Math.min(...taps.map((t) => t.tappedAt!.getTime()));
+    for (const ids of chunks(cardIds)) {
+      const rows = await trx('taps')
+        .whereIn('card_id', ids)
+        .where('tapped_at', '>=', String(earliest))
+        .whereNull('repeat_of_tap_id')
+        .whereRaw('card_last_completed_counter < proof_counter - 1')
+        .distinct('card_id');
+      for (const r of rows) laggingCards.add(r.card_id);
+    }
+  }
   const markStored = new Map<string, CloneReason>();
   const cloned = new Set<string>();
   for (const tap of taps) {
@@ -123,14 +241,26 @@ export async function assessTaps(trx: Db, ctx: IssuerContext, taps: Tap[], now: 
     const tappedAt = flag ? now : claimedAt;
     const day = serviceDay(tappedAt, cap);
 
-    let due = BigInt(tap.fare!.minorUnits);
-    if (cap.dailyCapMinor !== undefined) {
+    // A repeat is the same ride as another tap: nothing is due, and the cap does not count it.
+    const ride = rideTap(tap);
+    const cardRides = rides.get(tap.cardId) ?? [];
+    rides.set(tap.cardId, cardRides);
+    let repeatOf = ride.repeatOf;
+    const laterMayLag = cardRides.some(recordLags) || laggingCards.has(tap.cardId);
+    if (repeatOf === undefined && (recordLags(ride) || laterMayLag)) {
+      repeatOf = await pairedRide(trx, tap, ride, cardRides, linked, repeatWindow, laterMayLag);
+    }
+    if (repeatOf !== undefined) linked.add(repeatOf);
+    cardRides.push({ ...ride, repeatOf });
+
+    let due = repeatOf !== undefined ? 0n : BigInt(tap.fare!.minorUnits);
+    if (repeatOf === undefined && cap.dailyCapMinor !== undefined) {
       const key = `${tap.cardId}\0${day}`;
       const sofar = spent.get(key) ?? 0n;
       due = amountDue(due, sofar, cap.dailyCapMinor);
       spent.set(key, sofar + due);
     }
-    const assessment: TapAssessment = { serviceDay: day, due, ...(flag ? { clockFlag: flag } : {}) };
+    const assessment: TapAssessment = { serviceDay: day, due, ...(flag ? { clockFlag: flag } : {}), ...(repeatOf !== undefined ? { repeatOf } : {}) };
     byTap.set(tap.tapId, assessment);
     if (flag) ctx.log.warn({ tapId: tap.tapId, cardId: tap.cardId, clockFlag: flag, tappedAt: claimedAt, receivedAt: now }, 'tap time implausible; priced by its receipt');
 

@@ -12,12 +12,13 @@
 //          │                  │        └──── a retry the rider asks for may find it collectable again)
 //          │                  └▶ REJECTED
 //          ├▶ REJECTED (not authenticated, card not enrolled)
-//          └▶ CAPPED (nothing due under the fare cap)
+//          ├▶ CAPPED (nothing due under the fare cap)
+//          └▶ REPEATED (the same ride as an earlier tap: nothing due)
 import { chunks, type Db } from '../common/db.js';
 import { TapState } from '../gen/tapcredit/issuer/v1/issuer.js';
 
 /** Tap life-cycle states as stored (the TapState enum names without prefix). */
-export type TapStateName = 'RECEIVED' | 'DEDUCTING' | 'DEDUCTED' | 'DECLINED' | 'SETTLED' | 'REJECTED' | 'CAPPED' | 'UNCOLLECTABLE';
+export type TapStateName = 'RECEIVED' | 'DEDUCTING' | 'DEDUCTED' | 'DECLINED' | 'SETTLED' | 'REJECTED' | 'CAPPED' | 'UNCOLLECTABLE' | 'REPEATED';
 
 export const TAP_STATES: Record<TapStateName, TapState> = {
   RECEIVED: TapState.TAP_STATE_RECEIVED,
@@ -28,10 +29,11 @@ export const TAP_STATES: Record<TapStateName, TapState> = {
   REJECTED: TapState.TAP_STATE_REJECTED,
   CAPPED: TapState.TAP_STATE_CAPPED,
   UNCOLLECTABLE: TapState.TAP_STATE_UNCOLLECTABLE,
+  REPEATED: TapState.TAP_STATE_REPEATED,
 };
 
 /** States a tap is stored in when it arrives. */
-export const ARRIVAL_STATES: readonly TapStateName[] = ['RECEIVED', 'REJECTED', 'CAPPED'];
+export const ARRIVAL_STATES: readonly TapStateName[] = ['RECEIVED', 'REJECTED', 'CAPPED', 'REPEATED'];
 
 /** The allowed moves: from each state, the states it may go to. */
 export const TRANSITIONS: Readonly<Record<TapStateName, readonly TapStateName[]>> = {
@@ -43,6 +45,7 @@ export const TRANSITIONS: Readonly<Record<TapStateName, readonly TapStateName[]>
   SETTLED: [],
   REJECTED: [],
   CAPPED: [],
+  REPEATED: [],
 };
 
 /** States a tap rests in for good unless someone acts (the end of its life, or a debt an operator must look at). */

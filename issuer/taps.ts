@@ -42,6 +42,15 @@ export function validateTapReport(req: TapReportRequest, currencyCode: string): 
     v.id(`${f}.card_id`, tap.cardId);
     v.id(`${f}.agreement_id`, tap.agreementId);
     if (tap.lineId) v.id(`${f}.line_id`, tap.lineId);
+    // A terminal repeats only its own taps, never the tap itself.
+    if (tap.repeatOfTapId !== undefined && (!tap.repeatOfTapId.startsWith(`${tap.terminalId}:`) || tap.repeatOfTapId === tap.tapId)) {
+      v.add(`${f}.repeat_of_tap_id`, "must be another tap of the same terminal (\"<terminal_id>:<sequence>\")");
+    }
+    if (tap.cardLastCompleted) {
+      // A card that holds no record is reported as the empty record: no tap id, counter 0.
+      const completed = parseUint63(v, `${f}.card_last_completed.counter`, tap.cardLastCompleted.counter);
+      if (completed !== 0n || tap.cardLastCompleted.tapId !== '') v.id(`${f}.card_last_completed.tap_id`, tap.cardLastCompleted.tapId);
+    }
     if (v.money(`${f}.fare`, tap.fare, { positive: true }) !== undefined && tap.fare!.currencyCode !== currencyCode) {
       v.add(`${f}.fare.currency_code`, `must be ${currencyCode}, the issuer's currency`);
     }
@@ -177,7 +186,8 @@ async function storeBatch(
   const { byTap, denyListChanged } = await assessTaps(trx, ctx, authenticated.map((o) => o.tap), now);
   for (const o of authenticated) {
     o.risk = byTap.get(o.tap.tapId)!;
-    if (o.risk.due === 0n) o.state = 'CAPPED';
+    if (o.risk.repeatOf !== undefined) o.state = 'REPEATED';
+    else if (o.risk.due === 0n) o.state = 'CAPPED';
   }
 
   const toStore = outcomes.filter((o): o is Outcome & StoredTap => o.state !== undefined);
@@ -193,7 +203,7 @@ async function storeBatch(
   // The card counter only moves on authenticated taps of enrolled cards.
   const highest = new Map<string, bigint>();
   for (const o of toStore) {
-    if (o.state !== 'RECEIVED' && o.state !== 'CAPPED') continue;
+    if (o.state !== 'RECEIVED' && o.state !== 'CAPPED' && o.state !== 'REPEATED') continue;
     const counter = BigInt(o.tap.proof!.counter);
     if (counter > (highest.get(o.tap.cardId) ?? enrolledCards.get(o.tap.cardId)!)) highest.set(o.tap.cardId, counter);
   }
@@ -237,9 +247,13 @@ export function tapRow({ tap, print, state, reason, risk }: StoredTap, now: numb
     due_minor: risk ? risk.due.toString() : null,
     clone_reason: risk?.cloneReason ?? null,
     clock_flag: risk?.clockFlag ?? null,
-    // Nothing was debited for a capped tap: it is charged zero.
-    charged_currency: state === 'CAPPED' ? tap.fare!.currencyCode : null,
-    charged_minor: state === 'CAPPED' ? '0' : null,
+    reported_repeat_of_tap_id: tap.repeatOfTapId || null,
+    card_last_completed_tap_id: tap.cardLastCompleted?.tapId ?? null,
+    card_last_completed_counter: tap.cardLastCompleted?.counter ?? null,
+    repeat_of_tap_id: risk?.repeatOf ?? null,
+    // Nothing is debited for a capped or repeated tap: it is charged zero.
+    charged_currency: state === 'CAPPED' || state === 'REPEATED' ? tap.fare!.currencyCode : null,
+    charged_minor: state === 'CAPPED' || state === 'REPEATED' ? '0' : null,
     received_at: String(now),
     updated_at: String(now),
   };
@@ -276,6 +290,10 @@ export const tapColumns = (db: Db) => [
   asText(db, 'recovered_at'),
   'clone_reason',
   'clock_flag',
+  'reported_repeat_of_tap_id',
+  'card_last_completed_tap_id',
+  asText(db, 'card_last_completed_counter'),
+  'repeat_of_tap_id',
 ];
 
 export interface TapRow {
@@ -306,6 +324,10 @@ export interface TapRow {
   recovered_at: string | null;
   clone_reason: string | null;
   clock_flag: string | null;
+  reported_repeat_of_tap_id: string | null;
+  card_last_completed_tap_id: string | null;
+  card_last_completed_counter: string | null;
+  repeat_of_tap_id: string | null;
 }
 
 /** The tap exactly as the terminal reported it. */
@@ -327,6 +349,8 @@ export function reportedTap(row: TapRow): Tap {
       mac: Buffer.from(row.proof_mac),
     },
     ...(row.line_id ? { lineId: row.line_id } : {}),
+    ...(row.reported_repeat_of_tap_id ? { repeatOfTapId: row.reported_repeat_of_tap_id } : {}),
+    ...(row.card_last_completed_tap_id !== null ? { cardLastCompleted: { tapId: row.card_last_completed_tap_id, counter: row.card_last_completed_counter! } } : {}),
   };
 }
 
@@ -358,5 +382,6 @@ export async function issuerTaps(db: Db, rows: TapRow[]): Promise<IssuerTap[]> {
     cloneSuspected: row.clone_reason !== null,
     cloneReason: row.clone_reason ?? '',
     clockFlag: row.clock_flag ?? '',
+    repeatOfTapId: row.repeat_of_tap_id ?? '',
   }));
 }

@@ -10,7 +10,7 @@
 import type { KeyObject } from 'node:crypto';
 import { MAC_BYTES, TERMINAL_RANDOM_BYTES, verifyCardProof, verifyCreditFlag } from '../common/card.js';
 import { Violations } from '../common/validate.js';
-import { CardStatus, type CardAnswer, type CardCommand, type CardProof, type DebitCommand, type ReadCardAnswer } from '../gen/tapcredit/type/v1/card.js';
+import { CardStatus, type CardAnswer, type CardCommand, type CardProof, type CompletedTap, type DebitCommand, type ReadCardAnswer } from '../gen/tapcredit/type/v1/card.js';
 import { DeclineReason } from '../gen/tapcredit/terminal/v1/terminal.js';
 
 /** How long a card has to answer a command, by default: the life of a challenge. */
@@ -41,7 +41,35 @@ export interface ReaderContext {
 export type Step =
   | { kind: 'command'; commands: CardCommand[]; timeoutMs: number }
   | { kind: 'decline'; reason: DeclineReason; cardId?: string }
-  | { kind: 'accept'; cardId: string; agreementId: string; proof: CardProof; terminalSequence: bigint };
+  | { kind: 'accept'; cardId: string; agreementId: string; proof: CardProof; terminalSequence: bigint; lastCompleted?: CompletedTap };
+
+/** What a terminal remembers of a card's last accepted tap at it (terminal/store.ts). */
+export interface LastTap {
+  tapId: string;
+  /** The tap's proof counter. */
+  counter: bigint;
+  /** Epoch ms. */
+  tappedAt: number;
+  /** Set when that tap was itself a repeat. */
+  repeatOf?: string;
+}
+
+/**
+ * The tap a presentation repeats, or undefined for a new, charged ride. A
+ * card presented again at this terminal within the window after its last
+ * accepted tap here, whose record of its last completed tap stops below that
+ * tap's counter, never saw that tap's ACCEPT: the terminal stored it and the
+ * gate stayed shut (the terminal died before answering, or the answer was
+ * lost). The gate opens for it without a new charge, once: a tap that is
+ * itself a repeat is never repeated. A card whose record shows the tap (or a
+ * later one) completed is taking another ride.
+ */
+export function repeatOf(last: LastTap | undefined, record: CompletedTap | undefined, nowMs: number, windowMs: number): string | undefined {
+  if (!last || last.repeatOf !== undefined) return undefined;
+  if (nowMs - last.tappedAt > windowMs) return undefined;
+  const completed = record ? BigInt(record.counter) : 0n;
+  return completed < last.counter ? last.tapId : undefined;
+}
 
 /** Today's service day in UTC, as cards store their expiry. */
 export const utcDay = (now: Date) => now.toISOString().slice(0, 10);
@@ -153,6 +181,12 @@ export class TapSession {
     const counter = parseCounter(v, 'answer.read.counter', read.counter);
     // The card adds one before it answers the debit: that one must still fit.
     if (counter === COUNTER_MAX) v.add('answer.read.counter', 'is out of range');
+    if (read.lastCompleted) {
+      v.id('answer.read.last_completed.tap_id', read.lastCompleted.tapId);
+      const completed = parseCounter(v, 'answer.read.last_completed.counter', read.lastCompleted.counter);
+      // A card completes only debits it made.
+      if (completed !== undefined && counter !== undefined && completed > counter) v.add('answer.read.last_completed.counter', 'must not exceed the card counter');
+    }
     v.throwIfAny();
     this.read = { ...read, counterValue: counter! };
 
@@ -190,7 +224,14 @@ export class TapSession {
       return this.decline(DeclineReason.DECLINE_REASON_CARD_AUTHENTICATION_FAILED);
     }
     this.state = 'done';
-    return { kind: 'accept', cardId: read.cardId, agreementId: read.creditFlag!.agreementId, proof, terminalSequence: challenge.sequence };
+    return {
+      kind: 'accept',
+      cardId: read.cardId,
+      agreementId: read.creditFlag!.agreementId,
+      proof,
+      terminalSequence: challenge.sequence,
+      ...(read.lastCompleted ? { lastCompleted: read.lastCompleted } : {}),
+    };
   }
 
   private decline(reason: DeclineReason): Step {

@@ -21,11 +21,12 @@ import {
 } from '../gen/tapcredit/terminal/v1/terminal.js';
 import type { Money } from '../gen/tapcredit/type/v1/money.js';
 import type { Tap } from '../gen/tapcredit/type/v1/tap.js';
-import { TapSession, utcDay } from './decision.js';
+import { repeatOf, TapSession, utcDay } from './decision.js';
 import type { TerminalStore } from './store.js';
 
 export const ERROR_DOMAIN = 'terminal.tapcredit';
 const DEFAULT_UNSENT_LIMIT = 100;
+const DEFAULT_REPEAT_WINDOW_MS = 60_000;
 const MAX_UNSENT_LIMIT = 1000;
 
 export interface TerminalContext {
@@ -38,6 +39,8 @@ export interface TerminalContext {
   lineId?: string;
   /** How long a card has to answer each command (default 5 s): the life of a challenge. */
   answerTimeoutMs?: number;
+  /** How long after an accepted tap a presentation may repeat it, free (default 60 s; see decision.ts repeatOf). */
+  repeatWindowMs?: number;
   /** When the deny list was last confirmed current by the issuer. */
   denyListSyncedAt?: () => Date | undefined;
   store: TerminalStore;
@@ -77,6 +80,9 @@ export async function presentCard(ctx: TerminalContext, io: DuplexSession<Presen
     io.send({ command: undefined, outcome: { decision: Decision.DECISION_DECLINE, declineReason: step.reason, tap: undefined } });
     return;
   }
+  const tappedAt = ctx.now?.() ?? new Date();
+  // The same card again after a tap whose ACCEPT it never saw: the same ride, free.
+  const repeats = repeatOf(ctx.store.lastTapOf(step.cardId, tappedAt.getTime()), step.lastCompleted, tappedAt.getTime(), ctx.repeatWindowMs ?? DEFAULT_REPEAT_WINDOW_MS);
   const tap: Tap = {
     tapId: `${ctx.terminalId}:${step.terminalSequence}`,
     terminalId: ctx.terminalId,
@@ -84,9 +90,12 @@ export async function presentCard(ctx: TerminalContext, io: DuplexSession<Presen
     cardId: step.cardId,
     agreementId: step.agreementId,
     fare: ctx.fare,
-    tappedAt: ctx.now?.() ?? new Date(),
+    tappedAt,
     proof: step.proof,
     ...(ctx.lineId ? { lineId: ctx.lineId } : {}),
+    ...(repeats ? { repeatOfTapId: repeats } : {}),
+    // What the card's record showed, the empty record when it held none: the issuer's repeat rule reads it.
+    cardLastCompleted: step.lastCompleted ?? { tapId: '', counter: '0' },
     // Stored and forwarded with the tap, so it is followed by this call's trace id end to end.
     traceparent: currentTraceparent() || undefined,
   };
@@ -100,7 +109,7 @@ export async function presentCard(ctx: TerminalContext, io: DuplexSession<Presen
     throw err;
   }
   ctx.forwarder.kick();
-  ctx.log.info({ tapId: tap.tapId, cardId: tap.cardId }, 'card accepted');
+  ctx.log.info({ tapId: tap.tapId, cardId: tap.cardId, ...(repeats ? { repeatOf: repeats } : {}) }, repeats ? 'card accepted again: a repeat, no fare' : 'card accepted');
   io.send({ command: undefined, outcome: { decision: Decision.DECISION_ACCEPT, declineReason: DeclineReason.DECLINE_REASON_UNSPECIFIED, tap } });
 }
 

@@ -34,6 +34,7 @@ await runProcess('terminal', s.logLevel, (log) => {
     fare,
     lineId: s.line,
     answerTimeoutMs: s.answerTimeoutMs,
+    repeatWindowMs: s.repeatWindowMs,
     forwardBatchSize: s.forwardBatchSize,
     forwardIntervalMs: s.forwardIntervalMs,
     forwardWindowMs: s.forwardWindowMs,

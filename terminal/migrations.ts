@@ -47,4 +47,15 @@ export const terminalMigrations: Migration[] = [
       });
     },
   },
+  {
+    name: '003_repeated_taps',
+    async up(db) {
+      await db.schema.alterTable('taps', (t) => {
+        // The tap this one repeats (a card presented again after a torn tap); null for a charged ride.
+        t.string('repeat_of_tap_id', 80).nullable();
+        // The recent taps are read back by time when the terminal starts.
+        t.index(['tapped_at'], 'taps_tapped_at_idx');
+      });
+    },
+  },
 ];

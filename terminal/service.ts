@@ -41,6 +41,8 @@ export interface TerminalConfig {
   lineId?: string;
   /** How long a card has to answer each reader command, in ms: the life of a challenge. */
   answerTimeoutMs?: number;
+  /** How long after an accepted tap the card's presentation again may repeat it, free (see terminal/decision.ts repeatOf). */
+  repeatWindowMs?: number;
   /** Follow the issuer's deny list (default true). */
   denyListSync?: boolean;
   /** Backoff bounds of the deny-list syncer after a broken stream (default 200 ms .. 5 s). */
@@ -101,7 +103,8 @@ export async function startTerminal(config: TerminalConfig): Promise<TerminalHan
       database: { url: config.databaseUrl, migrations: terminalMigrations, migrationsTable: 'terminal_migrations' },
     },
     async (db, storage) => {
-      const taps = (store = await TerminalStore.open(db, { commitDelayMs: config.commitDelayMs }));
+      const repeatWindowMs = config.repeatWindowMs ?? defaults.repeatWindowMs.default;
+      const taps = (store = await TerminalStore.open(db, { commitDelayMs: config.commitDelayMs, recentWindowMs: repeatWindowMs }));
       // issuerAddress may list several issuer replicas: calls go round robin over them.
       const { target, options } = channelTarget(config.issuerAddress);
       const issuerClient = new IssuerServiceClient(target, channelCredentials(config.tls, { role: 'issuer' }), {
@@ -143,6 +146,7 @@ export async function startTerminal(config: TerminalConfig): Promise<TerminalHan
               fare: config.fare,
               lineId: config.lineId || undefined,
               answerTimeoutMs: config.answerTimeoutMs ?? defaults.answerTimeoutMs.default,
+              repeatWindowMs,
               denyListSyncedAt: () => syncer.syncedAt,
               store: taps,
               forwarder,

@@ -18,6 +18,7 @@ export const TERMINAL_SETTINGS = {
   fareMinorUnits: integer('fare-minor-units', 'FARE_MINOR_UNITS', 200, 'Flat fare per ride in minor units, when there is no tariff.'),
   currency: text('currency', 'CURRENCY', 'CNY', 'Currency of the flat fare, ISO 4217.'),
   answerTimeoutMs: integer('answer-timeout-ms', 'TERMINAL_ANSWER_TIMEOUT_MS', 5000, 'How long a card has to answer each reader command (the life of a challenge); a later answer is declined ANSWER_TIMEOUT.'),
+  repeatWindowMs: integer('repeat-window-ms', 'TERMINAL_REPEAT_WINDOW_MS', 60_000, 'A card presented again within this time after an accepted tap that its record shows never completed (the gate did not open) goes through without a new charge, once.'),
   forwardBatchSize: integer('forward-batch-size', 'FORWARD_BATCH_SIZE', DEFAULT_FORWARD_BATCH_SIZE, 'Taps per TapReport call to the issuer.'),
   forwardIntervalMs: integer('forward-interval-ms', 'FORWARD_INTERVAL_MS', DEFAULT_FORWARD_INTERVAL_MS, 'Poll interval of the forwarder when idle.'),
   forwardWindowMs: integer('forward-window-ms', 'FORWARD_WINDOW_MS', 0, 'How long after a tap is accepted the forwarder waits for more to join the batch; 0 sends at once (a gate takes about a tap a second).'),

@@ -21,10 +21,28 @@ export interface StoreOptions {
   commitDelayMs?: () => number;
 }
 
+/** What the terminal remembers of a card's last accepted tap here, for the repeat rule (decision.ts repeatOf). */
+export interface RecentTap {
+  tapId: string;
+  /** The tap's proof counter: the card's counter after its debit. */
+  counter: bigint;
+  /** Epoch ms, by the terminal's clock. */
+  tappedAt: number;
+  /** Set when the tap is itself a repeat. */
+  repeatOf?: string;
+}
+
 /** Most taps committed in one group commit. */
 const MAX_GROUP = 1000;
-/** Rows per INSERT statement (8 columns each: far below the bind-parameter limits). */
+/** Rows per INSERT statement (9 columns each: far below the bind-parameter limits). */
 const ROWS_PER_INSERT = 400;
+
+const recentTap = (tap: Tap): RecentTap => ({
+  tapId: tap.tapId,
+  counter: BigInt(tap.proof!.counter),
+  tappedAt: tap.tappedAt!.getTime(),
+  ...(tap.repeatOfTapId ? { repeatOf: tap.repeatOfTapId } : {}),
+});
 
 export class TerminalStore {
   /** Accepted tap rows, committed in groups (see recordTap). */
@@ -48,6 +66,9 @@ export class TerminalStore {
      * so it never waits behind the forwarder's commits on the one connection.
      */
     private readonly denied: Set<string>,
+    /** Each card's last accepted tap here within the repeat window, read back from the taps table at start: it survives restarts. */
+    private readonly recent: Map<string, RecentTap>,
+    private readonly recentWindowMs: number,
     private readonly opts: StoreOptions = {},
   ) {}
 
@@ -62,11 +83,23 @@ export class TerminalStore {
   }
 
   /** Opens the store; the next sequence continues after the highest one stored. */
-  static async open(db: Db, opts: StoreOptions = {}): Promise<TerminalStore> {
+  static async open(db: Db, opts: StoreOptions & { recentWindowMs?: number; now?: () => number } = {}): Promise<TerminalStore> {
     const [row] = await db('taps').select(db.raw('CAST(MAX(sequence) AS TEXT) AS max_sequence'));
     const max = row?.max_sequence == null ? 0n : BigInt(row.max_sequence);
     const denied = new Set<string>((await db('deny_list').select('card_id')).map((r: { card_id: string }) => r.card_id));
-    return new TerminalStore(db, max + 1n, denied, opts);
+    const windowMs = opts.recentWindowMs ?? 60_000;
+    const recent = new Map<string, RecentTap>();
+    const since = (opts.now?.() ?? Date.now()) - windowMs;
+    // In sequence order, so each card ends with its last tap.
+    const rows = await db('taps').where('tapped_at', '>=', String(since)).orderBy('sequence', 'asc').select('card_id', 'tap');
+    for (const r of rows as { card_id: string; tap: Buffer }[]) recent.set(r.card_id, recentTap(Tap.decode(r.tap)));
+    return new TerminalStore(db, max + 1n, denied, recent, windowMs, opts);
+  }
+
+  /** The card's last accepted tap here, when it is within the repeat window of `now` (epoch ms). */
+  lastTapOf(cardId: string, now: number): RecentTap | undefined {
+    const last = this.recent.get(cardId);
+    return last && now - last.tappedAt <= this.recentWindowMs ? last : undefined;
   }
 
   /** The sequence the next debit will carry. */
@@ -95,7 +128,31 @@ export class TerminalStore {
    * accepted during a commit share the next one (group commit), in the order
    * their sequences were claimed.
    */
-  recordTap(tap: Tap): Promise<void> {
+  async recordTap(tap: Tap): Promise<void> {
+    // Remembered at once, so a presentation racing this commit sees it; forgotten again if the commit fails.
+    const before = this.recent.get(tap.cardId);
+    this.remember(tap);
+    try {
+      await this.commitTap(tap);
+    } catch (err) {
+      if (this.recent.get(tap.cardId)?.tapId === tap.tapId) {
+        if (before) this.recent.set(tap.cardId, before);
+        else this.recent.delete(tap.cardId);
+      }
+      throw err;
+    }
+  }
+
+  private remember(tap: Tap): void {
+    this.recent.set(tap.cardId, recentTap(tap));
+    // Cards whose last tap left the window are forgotten now and then, so the map holds about a window's cards.
+    if (this.recent.size > 10_000 && this.recent.size % 1000 === 0) {
+      const since = Date.now() - this.recentWindowMs;
+      for (const [cardId, t] of this.recent) if (t.tappedAt < since) this.recent.delete(cardId);
+    }
+  }
+
+  private commitTap(tap: Tap): Promise<void> {
     return this.taps.submit({
       tap_id: tap.tapId,
       sequence: tap.terminalSequence,
@@ -105,6 +162,7 @@ export class TerminalStore {
       tapped_at: String(tap.tappedAt!.getTime()),
       tap: Buffer.from(Tap.encode(tap).finish()),
       acked_at: null,
+      repeat_of_tap_id: tap.repeatOfTapId ?? null,
     });
   }
 

@@ -8,7 +8,7 @@ import { expect } from 'chai';
 import { computeCardMac, creditFlagPayload, diversifyCardKey, signCreditFlag, verifyCardProof, verifyCreditFlag } from '../common/card.js';
 import { CardEmulator, PHONE_READER_ID, PHONE_TERMINAL_SEQUENCE, readForEnrollment } from '../common/card-emulator.js';
 import { PresentCardRequest, PresentCardResponse } from '../gen/tapcredit/terminal/v1/terminal.js';
-import { CardStatus } from '../gen/tapcredit/type/v1/card.js';
+import { CardAnswer, CardCommand, CardStatus } from '../gen/tapcredit/type/v1/card.js';
 
 const vectors = JSON.parse(readFileSync(new URL('../docs/card-protocol-vectors.json', import.meta.url), 'utf8'));
 const doc = readFileSync(new URL('../docs/card-protocol.md', import.meta.url), 'utf8');
@@ -56,6 +56,19 @@ describe('card protocol test vectors', () => {
     expect(answer(ex.debitCommand)).to.equal(ex.debitAnswer);
     expect(PresentCardRequest.decode(hex(ex.debitAnswer)).answer!.debit!.mac).to.deep.equal(hex(vectors.macs[0].mac));
     expect(card.card.counter).to.equal('8');
+    // The reader saw ACCEPT: COMPLETE, and the next READ shows the record.
+    expect(Buffer.from(CardAnswer.encode(card.answer(CardCommand.decode(hex(ex.completeCommand)))).finish()).toString('hex')).to.equal(ex.completeAnswer);
+    expect(answer(ex.readCommand)).to.equal(ex.readAnswerAfterComplete);
+    expect(card.card.lastCompleted).to.deep.equal({ tapId: 'T0001:42', counter: '8' });
+  });
+
+  it('keeps the record of the highest completed counter, and refuses a COMPLETE it could not have earned', () => {
+    const card = new CardEmulator({ cardId: 'C1', issuerCode: 'CITY1', expiresOn: '2030-12-31', counter: '5', cardKey: hex(vectors.cardKey), creditFlag: undefined });
+    const complete = (tapId: string, counter: string) => card.answer({ read: undefined, debit: undefined, complete: { tapId, counter } });
+    expect(complete('T1:9', '4').complete!.lastCompleted).to.deep.equal({ tapId: 'T1:9', counter: '4' });
+    expect(complete('T1:8', '3').complete!.lastCompleted, 'an older one changes nothing').to.deep.equal({ tapId: 'T1:9', counter: '4' });
+    for (const [tapId, counter] of [['T1:10', '6'], ['', '5'], ['T1:10', '0']]) expect(complete(tapId, counter).status, `${tapId} ${counter}`).to.equal(CardStatus.CARD_STATUS_REJECTED);
+    expect(card.card.lastCompleted).to.deep.equal({ tapId: 'T1:9', counter: '4' });
   });
 
   it('reads for enrollment as reader "phone" with sequence 0, as the phone vector says', () => {

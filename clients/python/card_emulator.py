@@ -99,10 +99,26 @@ class CardEmulator:
             read = self.pb.ReadCardAnswer(card_id=c.card_id, issuer_code=c.issuer_code, expires_on=c.expires_on, counter=c.counter)
             if c.HasField("credit_flag"):
                 read.credit_flag.CopyFrom(c.credit_flag)
+            if c.HasField("last_completed"):
+                read.last_completed.CopyFrom(c.last_completed)
             return self.pb.CardAnswer(status=CARD_STATUS_OK, read=read)
         if kind == "debit":
             return self._debit(command.debit)
+        if kind == "complete":
+            return self._complete(command.complete)
         return self.pb.CardAnswer(status=CARD_STATUS_COMMAND_NOT_SUPPORTED)
+
+    def _complete(self, cmd):
+        """COMPLETE: a reader saw this tap accepted; the card keeps the record of the highest counter."""
+        if not cmd.tap_id or cmd.counter < 1 or cmd.counter > self.image.counter:
+            return self.pb.CardAnswer(status=CARD_STATUS_REJECTED)
+        held = self.image.last_completed if self.image.HasField("last_completed") else None
+        if held is None or held.counter < cmd.counter:
+            self.image.last_completed.CopyFrom(self.pb.CompletedTap(tap_id=cmd.tap_id, counter=cmd.counter))
+            self._changed()
+        answer = self.pb.CompleteAnswer()
+        answer.last_completed.CopyFrom(self.image.last_completed)
+        return self.pb.CardAnswer(status=CARD_STATUS_OK, complete=answer)
 
     def _debit(self, cmd):
         counter = self.image.counter + 1

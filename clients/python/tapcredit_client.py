@@ -91,6 +91,11 @@ def present_card(client, card):
         answers.put(None)
     if outcome is None:
         raise RuntimeError("the terminal ended the call without an outcome")
+    if outcome.decision == terminal_pb2.DECISION_ACCEPT:
+        # The gate opens: the reader writes COMPLETE to the card, so its record shows the ride (docs/card-protocol.md).
+        card_pb2 = pb("tapcredit.type.v1.card_pb2")
+        command = card_pb2.CardCommand(complete=card_pb2.CompleteCommand(tap_id=outcome.tap.tap_id, counter=outcome.tap.proof.counter))
+        card.answer(command)
     return outcome
 
 

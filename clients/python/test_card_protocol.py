@@ -55,6 +55,12 @@ class CardProtocolVectors(unittest.TestCase):
         self.assertEqual(answer(ex["readCommand"]), ex["readAnswer"])
         self.assertEqual(answer(ex["debitCommand"]), ex["debitAnswer"])
         self.assertEqual(card.image.counter, 8)
+        # The reader saw ACCEPT: COMPLETE, and the next READ shows the record.
+        complete = card_pb2.CardCommand.FromString(h(ex["completeCommand"]))
+        self.assertEqual(card.answer(complete).SerializeToString().hex(), ex["completeAnswer"])
+        self.assertEqual(answer(ex["readCommand"]), ex["readAnswerAfterComplete"])
+        refused = card_pb2.CardCommand(complete=card_pb2.CompleteCommand(tap_id="T0001:43", counter=9))
+        self.assertEqual(card.answer(refused).status, ce.CARD_STATUS_REJECTED)
 
     def test_phone_read(self):
         card_pb2 = tc.pb("tapcredit.type.v1.card_pb2")

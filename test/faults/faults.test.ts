@@ -32,12 +32,16 @@ describe('fault injection (servers killed and restarted, network faults)', funct
     const faults = Object.values(report.networkFaults).reduce((n, c) => n + c.cuts + c.delays + c.drops + c.refusals, 0);
     console.log(
       `      ${report.presented} taps, ${report.accepted} accepted, ${report.debitedCount} debited, ${kills} restarts, ${faults} network faults, ` +
-        `${report.violations.length} violations, ${(report.durationMs / 1000).toFixed(1)} s`,
+        `${report.violations.length} violations, ${(report.durationMs / 1000).toFixed(1)} s; ` +
+        `charged rides == ACCEPTs seen for ${report.cardsMatching} of ${report.cards} cards (${report.repeatsAccepted} repeats)`,
     );
     expect(report.violations, `invariants violated; replay with: ${report.replay} (run directory kept: ${report.dir})`).to.deep.equal([]);
     // The run must have exercised what it claims: every server restarted, declines, faults on every hop.
     for (const [server, r] of Object.entries(report.restarts)) expect(r.kills + r.terms, `${server} restarts`).to.be.greaterThan(0);
     expect(report.issuerTaps.DECLINED ?? 0, 'declined debits').to.be.greaterThan(0);
+    // Invariant 6 is among the violations; the figures show it was checked for every card.
+    expect(report.cardsMatching, 'cards whose charged rides equal the ACCEPTs seen').to.equal(report.cards).and.to.be.greaterThan(0);
+    expect(report.ridesCharged, 'rides charged').to.equal(report.acceptsSeen);
     for (const [hop, c] of Object.entries(report.networkFaults)) expect(c.cuts + c.delays + c.drops + c.refusals, `faults on ${hop}`).to.be.greaterThan(0);
   });
 });

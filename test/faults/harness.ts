@@ -77,6 +77,12 @@ export interface FaultRunReport {
   debitedCount: number;
   debited: string;
   settled: string;
+  /** Invariant 6 (as the rider sees it): rides charged and ACCEPTs seen over all cards, repeats among the ACCEPTs, and cards where the two agree. */
+  ridesCharged: number;
+  acceptsSeen: number;
+  repeatsAccepted: number;
+  cards: number;
+  cardsMatching: number;
   violations: string[];
 }
 
@@ -210,6 +216,11 @@ export async function runFaultScenario(options: Partial<FaultRunOptions> & { see
       debitedCount: checked.figures.debitedCount,
       debited: checked.figures.debited.toString(),
       settled: checked.figures.settled.toString(),
+      ridesCharged: checked.figures.ridesCharged,
+      acceptsSeen: checked.figures.acceptsSeen,
+      repeatsAccepted: checked.figures.repeatsAccepted,
+      cards: checked.figures.cards,
+      cardsMatching: checked.figures.cardsMatching,
       violations,
     };
   } finally {

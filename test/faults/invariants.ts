@@ -5,6 +5,8 @@
 // 3. the ledger balances;
 // 4. settled = debited, item by item;
 // 5. every terminal holds the issuer's deny list once synced;
+// 6. for each card, the rides charged (taps debited or owed, repeats not
+//    counted) equal the ACCEPT answers the readers saw;
 // and every tap is in a final state. Each check lists what it found wrong.
 import knexFactory from 'knex';
 import { ledgerAccountId, ledgerViolations } from '../../authorizer/ledger.js';
@@ -12,7 +14,9 @@ import { asText, toNumber, type Db } from '../../common/db.js';
 import type { GetReconciliationReportResponse } from '../../gen/tapcredit/issuer/v1/issuer.js';
 
 /** Tap states in which a tap stays once the system is quiet. */
-export const FINAL_TAP_STATES = new Set(['SETTLED', 'DECLINED', 'UNCOLLECTABLE', 'REJECTED', 'CAPPED']);
+export const FINAL_TAP_STATES = new Set(['SETTLED', 'DECLINED', 'UNCOLLECTABLE', 'REJECTED', 'CAPPED', 'REPEATED']);
+/** States of a tap that is a charged ride: debited, or owed as a debt. */
+const CHARGED_STATES = new Set(['DEDUCTED', 'SETTLED', 'DECLINED', 'UNCOLLECTABLE']);
 /** REJECTED reasons that can only come from a fault of the system (a tap corrupted or a binding lost). */
 const BUG_REJECT_REASONS = new Set(['CARD_AUTHENTICATION_FAILED', 'CARD_NOT_ENROLLED']);
 const MAX_LISTED = 20;
@@ -25,6 +29,8 @@ export interface AcceptedTap {
   tapId: string;
   cardId: string;
   terminalId: string;
+  /** Set when the ACCEPT was for a repeat of a tap whose ACCEPT the reader never saw. */
+  repeatOf?: string;
 }
 
 export interface InvariantInput {
@@ -48,6 +54,14 @@ export interface InvariantFigures {
   debitedCount: number;
   debited: bigint;
   settled: bigint;
+  /** Invariant 6: rides charged (taps debited or owed) and ACCEPTs the readers saw, over all cards. */
+  ridesCharged: number;
+  acceptsSeen: number;
+  /** ACCEPTs of repeats (gates opened again for a torn tap, no fare). */
+  repeatsAccepted: number;
+  /** Cards checked, and those whose charged rides equal the ACCEPTs seen. */
+  cards: number;
+  cardsMatching: number;
 }
 
 /** Collects violations, listing at most MAX_LISTED per check with the count of the rest. */
@@ -147,6 +161,20 @@ export async function checkInvariants(input: InvariantInput): Promise<{ violatio
     }
   }
 
+  // --- 6. as the rider sees it: one charge per ACCEPT, per card ---
+  const charged = new Map<string, number>();
+  const seen = new Map<string, number>();
+  for (const t of issuerTaps.values()) if (CHARGED_STATES.has(t.state)) charged.set(t.card_id, (charged.get(t.card_id) ?? 0) + 1);
+  for (const a of input.accepted) seen.set(a.cardId, (seen.get(a.cardId) ?? 0) + 1);
+  const riders = new Set([...charged.keys(), ...seen.keys()]);
+  let cardsMatching = 0;
+  for (const cardId of riders) {
+    const c = charged.get(cardId) ?? 0;
+    const s = seen.get(cardId) ?? 0;
+    if (c === s) cardsMatching++;
+    else f.add('rides charged differ from the ACCEPTs the readers saw', `card ${cardId}: ${c} charged, ${s} ACCEPTs seen`);
+  }
+
   // --- 2. no tap debited twice; the issuer and the authorizer agree on every debit ---
   const debitsByTap = new Map<string, DeductionRow[]>();
   for (const d of deductions) {
@@ -243,7 +271,18 @@ export async function checkInvariants(input: InvariantInput): Promise<{ violatio
 
   return {
     violations: f.finish(),
-    figures: { issuerTaps: byState, rejected, debitedCount: debitIds.size, debited, settled },
+    figures: {
+      issuerTaps: byState,
+      rejected,
+      debitedCount: debitIds.size,
+      debited,
+      settled,
+      ridesCharged: [...charged.values()].reduce((a, b) => a + b, 0),
+      acceptsSeen: input.accepted.length,
+      repeatsAccepted: input.accepted.filter((a) => a.repeatOf !== undefined).length,
+      cards: riders.size,
+      cardsMatching,
+    },
   };
 }
 

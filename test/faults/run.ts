@@ -55,6 +55,10 @@ console.log(
   `\nseed ${report.seed}: ${report.presented} taps presented, ${report.accepted} accepted, ${report.debitedCount} debited; ` +
     `${kill} SIGKILL + ${term} SIGTERM restarts, ${faults} network faults; ${report.violations.length} violations; ${(report.durationMs / 1000).toFixed(1)} s`,
 );
+console.log(
+  `charged rides == ACCEPTs seen for ${report.cardsMatching} of ${report.cards} cards: ${report.ridesCharged} rides charged, ` +
+    `${report.acceptsSeen} ACCEPTs seen (${report.repeatsAccepted} of them repeats of a torn tap, no fare)`,
+);
 if (report.violations.length > 0) {
   console.log(`FAILED. Replay: ${report.replay}\nRun directory kept: ${report.dir}`);
   process.exit(1);

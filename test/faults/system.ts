@@ -62,6 +62,8 @@ export interface SystemOptions {
    * here so that restarts do not idle the run; 3 s by default.
    */
   claimTtlMs?: number;
+  /** The repeat window of the terminals and the issuer (--repeat-window-ms); their default (60 s) when unset. */
+  repeatWindowMs?: number;
 }
 
 /** What the driver saw. */
@@ -137,14 +139,14 @@ export class FaultSystem {
         entry: 'issuer/main',
         env,
         output,
-        args: [...common, ...leases, '--port', String(ports.issuer), '--database-url', files.issuer, '--issuer-id', ISSUER_ID, '--issuer-code', ISSUER_CODE, '--currency', CURRENCY, '--authorizer-address', `127.0.0.1:${via['issuer->authorizer']}`, '--deduct-interval-ms', interval],
+        args: [...common, ...leases, '--port', String(ports.issuer), '--database-url', files.issuer, '--issuer-id', ISSUER_ID, '--issuer-code', ISSUER_CODE, '--currency', CURRENCY, '--authorizer-address', `127.0.0.1:${via['issuer->authorizer']}`, '--deduct-interval-ms', interval, ...(opts.repeatWindowMs !== undefined ? ['--repeat-window-ms', String(opts.repeatWindowMs)] : [])],
       },
       ...terminalIds.map((id, i) => ({
         name: `terminal-${id}`,
         entry: 'terminal/main',
         env,
         output,
-        args: [...common, '--terminal-id', id, '--port', String(ports.terminals[i]), '--database-url', files.terminals.get(id)!, '--issuer-code', ISSUER_CODE, '--issuer-address', `127.0.0.1:${via['terminal->issuer']}`, '--fare-minor-units', String(FARE), '--currency', CURRENCY, '--forward-interval-ms', interval],
+        args: [...common, '--terminal-id', id, '--port', String(ports.terminals[i]), '--database-url', files.terminals.get(id)!, '--issuer-code', ISSUER_CODE, '--issuer-address', `127.0.0.1:${via['terminal->issuer']}`, '--fare-minor-units', String(FARE), '--currency', CURRENCY, '--forward-interval-ms', interval, ...(opts.repeatWindowMs !== undefined ? ['--repeat-window-ms', String(opts.repeatWindowMs)] : [])],
       })),
     ];
     const insecure = credentials.createInsecure();
@@ -213,7 +215,8 @@ export class FaultSystem {
       const response = await presentCardImage(client, cards[c], 5_000);
       cards[c] = response.card;
       if (response.decision === Decision.DECISION_ACCEPT) {
-        record.accepted.push({ tapId: response.tap!.tapId, cardId: cards[c].cardId, terminalId: this.terminalIds[t] });
+        const repeatOf = response.tap!.repeatOfTapId;
+        record.accepted.push({ tapId: response.tap!.tapId, cardId: cards[c].cardId, terminalId: this.terminalIds[t], ...(repeatOf ? { repeatOf } : {}) });
       } else {
         const reason = declineReasonToJSON(response.declineReason ?? DeclineReason.DECLINE_REASON_UNSPECIFIED);
         record.declined[reason] = (record.declined[reason] ?? 0) + 1;
@@ -227,18 +230,21 @@ export class FaultSystem {
     }
   }
 
-  /** Presents cards[c] until a terminal answers, starting at terminal t and moving to the next while one is down. */
-  async present(cards: CardImage[], c: number, t: number, record: DriverRecord, giveUpMs = 120_000): Promise<void> {
+  /**
+   * Presents cards[c] at terminal t until it answers, as a rider in front of
+   * a gate that did not open taps again: at the same gate, which may be
+   * restarting (its repeat window, 60 s, outlasts any restart of a run).
+   */
+  async present(cards: CardImage[], c: number, t: number, record: DriverRecord, giveUpMs = 50_000): Promise<void> {
     const giveUpAt = Date.now() + giveUpMs;
     for (let attempt = 1; ; attempt++) {
       const failed = await this.presentOnce(cards, c, t, record);
       if (failed === undefined || !TERMINAL_DOWN.has(failed)) return;
       if (Date.now() > giveUpAt) {
-        record.errors.push(`card ${cards[c].cardId}: no terminal answered within ${giveUpMs} ms`);
+        record.errors.push(`card ${cards[c].cardId}: terminal ${this.terminalIds[t]} did not answer within ${giveUpMs} ms`);
         return;
       }
       record.retried++;
-      t = (t + 1) % this.terminalIds.length;
       await sleep(Math.min(20 * attempt, 200));
     }
   }

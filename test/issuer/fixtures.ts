@@ -133,9 +133,10 @@ export interface TestIssuer {
   close(): Promise<void>;
 }
 
-export async function openTestIssuer(): Promise<TestIssuer> {
+/** An issuer context on a fresh SQLite file, or on the database `url` names (a PostgreSQL one from test/helpers/databases.ts). */
+export async function openTestIssuer(url?: string): Promise<TestIssuer> {
   const dir = mkdtempSync(join(tmpdir(), 'tapcredit-issuer-'));
-  const db = await openDatabase({ url: join(dir, 'issuer.sqlite'), migrations, migrationsTable: MIGRATIONS_TABLE });
+  const db = await openDatabase({ url: url ?? join(dir, 'issuer.sqlite'), migrations, migrationsTable: MIGRATIONS_TABLE });
   const masterKey = randomBytes(32);
   const { privateKey, publicKey } = generateKeyPairSync('ed25519');
   const authorizer = new FakeAuthorizer();

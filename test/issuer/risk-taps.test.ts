@@ -13,8 +13,9 @@ import { cardReasons } from '../../issuer/deny-list.js';
 import { enrollCard } from '../../issuer/enrollment.js';
 import { amountDue } from '../../issuer/fares.js';
 import { parseClockTime, parseUtcOffset, serviceDay } from '../../issuer/service-day.js';
-import { clockFlag, cloneEvidence } from '../../issuer/tap-risk.js';
+import { clockFlag, cloneEvidence, sameRide, type RideTap } from '../../issuer/tap-risk.js';
 import { reportTaps } from '../../issuer/taps.js';
+import { backends, testDatabases, type TestDatabases } from '../helpers/databases.js';
 import { enrollRequest, expectApiError, money, newCard, openTestIssuer, tapOf, type TestIssuer } from './fixtures.js';
 
 const MINUTE = 60_000;
@@ -95,6 +96,35 @@ describe('a terminal clock that jumps: which tap times are implausible', () => {
   });
 });
 
+describe('the same ride presented twice (repeat rule)', () => {
+  const ride = (tapId: string, counter: bigint, tappedAt: number, more: Partial<RideTap> = {}): RideTap => ({
+    tapId,
+    terminalId: 'T1',
+    counter,
+    tappedAt,
+    lastCompletedCounter: counter - 1n,
+    ...more,
+  });
+
+  it('pairs a later tap whose card record shows the earlier one never completed, at the same terminal or line, within the window', () => {
+    const torn = ride('T1:1', 5n, T0, { lastCompletedCounter: 4n });
+    expect(sameRide(torn, ride('T1:2', 6n, T0 + 20_000, { lastCompletedCounter: 4n }), MINUTE)).to.equal(true);
+    expect(sameRide(torn, ride('T1:2', 6n, T0 + MINUTE, { lastCompletedCounter: 0n }), MINUTE)).to.equal(true);
+    const onLine = { ...torn, lineId: 'M1' };
+    expect(sameRide(onLine, ride('T2:1', 6n, T0 + 20_000, { terminalId: 'T2', lineId: 'M1', lastCompletedCounter: 4n }), MINUTE)).to.equal(true);
+  });
+
+  it('does not pair a completed tap, another place, a tap outside the window, a repeat, or a tap without the card record', () => {
+    const torn = ride('T1:1', 5n, T0, { lastCompletedCounter: 4n });
+    expect(sameRide(torn, ride('T1:2', 6n, T0 + 20_000, { lastCompletedCounter: 5n }), MINUTE), 'record shows it completed').to.equal(false);
+    expect(sameRide(torn, ride('T2:1', 6n, T0 + 20_000, { terminalId: 'T2', lastCompletedCounter: 4n }), MINUTE), 'another terminal, no line').to.equal(false);
+    expect(sameRide(torn, ride('T1:2', 6n, T0 + MINUTE + 1, { lastCompletedCounter: 4n }), MINUTE), 'outside the window').to.equal(false);
+    expect(sameRide(torn, ride('T1:2', 6n, T0 + 20_000, { lastCompletedCounter: 4n, repeatOf: 'T1:1' }), MINUTE), 'already a repeat').to.equal(false);
+    expect(sameRide(torn, ride('T1:2', 6n, T0 + 20_000, { lastCompletedCounter: undefined }), MINUTE), 'no record reported').to.equal(false);
+    expect(sameRide(ride('T1:2', 6n, T0 + 20_000, { lastCompletedCounter: 4n }), torn, MINUTE), 'order').to.equal(false);
+  });
+});
+
 describe('issuer: TapReport risk decisions', () => {
   let t: TestIssuer;
   let card: CardImage;
@@ -124,6 +154,97 @@ describe('issuer: TapReport risk decisions', () => {
     expect((await held())[0].tap).to.deep.equal(onLine);
     const err = await expectApiError(reportTaps(t.ctx, { terminalId: 'T1', taps: [{ ...next('T1', 2, T0), lineId: 'M 1' }] }), status.INVALID_ARGUMENT, 'INVALID_ARGUMENT');
     expect(err.fieldViolations.map((v) => v.field)).to.deep.equal(['taps[0].line_id']);
+  });
+
+  for (const backend of backends()) describe(`a repeated presentation: one ride charged (${backend})`, () => {
+    // On PostgreSQL too when configured: the rule's queries compare counters in SQL.
+    let databases: TestDatabases | undefined;
+    beforeEach(async function () {
+      if (backend === 'sqlite') return;
+      await t.close();
+      databases = testDatabases(backend, '');
+      t = await openTestIssuer(await databases.url('issuer'));
+      const enrolled = enrollRequest(newCard(t.masterKey, 'C1'), 'req-1');
+      agreementId = (await enrollCard(t.ctx, enrolled.request)).enrollment!.agreementId;
+      card = enrolled.card;
+    });
+    afterEach(async () => {
+      if (databases) {
+        await t.close();
+        await databases.drop();
+        databases = undefined;
+        t = await openTestIssuer(); // the outer afterEach closes it
+      }
+    });
+    const record = (tap: Tap) => ({ tapId: tap.tapId, counter: tap.proof!.counter });
+    const none = { tapId: '', counter: '0' };
+    const debitedIds = async () => {
+      await deductStep(t.ctx);
+      return t.authorizer.deductCalls.flatMap((c) => c.items.map((i) => i.requestId));
+    };
+
+    it("stores the terminal's repeat REPEATED with its link, nothing due, never debited", async () => {
+      const first = { ...next('T1', 1, T0), cardLastCompleted: none };
+      const repeat = { ...next('T1', 2, T0 + 10_000), cardLastCompleted: none, repeatOfTapId: 'T1:1' };
+      await reportTaps(t.ctx, { terminalId: 'T1', taps: [first, repeat] });
+      const h = await held();
+      expect(h.map((x) => [x.tap!.tapId, x.state, x.amountDue?.minorUnits, x.repeatOfTapId])).to.deep.equal([
+        ['T1:1', TapState.TAP_STATE_RECEIVED, '200', ''],
+        ['T1:2', TapState.TAP_STATE_REPEATED, '0', 'T1:1'],
+      ]);
+      expect(h[1].tap, 'as reported').to.deep.equal(repeat);
+      expect(h[1].charged).to.deep.equal(money(0));
+      expect(await debitedIds()).to.deep.equal(['T1:1']);
+    });
+
+    it('refuses a repeat of another terminal\'s tap, or of itself', async () => {
+      const other = { ...next('T1', 1, T0), repeatOfTapId: 'T2:7' };
+      const err = await expectApiError(reportTaps(t.ctx, { terminalId: 'T1', taps: [other] }), status.INVALID_ARGUMENT, 'INVALID_ARGUMENT');
+      expect(err.fieldViolations.map((v) => v.field)).to.deep.equal(['taps[0].repeat_of_tap_id']);
+      await expectApiError(reportTaps(t.ctx, { terminalId: 'T1', taps: [{ ...other, repeatOfTapId: other.tapId }] }), status.INVALID_ARGUMENT, 'INVALID_ARGUMENT');
+      expect(await held()).to.deep.equal([]);
+    });
+
+    for (const order of ['in order', 'the later log first'] as const) {
+      it(`charges one ride for a torn tap and the card's tap at another terminal of the line within the window (two logs after a failover, ${order})`, async () => {
+        const torn = { ...next('T1', 1, T0), lineId: 'M1', cardLastCompleted: none };
+        // The card's record at the second terminal does not show the first tap: its gate never opened.
+        const again = { ...next('T2', 1, T0 + 30_000), lineId: 'M1', cardLastCompleted: none };
+        const reports = [{ terminalId: 'T1', taps: [torn] }, { terminalId: 'T2', taps: [again] }];
+        if (order === 'the later log first') reports.reverse();
+        for (const r of reports) await reportTaps(t.ctx, r);
+        const h = await held();
+        const [charged, repeated] = order === 'in order' ? [torn, again] : [again, torn];
+        const byId = new Map(h.map((x) => [x.tap!.tapId, x]));
+        expect(byId.get(charged.tapId)!.state).to.equal(TapState.TAP_STATE_RECEIVED);
+        expect(byId.get(repeated.tapId)!).to.deep.include({ state: TapState.TAP_STATE_REPEATED, repeatOfTapId: charged.tapId });
+        expect(await debitedIds()).to.deep.equal([charged.tapId]);
+      });
+    }
+
+    it('charges both when the card record shows the first completed, when they are outside the window, or when the record is not reported', async () => {
+      const a = { ...next('T1', 1, T0), cardLastCompleted: none };
+      const b = { ...next('T1', 2, T0 + 10_000), cardLastCompleted: record(a) };
+      const c = { ...next('T1', 3, T0 + 2 * MINUTE), cardLastCompleted: none };
+      // Skipping a record (as a terminal that does not report it would): no evidence of a torn tap.
+      const d = { ...next('T1', 4, T0 + 2 * MINUTE + 10_000) };
+      await reportTaps(t.ctx, { terminalId: 'T1', taps: [a, b, c, d] });
+      expect((await held()).map((x) => x.state)).to.deep.equal(Array(4).fill(TapState.TAP_STATE_RECEIVED));
+    });
+
+    it('pairs a tap once: a third tap in the window is a ride of its own', async () => {
+      const torn = { ...next('T1', 1, T0), cardLastCompleted: none };
+      const second = { ...next('T1', 2, T0 + 10_000), cardLastCompleted: none };
+      const third = { ...next('T1', 3, T0 + 20_000), cardLastCompleted: none };
+      await reportTaps(t.ctx, { terminalId: 'T1', taps: [torn, second] });
+      await reportTaps(t.ctx, { terminalId: 'T1', taps: [third] });
+      // The third's record lags too, but the second is paired already (a repeat) and the first is taken.
+      expect((await held()).map((x) => [x.tap!.tapId, x.state])).to.deep.equal([
+        ['T1:1', TapState.TAP_STATE_RECEIVED],
+        ['T1:2', TapState.TAP_STATE_REPEATED],
+        ['T1:3', TapState.TAP_STATE_RECEIVED],
+      ]);
+    });
   });
 
   describe('daily cap', () => {

@@ -35,7 +35,7 @@ describe('issuer: tap life cycle', () => {
     ] as const) {
       expect(canMove(from, to), `${from} -> ${to}`).to.equal(false);
     }
-    expect([...FINAL_STATES].sort()).to.deep.equal(['CAPPED', 'REJECTED', 'SETTLED']);
+    expect([...FINAL_STATES].sort()).to.deep.equal(['CAPPED', 'REJECTED', 'REPEATED', 'SETTLED']);
     for (const s of DEBT_STATES) expect(FINAL_STATES).to.not.include(s);
   });
 

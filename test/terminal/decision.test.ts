@@ -4,7 +4,7 @@ import { issueCard, signCreditFlag, verifyCardProof, writeCreditFlag } from '../
 import { CardEmulator } from '../../common/card-emulator.js';
 import type { CardAnswer, CardImage, CardProof } from '../../gen/tapcredit/type/v1/card.js';
 import { DeclineReason } from '../../gen/tapcredit/terminal/v1/terminal.js';
-import { TapSession, utcDay, type ReaderContext } from '../../terminal/decision.js';
+import { repeatOf, TapSession, utcDay, type ReaderContext } from '../../terminal/decision.js';
 
 type DecisionInput = { card: CardImage; today: string } & ReaderContext;
 type DecisionOutcome =
@@ -154,5 +154,34 @@ describe('terminal offline decision', () => {
 
   it('takes the service day in UTC', () => {
     expect(utcDay(new Date('2026-03-15T23:30:00-05:00'))).to.equal('2026-03-16');
+  });
+
+  describe('a repeated presentation (repeatOf)', () => {
+    const now = 1_770_000_000_000;
+    const last = { tapId: 'T1:7', counter: 12n, tappedAt: now - 10_000 };
+    const record = (tapId: string, counter: bigint) => ({ tapId, counter: counter.toString() });
+
+    it('repeats the last tap here when the card record stops below it, within the window', () => {
+      expect(repeatOf(last, record('T2:3', 11n), now, 60_000)).to.equal('T1:7');
+      expect(repeatOf(last, undefined, now, 60_000), 'a card that holds no record').to.equal('T1:7');
+      expect(repeatOf(last, record('T2:3', 11n), now - 10_000 + 60_000, 60_000), 'at the edge of the window').to.equal('T1:7');
+    });
+
+    it('is a new ride when the record shows the tap (or a later one) completed, outside the window, after a repeat, or with no tap here', () => {
+      expect(repeatOf(last, record('T1:7', 12n), now, 60_000)).to.equal(undefined);
+      expect(repeatOf(last, record('T3:1', 13n), now, 60_000)).to.equal(undefined);
+      expect(repeatOf(last, record('T2:3', 11n), now - 10_000 + 60_001, 60_000)).to.equal(undefined);
+      expect(repeatOf({ ...last, repeatOf: 'T1:6' }, record('T2:3', 11n), now, 60_000), 'one repeat per tap').to.equal(undefined);
+      expect(repeatOf(undefined, undefined, now, 60_000)).to.equal(undefined);
+    });
+  });
+
+  it('refuses a READ answer whose record claims a counter the card has not reached', () => {
+    const session = new TapSession(input(enrolledCard()));
+    session.start(0);
+    const card = new CardEmulator(enrolledCard());
+    const read = card.answer({ read: {}, debit: undefined, complete: undefined });
+    read.read!.lastCompleted = { tapId: 'T1:1', counter: String(BigInt(read.read!.counter) + 1n) };
+    expect(() => session.answer(read, 1, '2026-01-01')).to.throw(/last_completed/);
   });
 });

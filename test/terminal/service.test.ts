@@ -256,7 +256,9 @@ describe('terminal server', () => {
       const first = scripted((command, card) => card.answer(command), image);
       const accepted = await presentCard(client!, first.side);
       expect(accepted.decision).to.equal(Decision.DECISION_ACCEPT);
-      expect(first.log.map((l) => (l.command.read ? 'READ' : l.command.debit ? 'DEBIT' : '?'))).to.deep.equal(['READ', 'DEBIT']);
+      // READ and DEBIT from the terminal; COMPLETE from the reader once it has the ACCEPT, naming the tap.
+      expect(first.log.map((l) => (l.command.read ? 'READ' : l.command.debit ? 'DEBIT' : l.command.complete ? 'COMPLETE' : '?'))).to.deep.equal(['READ', 'DEBIT', 'COMPLETE']);
+      expect(first.log[2].command.complete).to.deep.equal({ tapId: accepted.tap!.tapId, counter: accepted.tap!.proof!.counter });
       const debit = first.log[1].command.debit!;
       expect(debit).to.deep.include({ amount: '0', terminalId: 'T1', terminalSequence: '1' });
       expect(debit.terminalRandom.length).to.equal(8);

@@ -34,6 +34,39 @@ describe('terminal store', () => {
     removeDir(dir);
   });
 
+  it("remembers each card's last tap within the repeat window, across a restart (read back from the taps table)", async () => {
+    const at = (sequence: bigint, cardId: string, tappedAt: number, repeatOfTapId?: string): Tap => ({
+      ...tapAt(sequence, cardId),
+      tappedAt: new Date(tappedAt),
+      proof: { ...tapAt(sequence, cardId).proof!, counter: String(10n + sequence) },
+      ...(repeatOfTapId ? { repeatOfTapId } : {}),
+    });
+    const now = 1_770_000_100_000;
+    const store = await TerminalStore.open(db, { recentWindowMs: 60_000, now: () => now });
+    await store.recordTap(at(1n, 'C1', now - 120_000));
+    await store.recordTap(at(2n, 'C2', now - 30_000));
+    await store.recordTap(at(3n, 'C2', now - 20_000, 'T1:2'));
+    await store.recordTap(at(4n, 'C3', now - 10_000));
+    const expected = { C2: { tapId: 'T1:3', counter: 13n, tappedAt: now - 20_000, repeatOf: 'T1:2' }, C3: { tapId: 'T1:4', counter: 14n, tappedAt: now - 10_000 } };
+    for (const s of [store, await TerminalStore.open(db, { recentWindowMs: 60_000, now: () => now })]) {
+      expect(s.lastTapOf('C1', now), 'outside the window').to.equal(undefined);
+      expect(s.lastTapOf('C2', now)).to.deep.equal(expected.C2);
+      expect(s.lastTapOf('C3', now)).to.deep.equal(expected.C3);
+      expect(s.lastTapOf('C3', now + 50_001), 'the window has passed').to.equal(undefined);
+    }
+  });
+
+  it('forgets a tap whose commit failed', async () => {
+    const store = await TerminalStore.open(db);
+    const now = Date.now();
+    await store.recordTap({ ...tapAt(1n), tappedAt: new Date(now) });
+    // Same sequence: the commit fails, and the card's last tap stays the stored one.
+    let failed = false;
+    await store.recordTap({ ...tapAt(1n), tapId: 'T1:x', tappedAt: new Date(now) }).catch(() => (failed = true));
+    expect(failed).to.equal(true);
+    expect(store.lastTapOf('C1', now)?.tapId).to.equal('T1:1');
+  });
+
   it('starts a fresh terminal at sequence 1', async () => {
     const store = await TerminalStore.open(db);
     expect(store.peekSequence()).to.equal(1n);
@@ -59,7 +92,7 @@ describe('terminal store', () => {
     const store = await TerminalStore.open(db);
     for (const s of [3n, 1n, 2n]) await store.recordTap(tapAt(s));
     expect((await store.unsentTaps(10)).map((t) => t.tapId)).to.deep.equal(['T1:1', 'T1:2', 'T1:3']);
-    expect((await store.unsentTaps(10))[0]).to.deep.equal(tapAt(1n));
+    expect((await store.unsentTaps(10))[0]).to.deep.equal({ ...tapAt(1n), repeatOfTapId: undefined, cardLastCompleted: undefined });
     expect((await store.unsentTaps(2)).length).to.equal(2);
 
     const at = new Date('2026-03-15T10:00:00Z');

@@ -178,6 +178,12 @@ export enum TapState {
    * again; an operator may also unlist the card.
    */
   TAP_STATE_UNCOLLECTABLE = 8,
+  /**
+   * TAP_STATE_REPEATED - Final: the same ride as an earlier tap of the card at the same terminal
+   * (repeat_of_tap_id): the rider presented the card again because the gate
+   * did not open. Nothing is due and nothing is debited.
+   */
+  TAP_STATE_REPEATED = 9,
   UNRECOGNIZED = -1,
 }
 
@@ -210,6 +216,9 @@ export function tapStateFromJSON(object: any): TapState {
     case 8:
     case "TAP_STATE_UNCOLLECTABLE":
       return TapState.TAP_STATE_UNCOLLECTABLE;
+    case 9:
+    case "TAP_STATE_REPEATED":
+      return TapState.TAP_STATE_REPEATED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -237,6 +246,8 @@ export function tapStateToJSON(object: TapState): string {
       return "TAP_STATE_CAPPED";
     case TapState.TAP_STATE_UNCOLLECTABLE:
       return "TAP_STATE_UNCOLLECTABLE";
+    case TapState.TAP_STATE_REPEATED:
+      return "TAP_STATE_REPEATED";
     case TapState.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -591,6 +602,12 @@ export interface IssuerTap {
    * order comparisons. Empty when the time is plausible.
    */
   clockFlag: string;
+  /**
+   * For a REPEATED tap: the tap whose ride it repeats (the terminal's
+   * tap.repeat_of_tap_id, or the earlier tap the issuer paired it with when
+   * both reached it as charged rides, see docs/design.md).
+   */
+  repeatOfTapId: string;
 }
 
 /** Request of IssuerService.ListCardTaps. */
@@ -2136,6 +2153,7 @@ function createBaseIssuerTap(): IssuerTap {
     cloneSuspected: false,
     cloneReason: "",
     clockFlag: "",
+    repeatOfTapId: "",
   };
 }
 
@@ -2188,6 +2206,9 @@ export const IssuerTap: MessageFns<IssuerTap> = {
     }
     if (message.clockFlag !== "") {
       writer.uint32(130).string(message.clockFlag);
+    }
+    if (message.repeatOfTapId !== "") {
+      writer.uint32(138).string(message.repeatOfTapId);
     }
     return writer;
   },
@@ -2333,6 +2354,14 @@ export const IssuerTap: MessageFns<IssuerTap> = {
             message.clockFlag = reader.string();
             continue;
           }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.repeatOfTapId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2409,6 +2438,11 @@ export const IssuerTap: MessageFns<IssuerTap> = {
         : isSet(object.clock_flag)
         ? globalThis.String(object.clock_flag)
         : "",
+      repeatOfTapId: isSet(object.repeatOfTapId)
+        ? globalThis.String(object.repeatOfTapId)
+        : isSet(object.repeat_of_tap_id)
+        ? globalThis.String(object.repeat_of_tap_id)
+        : "",
     };
   },
 
@@ -2462,6 +2496,9 @@ export const IssuerTap: MessageFns<IssuerTap> = {
     if (message.clockFlag !== "") {
       obj.clockFlag = message.clockFlag;
     }
+    if (message.repeatOfTapId !== "") {
+      obj.repeatOfTapId = message.repeatOfTapId;
+    }
     return obj;
   },
 
@@ -2490,6 +2527,7 @@ export const IssuerTap: MessageFns<IssuerTap> = {
     message.cloneSuspected = object.cloneSuspected ?? false;
     message.cloneReason = object.cloneReason ?? "";
     message.clockFlag = object.clockFlag ?? "";
+    message.repeatOfTapId = object.repeatOfTapId ?? "";
     return message;
   },
 };

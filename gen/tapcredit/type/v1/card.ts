@@ -112,7 +112,22 @@ export interface CardImage {
    */
   cardKey: Buffer;
   /** The designated storage area: the credit flag, absent until enrollment. */
-  creditFlag: CreditFlag | undefined;
+  creditFlag:
+    | CreditFlag
+    | undefined;
+  /**
+   * The card's record of its last completed transaction: the last tap whose
+   * ACCEPT a reader saw (written by COMPLETE); absent until the first.
+   */
+  lastCompleted?: CompletedTap | undefined;
+}
+
+/** A card's record of a completed transaction (see CompleteCommand). */
+export interface CompletedTap {
+  /** Id of the tap ("<terminal id>:<terminal sequence>"). */
+  tapId: string;
+  /** The card's counter after that tap's debit (the tap's proof counter). */
+  counter: string;
 }
 
 /**
@@ -155,7 +170,27 @@ export interface CardCommand {
     | ReadCardCommand
     | undefined;
   /** A debit: the card advances its counter and MACs the debit with its key. */
-  debit?: DebitCommand | undefined;
+  debit?:
+    | DebitCommand
+    | undefined;
+  /**
+   * COMPLETE: the reader saw the terminal ACCEPT the tap (the gate opens);
+   * the card records it as its last completed transaction.
+   */
+  complete?: CompleteCommand | undefined;
+}
+
+/**
+ * COMPLETE: the reader that received an ACCEPT writes it to the card as the
+ * gate opens, so the card knows which of its debits became a ride the rider
+ * saw. A tap the card holds no record of (its last_completed counter is
+ * below the tap's) was torn: the terminal stored it, the gate stayed shut.
+ */
+export interface CompleteCommand {
+  /** The accepted tap's id. */
+  tapId: string;
+  /** The tap's proof counter: the card's counter after that tap's debit. */
+  counter: string;
 }
 
 /** SELECT and READ: no parameters. */
@@ -193,7 +228,17 @@ export interface CardAnswer {
     | ReadCardAnswer
     | undefined;
   /** Answer to DebitCommand. */
-  debit?: DebitAnswer | undefined;
+  debit?:
+    | DebitAnswer
+    | undefined;
+  /** Answer to CompleteCommand. */
+  complete?: CompleteAnswer | undefined;
+}
+
+/** What the card answers to COMPLETE: the record it now holds. */
+export interface CompleteAnswer {
+  /** The card's record of its last completed transaction. */
+  lastCompleted: CompletedTap | undefined;
 }
 
 /** What the card answers to READ: everything a reader may know, never its key. */
@@ -207,7 +252,14 @@ export interface ReadCardAnswer {
   /** The card's transaction counter before any debit of this session. */
   counter: string;
   /** The designated storage area: the credit flag, absent until enrollment. */
-  creditFlag: CreditFlag | undefined;
+  creditFlag:
+    | CreditFlag
+    | undefined;
+  /**
+   * The card's record of its last completed transaction; absent when it has
+   * none (a new card, or one that predates the record).
+   */
+  lastCompleted?: CompletedTap | undefined;
 }
 
 /** What the card answers to a debit. */
@@ -368,7 +420,15 @@ export const CreditFlag: MessageFns<CreditFlag> = {
 };
 
 function createBaseCardImage(): CardImage {
-  return { cardId: "", issuerCode: "", expiresOn: "", counter: "0", cardKey: Buffer.alloc(0), creditFlag: undefined };
+  return {
+    cardId: "",
+    issuerCode: "",
+    expiresOn: "",
+    counter: "0",
+    cardKey: Buffer.alloc(0),
+    creditFlag: undefined,
+    lastCompleted: undefined,
+  };
 }
 
 export const CardImage: MessageFns<CardImage> = {
@@ -390,6 +450,9 @@ export const CardImage: MessageFns<CardImage> = {
     }
     if (message.creditFlag !== undefined) {
       CreditFlag.encode(message.creditFlag, writer.uint32(50).fork()).join();
+    }
+    if (message.lastCompleted !== undefined) {
+      CompletedTap.encode(message.lastCompleted, writer.uint32(58).fork()).join();
     }
     return writer;
   },
@@ -455,6 +518,14 @@ export const CardImage: MessageFns<CardImage> = {
             message.creditFlag = CreditFlag.decode(reader, reader.uint32());
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.lastCompleted = CompletedTap.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -495,6 +566,11 @@ export const CardImage: MessageFns<CardImage> = {
         : isSet(object.credit_flag)
         ? CreditFlag.fromJSON(object.credit_flag)
         : undefined,
+      lastCompleted: isSet(object.lastCompleted)
+        ? CompletedTap.fromJSON(object.lastCompleted)
+        : isSet(object.last_completed)
+        ? CompletedTap.fromJSON(object.last_completed)
+        : undefined,
     };
   },
 
@@ -518,6 +594,9 @@ export const CardImage: MessageFns<CardImage> = {
     if (message.creditFlag !== undefined) {
       obj.creditFlag = CreditFlag.toJSON(message.creditFlag);
     }
+    if (message.lastCompleted !== undefined) {
+      obj.lastCompleted = CompletedTap.toJSON(message.lastCompleted);
+    }
     return obj;
   },
 
@@ -534,6 +613,98 @@ export const CardImage: MessageFns<CardImage> = {
     message.creditFlag = (object.creditFlag !== undefined && object.creditFlag !== null)
       ? CreditFlag.fromPartial(object.creditFlag)
       : undefined;
+    message.lastCompleted = (object.lastCompleted !== undefined && object.lastCompleted !== null)
+      ? CompletedTap.fromPartial(object.lastCompleted)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseCompletedTap(): CompletedTap {
+  return { tapId: "", counter: "0" };
+}
+
+export const CompletedTap: MessageFns<CompletedTap> = {
+  encode(message: CompletedTap, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.tapId !== "") {
+      writer.uint32(10).string(message.tapId);
+    }
+    if (message.counter !== "0") {
+      writer.uint32(16).uint64(message.counter);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CompletedTap {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCompletedTap();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.tapId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.counter = reader.uint64().toString();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CompletedTap {
+    return {
+      tapId: isSet(object.tapId)
+        ? globalThis.String(object.tapId)
+        : isSet(object.tap_id)
+        ? globalThis.String(object.tap_id)
+        : "",
+      counter: isSet(object.counter) ? globalThis.String(object.counter) : "0",
+    };
+  },
+
+  toJSON(message: CompletedTap): unknown {
+    const obj: any = {};
+    if (message.tapId !== "") {
+      obj.tapId = message.tapId;
+    }
+    if (message.counter !== "0") {
+      obj.counter = message.counter;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CompletedTap>): CompletedTap {
+    return CompletedTap.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CompletedTap>): CompletedTap {
+    const message = createBaseCompletedTap();
+    message.tapId = object.tapId ?? "";
+    message.counter = object.counter ?? "0";
     return message;
   },
 };
@@ -711,7 +882,7 @@ export const CardProof: MessageFns<CardProof> = {
 };
 
 function createBaseCardCommand(): CardCommand {
-  return { read: undefined, debit: undefined };
+  return { read: undefined, debit: undefined, complete: undefined };
 }
 
 export const CardCommand: MessageFns<CardCommand> = {
@@ -721,6 +892,9 @@ export const CardCommand: MessageFns<CardCommand> = {
     }
     if (message.debit !== undefined) {
       DebitCommand.encode(message.debit, writer.uint32(18).fork()).join();
+    }
+    if (message.complete !== undefined) {
+      CompleteCommand.encode(message.complete, writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -754,6 +928,14 @@ export const CardCommand: MessageFns<CardCommand> = {
             message.debit = DebitCommand.decode(reader, reader.uint32());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.complete = CompleteCommand.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -770,6 +952,7 @@ export const CardCommand: MessageFns<CardCommand> = {
     return {
       read: isSet(object.read) ? ReadCardCommand.fromJSON(object.read) : undefined,
       debit: isSet(object.debit) ? DebitCommand.fromJSON(object.debit) : undefined,
+      complete: isSet(object.complete) ? CompleteCommand.fromJSON(object.complete) : undefined,
     };
   },
 
@@ -780,6 +963,9 @@ export const CardCommand: MessageFns<CardCommand> = {
     }
     if (message.debit !== undefined) {
       obj.debit = DebitCommand.toJSON(message.debit);
+    }
+    if (message.complete !== undefined) {
+      obj.complete = CompleteCommand.toJSON(message.complete);
     }
     return obj;
   },
@@ -795,6 +981,98 @@ export const CardCommand: MessageFns<CardCommand> = {
     message.debit = (object.debit !== undefined && object.debit !== null)
       ? DebitCommand.fromPartial(object.debit)
       : undefined;
+    message.complete = (object.complete !== undefined && object.complete !== null)
+      ? CompleteCommand.fromPartial(object.complete)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseCompleteCommand(): CompleteCommand {
+  return { tapId: "", counter: "0" };
+}
+
+export const CompleteCommand: MessageFns<CompleteCommand> = {
+  encode(message: CompleteCommand, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.tapId !== "") {
+      writer.uint32(10).string(message.tapId);
+    }
+    if (message.counter !== "0") {
+      writer.uint32(16).uint64(message.counter);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CompleteCommand {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCompleteCommand();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.tapId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.counter = reader.uint64().toString();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CompleteCommand {
+    return {
+      tapId: isSet(object.tapId)
+        ? globalThis.String(object.tapId)
+        : isSet(object.tap_id)
+        ? globalThis.String(object.tap_id)
+        : "",
+      counter: isSet(object.counter) ? globalThis.String(object.counter) : "0",
+    };
+  },
+
+  toJSON(message: CompleteCommand): unknown {
+    const obj: any = {};
+    if (message.tapId !== "") {
+      obj.tapId = message.tapId;
+    }
+    if (message.counter !== "0") {
+      obj.counter = message.counter;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CompleteCommand>): CompleteCommand {
+    return CompleteCommand.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CompleteCommand>): CompleteCommand {
+    const message = createBaseCompleteCommand();
+    message.tapId = object.tapId ?? "";
+    message.counter = object.counter ?? "0";
     return message;
   },
 };
@@ -981,7 +1259,7 @@ export const DebitCommand: MessageFns<DebitCommand> = {
 };
 
 function createBaseCardAnswer(): CardAnswer {
-  return { status: 0, read: undefined, debit: undefined };
+  return { status: 0, read: undefined, debit: undefined, complete: undefined };
 }
 
 export const CardAnswer: MessageFns<CardAnswer> = {
@@ -994,6 +1272,9 @@ export const CardAnswer: MessageFns<CardAnswer> = {
     }
     if (message.debit !== undefined) {
       DebitAnswer.encode(message.debit, writer.uint32(26).fork()).join();
+    }
+    if (message.complete !== undefined) {
+      CompleteAnswer.encode(message.complete, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -1035,6 +1316,14 @@ export const CardAnswer: MessageFns<CardAnswer> = {
             message.debit = DebitAnswer.decode(reader, reader.uint32());
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.complete = CompleteAnswer.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1052,6 +1341,7 @@ export const CardAnswer: MessageFns<CardAnswer> = {
       status: isSet(object.status) ? cardStatusFromJSON(object.status) : 0,
       read: isSet(object.read) ? ReadCardAnswer.fromJSON(object.read) : undefined,
       debit: isSet(object.debit) ? DebitAnswer.fromJSON(object.debit) : undefined,
+      complete: isSet(object.complete) ? CompleteAnswer.fromJSON(object.complete) : undefined,
     };
   },
 
@@ -1065,6 +1355,9 @@ export const CardAnswer: MessageFns<CardAnswer> = {
     }
     if (message.debit !== undefined) {
       obj.debit = DebitAnswer.toJSON(message.debit);
+    }
+    if (message.complete !== undefined) {
+      obj.complete = CompleteAnswer.toJSON(message.complete);
     }
     return obj;
   },
@@ -1081,12 +1374,90 @@ export const CardAnswer: MessageFns<CardAnswer> = {
     message.debit = (object.debit !== undefined && object.debit !== null)
       ? DebitAnswer.fromPartial(object.debit)
       : undefined;
+    message.complete = (object.complete !== undefined && object.complete !== null)
+      ? CompleteAnswer.fromPartial(object.complete)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseCompleteAnswer(): CompleteAnswer {
+  return { lastCompleted: undefined };
+}
+
+export const CompleteAnswer: MessageFns<CompleteAnswer> = {
+  encode(message: CompleteAnswer, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.lastCompleted !== undefined) {
+      CompletedTap.encode(message.lastCompleted, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CompleteAnswer {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCompleteAnswer();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.lastCompleted = CompletedTap.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CompleteAnswer {
+    return {
+      lastCompleted: isSet(object.lastCompleted)
+        ? CompletedTap.fromJSON(object.lastCompleted)
+        : isSet(object.last_completed)
+        ? CompletedTap.fromJSON(object.last_completed)
+        : undefined,
+    };
+  },
+
+  toJSON(message: CompleteAnswer): unknown {
+    const obj: any = {};
+    if (message.lastCompleted !== undefined) {
+      obj.lastCompleted = CompletedTap.toJSON(message.lastCompleted);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CompleteAnswer>): CompleteAnswer {
+    return CompleteAnswer.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CompleteAnswer>): CompleteAnswer {
+    const message = createBaseCompleteAnswer();
+    message.lastCompleted = (object.lastCompleted !== undefined && object.lastCompleted !== null)
+      ? CompletedTap.fromPartial(object.lastCompleted)
+      : undefined;
     return message;
   },
 };
 
 function createBaseReadCardAnswer(): ReadCardAnswer {
-  return { cardId: "", issuerCode: "", expiresOn: "", counter: "0", creditFlag: undefined };
+  return { cardId: "", issuerCode: "", expiresOn: "", counter: "0", creditFlag: undefined, lastCompleted: undefined };
 }
 
 export const ReadCardAnswer: MessageFns<ReadCardAnswer> = {
@@ -1105,6 +1476,9 @@ export const ReadCardAnswer: MessageFns<ReadCardAnswer> = {
     }
     if (message.creditFlag !== undefined) {
       CreditFlag.encode(message.creditFlag, writer.uint32(42).fork()).join();
+    }
+    if (message.lastCompleted !== undefined) {
+      CompletedTap.encode(message.lastCompleted, writer.uint32(50).fork()).join();
     }
     return writer;
   },
@@ -1162,6 +1536,14 @@ export const ReadCardAnswer: MessageFns<ReadCardAnswer> = {
             message.creditFlag = CreditFlag.decode(reader, reader.uint32());
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.lastCompleted = CompletedTap.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1197,6 +1579,11 @@ export const ReadCardAnswer: MessageFns<ReadCardAnswer> = {
         : isSet(object.credit_flag)
         ? CreditFlag.fromJSON(object.credit_flag)
         : undefined,
+      lastCompleted: isSet(object.lastCompleted)
+        ? CompletedTap.fromJSON(object.lastCompleted)
+        : isSet(object.last_completed)
+        ? CompletedTap.fromJSON(object.last_completed)
+        : undefined,
     };
   },
 
@@ -1217,6 +1604,9 @@ export const ReadCardAnswer: MessageFns<ReadCardAnswer> = {
     if (message.creditFlag !== undefined) {
       obj.creditFlag = CreditFlag.toJSON(message.creditFlag);
     }
+    if (message.lastCompleted !== undefined) {
+      obj.lastCompleted = CompletedTap.toJSON(message.lastCompleted);
+    }
     return obj;
   },
 
@@ -1231,6 +1621,9 @@ export const ReadCardAnswer: MessageFns<ReadCardAnswer> = {
     message.counter = object.counter ?? "0";
     message.creditFlag = (object.creditFlag !== undefined && object.creditFlag !== null)
       ? CreditFlag.fromPartial(object.creditFlag)
+      : undefined;
+    message.lastCompleted = (object.lastCompleted !== undefined && object.lastCompleted !== null)
+      ? CompletedTap.fromPartial(object.lastCompleted)
       : undefined;
     return message;
   },

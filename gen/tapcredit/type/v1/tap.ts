@@ -7,7 +7,7 @@
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import { Timestamp } from "../../../google/protobuf/timestamp.js";
-import { CardProof } from "./card.js";
+import { CardProof, CompletedTap } from "./card.js";
 import { Money } from "./money.js";
 
 export const protobufPackage = "tapcredit.type.v1";
@@ -57,7 +57,29 @@ export interface Tap {
    * that carry it to the issuer and the authorizer. Empty when unknown. Not
    * part of the tap's identity: a resend with another value is a duplicate.
    */
-  traceparent?: string | undefined;
+  traceparent?:
+    | string
+    | undefined;
+  /**
+   * Set when this tap repeats an earlier one: the same card presented again
+   * at the same terminal, within the terminal's repeat window (60 s by
+   * default), after an accepted tap that the card's record shows was never
+   * completed (the terminal died, or the answer was lost, before the gate
+   * opened). The gate opens without a new charge: nothing is due for this
+   * tap (fare keeps the tariff of the ride it repeats). At most one repeat
+   * per tap. See docs/design.md, "A repeated presentation".
+   */
+  repeatOfTapId?:
+    | string
+    | undefined;
+  /**
+   * What the card's record of its last completed transaction showed at this
+   * tap (READ's last_completed); unset when the card held none. The issuer
+   * uses it to find a torn tap that another terminal accepted (see
+   * docs/design.md, "A repeated presentation"). Not part of the tap's
+   * identity.
+   */
+  cardLastCompleted?: CompletedTap | undefined;
 }
 
 function createBaseTap(): Tap {
@@ -72,6 +94,8 @@ function createBaseTap(): Tap {
     proof: undefined,
     lineId: undefined,
     traceparent: undefined,
+    repeatOfTapId: undefined,
+    cardLastCompleted: undefined,
   };
 }
 
@@ -106,6 +130,12 @@ export const Tap: MessageFns<Tap> = {
     }
     if (message.traceparent !== undefined) {
       writer.uint32(82).string(message.traceparent);
+    }
+    if (message.repeatOfTapId !== undefined) {
+      writer.uint32(90).string(message.repeatOfTapId);
+    }
+    if (message.cardLastCompleted !== undefined) {
+      CompletedTap.encode(message.cardLastCompleted, writer.uint32(98).fork()).join();
     }
     return writer;
   },
@@ -203,6 +233,22 @@ export const Tap: MessageFns<Tap> = {
             message.traceparent = reader.string();
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.repeatOfTapId = reader.string();
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.cardLastCompleted = CompletedTap.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -255,6 +301,16 @@ export const Tap: MessageFns<Tap> = {
         ? globalThis.String(object.line_id)
         : undefined,
       traceparent: isSet(object.traceparent) ? globalThis.String(object.traceparent) : undefined,
+      repeatOfTapId: isSet(object.repeatOfTapId)
+        ? globalThis.String(object.repeatOfTapId)
+        : isSet(object.repeat_of_tap_id)
+        ? globalThis.String(object.repeat_of_tap_id)
+        : undefined,
+      cardLastCompleted: isSet(object.cardLastCompleted)
+        ? CompletedTap.fromJSON(object.cardLastCompleted)
+        : isSet(object.card_last_completed)
+        ? CompletedTap.fromJSON(object.card_last_completed)
+        : undefined,
     };
   },
 
@@ -290,6 +346,12 @@ export const Tap: MessageFns<Tap> = {
     if (message.traceparent !== undefined) {
       obj.traceparent = message.traceparent;
     }
+    if (message.repeatOfTapId !== undefined) {
+      obj.repeatOfTapId = message.repeatOfTapId;
+    }
+    if (message.cardLastCompleted !== undefined) {
+      obj.cardLastCompleted = CompletedTap.toJSON(message.cardLastCompleted);
+    }
     return obj;
   },
 
@@ -310,6 +372,10 @@ export const Tap: MessageFns<Tap> = {
       : undefined;
     message.lineId = object.lineId ?? undefined;
     message.traceparent = object.traceparent ?? undefined;
+    message.repeatOfTapId = object.repeatOfTapId ?? undefined;
+    message.cardLastCompleted = (object.cardLastCompleted !== undefined && object.cardLastCompleted !== null)
+      ? CompletedTap.fromPartial(object.cardLastCompleted)
+      : undefined;
     return message;
   },
 };
