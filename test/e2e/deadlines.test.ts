@@ -11,6 +11,7 @@ const [{ AuthorizerServiceClient, AuthorizerServiceService }, { IssuerServiceCli
 ]);
 import { expect } from 'chai';
 import { callUnary } from '../../common/rpc.js';
+import * as sourceTerminal from '../../gen/tapcredit/terminal/v1/terminal.js';
 import { enroll, openAccount, rider, tap } from '../helpers/rider.js';
 import { serversGenerated } from '../helpers/servers.js';
 import { FARE, newCard, startSystem, waitFor, type System } from '../helpers/system.js';
@@ -28,6 +29,10 @@ describe('deadlines on outgoing calls', () => {
     { client: IssuerServiceClient, definition: IssuerServiceService },
     { client: AuthorizerServiceClient, definition: AuthorizerServiceService },
   ];
+  // The readers of this test present cards through the sources' client; when the servers are dist's, watch that one too.
+  if (sourceTerminal.TerminalServiceClient !== TerminalServiceClient) {
+    clients.push({ client: sourceTerminal.TerminalServiceClient, definition: sourceTerminal.TerminalServiceService });
+  }
   const originals: { prototype: Record<string, unknown>; name: string; fn: unknown }[] = [];
   let sys: System;
 
