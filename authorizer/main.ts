@@ -32,6 +32,8 @@ await runProcess('authorizer', s.logLevel, (log) => {
     settlementWindowMs: s.settlementWindowMs,
     settlementConcurrency: s.settlementConcurrency,
     settleDeadlineMs: s.settleDeadlineMs,
+    accessTokenTtlMs: s.accessTokenTtlMs,
+    refreshTokenTtlMs: s.refreshTokenTtlMs,
     log,
   });
 });

@@ -54,6 +54,10 @@ export interface AuthorizerConfig {
    * authorization when unset.
    */
   tls?: TlsConfig;
+  /** Life of riders' access tokens (authorizer/sign-in.ts). */
+  accessTokenTtlMs?: number;
+  /** Life of riders' refresh tokens. */
+  refreshTokenTtlMs?: number;
   /** Port of the HTTP /metrics listener (0 picks a free one); no listener when unset. */
   metricsPort?: number;
   /** Time between database probes of the health check. */
@@ -118,6 +122,12 @@ export async function startAuthorizer(config: AuthorizerConfig): Promise<Authori
               maxDebitMinorUnits: BigInt(config.maxDebitMinorUnits ?? defaults.maxDebitMinorUnits.default),
               onDeducted: () => settlers.forEach((s) => s.kick()),
               holderKey,
+              signIn: {
+                authorizerId: config.authorizerId,
+                accessTokenTtlMs: config.accessTokenTtlMs ?? defaults.accessTokenTtlMs.default,
+                refreshTokenTtlMs: config.refreshTokenTtlMs ?? defaults.refreshTokenTtlMs.default,
+                knowsAudience: (issuerId) => directory.knows(issuerId),
+              },
               onDebits: (items, outcomes) => observed.observeDebits(items, outcomes, log),
             }),
           },

@@ -5,6 +5,7 @@ import { SERVER_PORTS, integer, optionalText, replicaSettings, serverSettings, t
 import { DEFAULT_MAX_DEBIT_MINOR_UNITS } from './deductions.js';
 import { DEFAULT_SETTLE_DEADLINE_MS } from './issuers.js';
 import { DEFAULT_SETTLEMENT_BATCH_SIZE } from './settlement.js';
+import { DEFAULT_ACCESS_TOKEN_TTL_MS, DEFAULT_REFRESH_TOKEN_TTL_MS } from './sign-in.js';
 
 export const AUTHORIZER_SETTINGS = {
   ...serverSettings('authorizer', 'AUTHORIZER', 'spiffe://tapcredit/authorizer/<authorizer id>'),
@@ -18,5 +19,7 @@ export const AUTHORIZER_SETTINGS = {
   settlementIntervalMs: integer('settlement-interval-ms', 'SETTLEMENT_INTERVAL_MS', 200, 'Poll interval of the settlement worker when idle.'),
   settlementWindowMs: integer('settlement-window-ms', 'SETTLEMENT_WINDOW_MS', 100, 'How long after a debit the settlement worker waits for the debits of more Deduct calls to share one settlement.'),
   settlementConcurrency: integer('settlement-concurrency', 'SETTLEMENT_CONCURRENCY', 2, 'Settlement workers at once; each claims its own settlement, so sends overlap commits.'),
+  accessTokenTtlMs: integer('access-token-ttl-ms', 'ACCESS_TOKEN_TTL_MS', DEFAULT_ACCESS_TOKEN_TTL_MS, 'Life of a rider\'s access token (the JWT the issuer verifies).'),
+  refreshTokenTtlMs: integer('refresh-token-ttl-ms', 'REFRESH_TOKEN_TTL_MS', DEFAULT_REFRESH_TOKEN_TTL_MS, 'Life of a rider\'s refresh token; each refresh returns a new one.'),
   settleDeadlineMs: integer('settle-deadline-ms', 'SETTLE_DEADLINE_MS', DEFAULT_SETTLE_DEADLINE_MS, 'Deadline of each Settle call to an issuer.'),
 };

@@ -37,6 +37,17 @@ export const ERROR_REASONS = {
     when: 'The caller acts for another identity than its certificate\'s, e.g. a terminal reporting another terminal\'s taps.',
     rpcs: ['*'],
   },
+  ACCESS_TOKEN_MISSING: {
+    code: status.UNAUTHENTICATED,
+    when: 'A rider call from the phone app carries no "authorization: Bearer <access token>" metadata. Sign in (AuthorizerService.SignIn) first.',
+    rpcs: ['*'],
+  },
+  ACCESS_TOKEN_INVALID: {
+    code: status.UNAUTHENTICATED,
+    when: 'The access token does not verify: bad signature, a key that was retired, another audience or issuer, not yet valid, or malformed. Sign in again.',
+    rpcs: ['*'],
+  },
+  ACCESS_TOKEN_EXPIRED: { code: status.UNAUTHENTICATED, when: 'The access token has expired. Refresh it (AuthorizerService.RefreshToken) and call again.', rpcs: ['*'] },
   CONCURRENT_UPDATE: {
     code: status.ABORTED,
     when: 'The request met a concurrent update (a deadlock or serialization failure) and was rolled back. Send it again: every mutation is idempotent by its id.',
@@ -77,7 +88,7 @@ export const ERROR_REASONS = {
   AUTHORIZER_UNAVAILABLE: {
     code: status.UNAVAILABLE,
     when: 'The credit authorizer did not answer in time. Retry with the same request id.',
-    rpcs: [ENROLL, 'IssuerService.RetryDebts', 'IssuerService.UnenrollCard'],
+    rpcs: [ENROLL, 'IssuerService.RetryDebts', 'IssuerService.UnenrollCard', 'IssuerService.ReportCardLost', ...CARD_READS],
   },
   DEBIT_OUTCOME_PENDING: {
     code: status.UNAVAILABLE,
@@ -87,12 +98,19 @@ export const ERROR_REASONS = {
   TOTAL_MISMATCH: { code: status.INVALID_ARGUMENT, when: 'The settlement\'s total is not the sum of its items in one currency.', rpcs: ['IssuerService.Settle'] },
 
   // --- the authorizer (the issuer passes those of AuthorizeEnrollment on to EnrollCard's caller) ---
-  ACCOUNT_NOT_FOUND: { code: status.NOT_FOUND, when: 'No account with this id.', rpcs: ['AuthorizerService.AuthorizeEnrollment', 'AuthorizerService.TopUp', 'AuthorizerService.SetAccountState', 'AuthorizerService.GetAccount', 'AuthorizerService.ListLedgerEntries', ENROLL] },
+  ACCOUNT_NOT_FOUND: { code: status.NOT_FOUND, when: 'No account with this id.', rpcs: ['AuthorizerService.AuthorizeEnrollment', 'AuthorizerService.TopUp', 'AuthorizerService.SetAccountState', 'AuthorizerService.GetAccount', 'AuthorizerService.ListLedgerEntries', 'AuthorizerService.SetRiderPassword', ENROLL] },
   ACCOUNT_ALREADY_EXISTS: { code: status.ALREADY_EXISTS, when: 'An account with this id exists with other details.', rpcs: ['AuthorizerService.OpenAccount'] },
   CURRENCY_MISMATCH: { code: status.FAILED_PRECONDITION, when: 'The amount is in another currency than the account\'s.', rpcs: ['AuthorizerService.TopUp'] },
   RIDER_MISMATCH: { code: status.FAILED_PRECONDITION, when: 'The rider\'s details do not match the account\'s holder.', rpcs: ['AuthorizerService.AuthorizeEnrollment', ENROLL] },
   ACCOUNT_FROZEN: { code: status.FAILED_PRECONDITION, when: 'The account is frozen.', rpcs: ['AuthorizerService.AuthorizeEnrollment', ENROLL] },
   ACCOUNT_NOT_ELIGIBLE: { code: status.FAILED_PRECONDITION, when: 'The account has no funds or credit available for an agreement.', rpcs: ['AuthorizerService.AuthorizeEnrollment', ENROLL] },
+  SIGN_IN_FAILED: { code: status.UNAUTHENTICATED, when: 'The account id and password do not match (an unknown account answers the same). Nothing tells which was wrong.', rpcs: ['AuthorizerService.SignIn', 'AuthorizerService.SetRiderPassword'] },
+  REFRESH_TOKEN_INVALID: {
+    code: status.UNAUTHENTICATED,
+    when: 'The refresh token is unknown, expired, revoked or already used (a reuse revokes its whole sign-in). Sign in again.',
+    rpcs: ['AuthorizerService.RefreshToken'],
+  },
+  AUDIENCE_UNKNOWN: { code: status.INVALID_ARGUMENT, when: 'The audience is not an issuer this authorizer works with.', rpcs: ['AuthorizerService.SignIn', 'AuthorizerService.RefreshToken'] },
   AGREEMENT_NOT_FOUND: { code: status.NOT_FOUND, when: 'No agreement with this id for this issuer.', rpcs: ['AuthorizerService.RevokeAgreement'] },
   INSUFFICIENT_FUNDS: { code: status.FAILED_PRECONDITION, when: 'The account cannot pay the transfer: balance plus credit limit is below the amount.', rpcs: ['AuthorizerService.TopUp'] },
   BALANCE_OUT_OF_RANGE: { code: status.FAILED_PRECONDITION, when: 'The transfer would take a balance out of the int64 range.', rpcs: ['AuthorizerService.TopUp'] },

@@ -36,6 +36,12 @@ async function startFakeAuthorizer(fake: FakeAuthorizer): Promise<RunningServer>
     setAccountState: unimplemented,
     getAccount: unimplemented,
     listLedgerEntries: unimplemented,
+    setRiderPassword: unimplemented,
+    signIn: unimplemented,
+    refreshToken: unimplemented,
+    signOut: unimplemented,
+    getJwks: unimplemented,
+    rotateSigningKey: unimplemented,
   };
   return startServer({
     services: [
