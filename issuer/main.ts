@@ -29,6 +29,7 @@ await runProcess('issuer', s.logLevel, (log) =>
     signingKey: loadSigningKey(fileOr(s, s.signingKeyFile, 'keys', 'issuer-signing.pem'), s.signingKey),
     deductBatchSize: s.deductBatchSize,
     deductIntervalMs: s.deductIntervalMs,
+    jwksMaxAgeMs: s.jwksMaxAgeMs,
     deductWindowMs: s.deductWindowMs,
     deductConcurrency: s.deductConcurrency,
     fareCap: fareCapFromSettings(s),

@@ -99,10 +99,3 @@ export class RiderTokenVerifier {
     }
   }
 }
-
-/** The token of "authorization: Bearer <token>" metadata values; undefined when there is none. */
-export function bearerToken(values: readonly (string | Buffer)[]): string | undefined {
-  if (values.length !== 1 || typeof values[0] !== 'string') return undefined;
-  const m = /^Bearer ([A-Za-z0-9._~+/-]+=*)$/.exec(values[0]);
-  return m?.[1];
-}

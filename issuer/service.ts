@@ -23,6 +23,7 @@ import { issuerHandlers } from './handlers.js';
 import { issuerMetrics } from './metrics.js';
 import { MIGRATIONS_TABLE, migrations } from './migrations.js';
 import { issuerPolicy } from './policy.js';
+import { RiderTokenVerifier } from './rider-tokens.js';
 import { ISSUER_SETTINGS } from './settings.js';
 
 export interface IssuerConfig {
@@ -35,6 +36,8 @@ export interface IssuerConfig {
   databaseUrl: string;
   host: string;
   port: number;
+  /** How long the authorizer's token keys are cached: a retired key stops verifying within this time. */
+  jwksMaxAgeMs?: number;
   /** host:port of the credit authorizer; several comma-separated for its replicas (see common/rpc.ts channelTarget). */
   authorizerAddress: string;
   /** Card master key (verifies card proofs). */
@@ -111,6 +114,12 @@ export async function startIssuer(config: IssuerConfig): Promise<IssuerHandle> {
     },
     async (db) => {
       const authorizer = authorizerClient(config.authorizerAddress, config.tls);
+      // Riders' access tokens are verified with the authorizer's published keys (issuer/rider-tokens.ts).
+      const riderTokens = new RiderTokenVerifier({
+        audience: config.issuerId,
+        fetchKeys: () => authorizer.getJwks(),
+        maxAgeMs: config.jwksMaxAgeMs ?? defaults.jwksMaxAgeMs.default,
+      });
       const ctx: IssuerContext = {
         db,
         issuerId: config.issuerId,
@@ -166,7 +175,10 @@ export async function startIssuer(config: IssuerConfig): Promise<IssuerHandle> {
             name: 'tapcredit.issuer.v1.IssuerService',
             // WatchDenyList writes each change's message encoded once for all its streams.
             definition: passEncodedResponses(IssuerServiceService),
-            policy: issuerPolicy,
+            policy: {
+              ...issuerPolicy,
+              verifyRider: async (token: string) => (await riderTokens.verify(token)).accountId,
+            },
             implementation: issuerHandlers(ctx, log, () => deductWorkers.forEach((w) => w.kick()), feed),
           },
         ],
