@@ -1,5 +1,6 @@
 // gRPC handlers of AuthorizerService: validate the whole request, call the
 // domain, map the result to the proto. No business rules live here.
+import { audited, listAuditEntries } from '../common/audit.js';
 import type { Db } from '../common/db.js';
 import { fingerprint } from '../common/ids.js';
 import type { Logger } from '../common/log.js';
@@ -138,6 +139,8 @@ export function authorizerHandlers(deps: HandlerDeps): AuthorizerServiceServer {
   const { db } = deps;
   const signInDeps: SignInDeps = { ...deps.signIn, db, holderKey: deps.holderKey };
   const handlers: AsyncHandlers<AuthorizerServiceServer> = {
+    listAuditEntries: (req) => listAuditEntries(db, req),
+
     async setRiderPassword(req, call) {
       const v = new Violations();
       v.id('account_id', req.accountId);
@@ -305,5 +308,7 @@ export function authorizerHandlers(deps: HandlerDeps): AuthorizerServiceServer {
       return { results: outcomes.map(toDeductResult) };
     },
   };
-  return unaryHandlers<AuthorizerServiceServer>(ERROR_DOMAIN, deps.log, handlers);
+  // Every ops action, and every ops read of a rider's account, goes to the audit trail.
+  const withAudit = audited(db, 'AuthorizerService', ['openAccount', 'topUp', 'setAccountState', 'getAccount', 'listLedgerEntries', 'setRiderPassword', 'rotateSigningKey'], handlers);
+  return unaryHandlers<AuthorizerServiceServer>(ERROR_DOMAIN, deps.log, withAudit);
 }

@@ -2,6 +2,7 @@
 // agreements granted to issuers, the deductions (one row per fare request id)
 // and the settlement outbox. Money and balances are bigInteger minor units;
 // times are bigInteger epoch milliseconds.
+import { createAuditTable } from '../common/audit.js';
 import type { Migration } from '../common/db.js';
 import { addLeaseColumns } from '../common/leases.js';
 
@@ -203,6 +204,11 @@ export const migrations: Migration[] = [
         t.bigInteger('retired_at').nullable();
       });
     },
+  },
+  {
+    name: '008_security_audit_trail',
+    // The audit trail of ops calls (common/audit.ts).
+    up: (db) => createAuditTable(db),
   },
 ];
 

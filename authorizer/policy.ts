@@ -26,6 +26,7 @@ export const authorizerPolicy: AccessPolicy = {
     GetAccount: { allow: ['ops'] },
     ListLedgerEntries: { allow: ['ops'] },
     RotateSigningKey: { allow: ['ops'] },
+    ListAuditEntries: { allow: ['ops'] },
 
     // Rider sign-in, from the phone app (the rider proves who they are with
     // their password; the app's certificate only says it is the app).

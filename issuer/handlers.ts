@@ -1,6 +1,7 @@
 // IssuerService over gRPC: each RPC hands the request to its domain module;
 // errors are mapped to gRPC status in one place (common/server.ts).
 import type { Metadata, ServerWritableStream } from '@grpc/grpc-js';
+import { audited, listAuditEntries } from '../common/audit.js';
 import { riderOf } from '../common/authz.js';
 import { toServiceError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
@@ -125,9 +126,12 @@ export function issuerHandlers(ctx: IssuerContext, log: Logger, onTapsStored: ()
       await forRider(call, req.cardId);
       return retryDebts(ctx, req);
     },
+    listAuditEntries: (req) => listAuditEntries(ctx.db, req),
   };
+  // Every ops action, and every ops read of a rider's card, goes to the audit trail.
+  const withAudit = audited(ctx.db, 'IssuerService', ['enrollCard', 'unenrollCard', 'reportCardLost', 'retryDebts', 'getCard', 'listCardTaps', 'addToDenyList', 'removeFromDenyList'], unary);
   return {
-    ...unaryHandlers<IssuerServiceServer>(ERROR_DOMAIN, log, unary as AsyncHandlers<IssuerServiceServer>),
+    ...unaryHandlers<IssuerServiceServer>(ERROR_DOMAIN, log, withAudit as AsyncHandlers<IssuerServiceServer>),
     watchDenyList: watchDenyListHandler(log, feed),
   };
 }

@@ -49,5 +49,6 @@ export const issuerPolicy: AccessPolicy = {
     AddToDenyList: { allow: ['ops'] },
     RemoveFromDenyList: { allow: ['ops'] },
     GetReconciliationReport: { allow: ['ops'] },
+    ListAuditEntries: { allow: ['ops'] },
   },
 };

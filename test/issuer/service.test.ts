@@ -42,6 +42,7 @@ async function startFakeAuthorizer(fake: FakeAuthorizer): Promise<RunningServer>
     signOut: unimplemented,
     getJwks: unimplemented,
     rotateSigningKey: unimplemented,
+    listAuditEntries: unimplemented,
   };
   return startServer({
     services: [
