@@ -34,6 +34,8 @@ await runProcess('authorizer', s.logLevel, (log) => {
     settleDeadlineMs: s.settleDeadlineMs,
     accessTokenTtlMs: s.accessTokenTtlMs,
     refreshTokenTtlMs: s.refreshTokenTtlMs,
+    riderCallsPerSecond: s.riderCallsPerSecond,
+    opsCallsPerSecond: s.opsCallsPerSecond,
     log,
   });
 });

@@ -4,6 +4,7 @@
 // table (settings.ts).
 import { Leases } from '../common/leases.js';
 import { createLogger, type Logger } from '../common/log.js';
+import { rateLimits } from '../common/rate-limit.js';
 import { runService, type RunningService } from '../common/runner.js';
 import { assertOwnIdentity, type TlsConfig } from '../common/tls.js';
 import { Worker } from '../common/worker.js';
@@ -54,6 +55,10 @@ export interface AuthorizerConfig {
    * authorization when unset.
    */
   tls?: TlsConfig;
+  /** Calls a rider (by account, sign-ins included) may make per second (common/rate-limit.ts; 0: no limit). */
+  riderCallsPerSecond?: number;
+  /** Calls an operator may make per second (0: no limit). */
+  opsCallsPerSecond?: number;
   /** Life of riders' access tokens (authorizer/sign-in.ts). */
   accessTokenTtlMs?: number;
   /** Life of riders' refresh tokens. */
@@ -115,7 +120,11 @@ export async function startAuthorizer(config: AuthorizerConfig): Promise<Authori
           {
             name: 'tapcredit.authorizer.v1.AuthorizerService',
             definition: AuthorizerServiceService,
-            policy: authorizerPolicy,
+            policy: { ...authorizerPolicy, limit: rateLimits({
+                riderCallsPerSecond: config.riderCallsPerSecond ?? defaults.riderCallsPerSecond.default,
+                opsCallsPerSecond: config.opsCallsPerSecond ?? defaults.opsCallsPerSecond.default,
+              }),
+            },
             implementation: authorizerHandlers({
               db,
               log,

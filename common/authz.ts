@@ -35,6 +35,8 @@ export interface AccessPolicy {
   rules: Record<string, AccessRule>;
   /** Verifies a rider's access token (rules with rider: true); the account id it names, or an UNAUTHENTICATED ApiError. */
   verifyRider?: (token: string) => Promise<string>;
+  /** Rate limits (common/rate-limit.ts): throws RESOURCE_EXHAUSTED when the caller has called too often. */
+  limit?: (call: { rpc: string; peer: PeerIdentity; rider?: string; request: unknown }) => Promise<void>;
 }
 
 /** Roles that act for a rider and so must show the rider's token on rider RPCs. */
@@ -110,14 +112,18 @@ export function authorizationInterceptor(policies: AccessPolicy[], log: Logger):
     let rule: AccessRule | undefined;
     let rider: string | undefined;
     let refused = false;
-    // Messages that arrive while the token is being verified wait for the decision.
-    let held: (() => void)[] | undefined;
-    const domainOf = () => policies.find((p) => method.path.startsWith(`/${p.service}/`))?.domain ?? 'tapcredit';
+    // Steps run in arrival order, each after the asynchronous checks before it (token, rate limit).
+    let chain: Promise<void> = Promise.resolve();
+    const policy = policies.find((p) => method.path.startsWith(`/${p.service}/`));
     const refuse = (error: ApiError) => {
+      if (refused) return;
       refused = true;
       log.warn({ rpc: method.path, peer: peer?.uri, code: error.code, reason: error.reason }, 'rpc refused by access policy');
-      const { code, details, metadata } = toServiceError(error, domainOf());
+      const { code, details, metadata } = toServiceError(error, policy?.domain ?? 'tapcredit');
       call.sendStatus({ code: code!, details: details!, metadata: metadata! });
+    };
+    const then = (step: () => void | Promise<void>) => {
+      chain = chain.then(step).catch((err: unknown) => refuse(err instanceof ApiError ? err : apiError('INTERNAL', 'the access check failed')));
     };
     return new ServerInterceptingCall(call, {
       start: (next) =>
@@ -130,43 +136,28 @@ export function authorizationInterceptor(policies: AccessPolicy[], log: Logger):
             metadata.remove(RIDER_METADATA);
             if (!rule?.rider || !peer || !RIDER_ROLES.includes(peer.role)) return nextMetadata(metadata);
             const token = bearerToken(metadata);
-            const verify = policies.find((p) => method.path.startsWith(`/${p.service}/`))?.verifyRider;
-            if (!token || !verify) {
+            if (!token || !policy?.verifyRider) {
               return refuse(apiError('ACCESS_TOKEN_MISSING', 'a rider call from the phone app needs the rider\'s access token: "authorization: Bearer <token>" (sign in first)'));
             }
-            held = [];
-            verify(token).then(
-              (accountId) => {
-                rider = accountId;
-                metadata.set(RIDER_METADATA, accountId);
-                nextMetadata(metadata);
-                const waiting = held ?? [];
-                held = undefined;
-                for (const go of waiting) go();
-              },
-              (err: unknown) => {
-                held = undefined;
-                refuse(err instanceof ApiError ? err : apiError('ACCESS_TOKEN_INVALID', 'the access token could not be verified'));
-              },
-            );
+            const verify = policy.verifyRider;
+            then(async () => {
+              rider = await verify(token);
+              metadata.set(RIDER_METADATA, rider);
+              nextMetadata(metadata);
+            });
           },
-          onReceiveMessage: (message, nextMessage) => {
-            const go = () => {
+          onReceiveMessage: (message, nextMessage) =>
+            then(async () => {
               if (refused) return;
               const decision = decideRequest(rule, method.path, peer!, message, rider);
               if (!decision.ok) return refuse(decision.error);
-              nextMessage(message);
-            };
-            if (held) held.push(go);
-            else go();
-          },
-          onReceiveHalfClose: (nextHalfClose) => {
-            const go = () => {
+              if (policy?.limit && peer) await policy.limit({ rpc: method.path.slice(method.path.lastIndexOf('/') + 1), peer, rider, request: message });
+              if (!refused) nextMessage(message);
+            }),
+          onReceiveHalfClose: (nextHalfClose) =>
+            then(() => {
               if (!refused) nextHalfClose();
-            };
-            if (held) held.push(go);
-            else go();
-          },
+            }),
         }),
     });
   };

@@ -48,6 +48,11 @@ export const ERROR_REASONS = {
     rpcs: ['*'],
   },
   ACCESS_TOKEN_EXPIRED: { code: status.UNAUTHENTICATED, when: 'The access token has expired. Refresh it (AuthorizerService.RefreshToken) and call again.', rpcs: ['*'] },
+  RATE_LIMITED: {
+    code: status.RESOURCE_EXHAUSTED,
+    when: 'The rider or operator called too often (per-identity rate limit), or a card saw too many enrollment attempts. The RetryInfo detail says when to retry.',
+    rpcs: ['*'],
+  },
   CONCURRENT_UPDATE: {
     code: status.ABORTED,
     when: 'The request met a concurrent update (a deadlock or serialization failure) and was rolled back. Send it again: every mutation is idempotent by its id.',

@@ -40,6 +40,9 @@ await runProcess('issuer', s.logLevel, (log) =>
     denyListPollMs: s.denyListPollMs,
     denyListHeartbeatMs: s.denyListHeartbeatMs,
     denyListStallMs: s.denyListStallMs,
+    riderCallsPerSecond: s.riderCallsPerSecond,
+    opsCallsPerSecond: s.opsCallsPerSecond,
+    enrollmentsPerCardPerHour: s.enrollmentsPerCardPerHour,
     log,
   }),
 );

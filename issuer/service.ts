@@ -7,6 +7,7 @@ import type { KeyObject } from 'node:crypto';
 import { isPostgresUrl } from '../common/db.js';
 import { Leases } from '../common/leases.js';
 import { createLogger, type Logger } from '../common/log.js';
+import { rateLimits } from '../common/rate-limit.js';
 import { runService, type RunningService } from '../common/runner.js';
 import { passEncodedResponses } from '../common/server-stream.js';
 import { assertOwnIdentity, type TlsConfig } from '../common/tls.js';
@@ -36,6 +37,12 @@ export interface IssuerConfig {
   databaseUrl: string;
   host: string;
   port: number;
+  /** Calls a rider may make per second (common/rate-limit.ts; 0: no limit). */
+  riderCallsPerSecond?: number;
+  /** Calls an operator may make per second (0: no limit). */
+  opsCallsPerSecond?: number;
+  /** Enrollment attempts per card per hour (0: no limit). */
+  enrollmentsPerCardPerHour?: number;
   /** How long the authorizer's token keys are cached: a retired key stops verifying within this time. */
   jwksMaxAgeMs?: number;
   /** host:port of the credit authorizer; several comma-separated for its replicas (see common/rpc.ts channelTarget). */
@@ -178,6 +185,11 @@ export async function startIssuer(config: IssuerConfig): Promise<IssuerHandle> {
             policy: {
               ...issuerPolicy,
               verifyRider: async (token: string) => (await riderTokens.verify(token)).accountId,
+              limit: rateLimits({
+                riderCallsPerSecond: config.riderCallsPerSecond ?? defaults.riderCallsPerSecond.default,
+                opsCallsPerSecond: config.opsCallsPerSecond ?? defaults.opsCallsPerSecond.default,
+                enrollmentsPerCardPerHour: config.enrollmentsPerCardPerHour ?? defaults.enrollmentsPerCardPerHour.default,
+              }),
             },
             implementation: issuerHandlers(ctx, log, () => deductWorkers.forEach((w) => w.kick()), feed),
           },
