@@ -130,6 +130,7 @@ export type ErrorReason = keyof typeof ERROR_REASONS;
 export const RESULT_REASONS: Record<string, { rpc: string; when: string }> = {
   TAP_ID_CONFLICT: { rpc: 'IssuerService.TapReport', when: 'The issuer holds another tap under this tap id (two terminals configured with one id). The terminal holds the tap for an operator.' },
   CARD_NOT_ENROLLED: { rpc: 'IssuerService.TapReport', when: 'The tap\'s card is unknown or its agreement is not one the card was bound to: stored REJECTED.' },
+  'CARD_EXPIRED (TapReport)': { rpc: 'IssuerService.TapReport', when: 'The tap was taken after the expiry the issuer recorded for the card (whatever the card told the gate): stored REJECTED, nothing is debited.' },
   'CARD_AUTHENTICATION_FAILED (TapReport)': { rpc: 'IssuerService.TapReport', when: 'The tap\'s card proof does not verify: stored REJECTED.' },
   UNKNOWN_TAP: { rpc: 'IssuerService.Settle', when: 'The item names a tap the issuer does not hold.' },
   TAP_NOT_DEDUCTED: { rpc: 'IssuerService.Settle', when: 'The item\'s tap was not debited.' },
