@@ -115,7 +115,7 @@ export const ERROR_REASONS = {
     when: 'The refresh token is unknown, expired, revoked or already used (a reuse revokes its whole sign-in). Sign in again.',
     rpcs: ['AuthorizerService.RefreshToken'],
   },
-  AUDIENCE_UNKNOWN: { code: status.INVALID_ARGUMENT, when: 'The audience is not an issuer this authorizer works with.', rpcs: ['AuthorizerService.SignIn', 'AuthorizerService.RefreshToken'] },
+  AUDIENCE_UNKNOWN: { code: status.NOT_FOUND, when: 'The audience names no issuer this authorizer works with.', rpcs: ['AuthorizerService.SignIn', 'AuthorizerService.RefreshToken'] },
   AGREEMENT_NOT_FOUND: { code: status.NOT_FOUND, when: 'No agreement with this id for this issuer.', rpcs: ['AuthorizerService.RevokeAgreement'] },
   INSUFFICIENT_FUNDS: { code: status.FAILED_PRECONDITION, when: 'The account cannot pay the transfer: balance plus credit limit is below the amount.', rpcs: ['AuthorizerService.TopUp'] },
   BALANCE_OUT_OF_RANGE: { code: status.FAILED_PRECONDITION, when: 'The transfer would take a balance out of the int64 range.', rpcs: ['AuthorizerService.TopUp'] },

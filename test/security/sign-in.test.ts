@@ -64,7 +64,7 @@ describe('rider sign-in (domain)', function () {
     await expectApiError(signIn(deps, 'acc-1', 'wrong password!', ISSUER), status.UNAUTHENTICATED, 'SIGN_IN_FAILED');
     await expectApiError(signIn(deps, 'acc-2', PASSWORD, ISSUER), status.UNAUTHENTICATED, 'SIGN_IN_FAILED'); // no password set
     await expectApiError(signIn(deps, 'acc-404', PASSWORD, ISSUER), status.UNAUTHENTICATED, 'SIGN_IN_FAILED');
-    await expectApiError(signIn(deps, 'acc-1', PASSWORD, 'issuer-9'), status.INVALID_ARGUMENT, 'AUDIENCE_UNKNOWN');
+    await expectApiError(signIn(deps, 'acc-1', PASSWORD, 'issuer-9'), status.NOT_FOUND, 'AUDIENCE_UNKNOWN');
     const tokens = await signIn(deps, 'acc-1', PASSWORD, ISSUER);
     expect(await verifier().verify(tokens.accessToken)).to.deep.equal({ accountId: 'acc-1' });
     expect(tokens.accessTokenExpiresAt.getTime()).to.be.within(clock + 59_000, clock + 60_000);
