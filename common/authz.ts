@@ -106,7 +106,7 @@ export function decideRequest(rule: AccessRule | undefined, path: string, peer: 
 }
 
 /** The interceptor that enforces the policies; a refused call ends with the status and never reaches its handler. */
-export function authorizationInterceptor(policies: AccessPolicy[], log: Logger): ServerInterceptor {
+export function authorizationInterceptor(policies: AccessPolicy[], log: Logger, isRevoked?: (serialHex: string | undefined) => boolean): ServerInterceptor {
   return (method, call) => {
     let peer: PeerIdentity | undefined;
     let rule: AccessRule | undefined;
@@ -130,6 +130,9 @@ export function authorizationInterceptor(policies: AccessPolicy[], log: Logger):
         next({
           onReceiveMetadata: (metadata, nextMetadata) => {
             peer = peerIdentity(call);
+            if (isRevoked?.(call.getAuthContext()?.sslPeerCertificate?.serialNumber)) {
+              return refuse(apiError('PEER_CERTIFICATE_REVOKED', `the client certificate (${peer?.uri ?? 'no identity'}) is revoked`, { peer: peer?.uri ?? '' }));
+            }
             const decision = decideCall(policies, method.path, peer);
             if (!decision.ok) return refuse(decision.error);
             rule = decision.rule;

@@ -30,6 +30,11 @@ export const ERROR_REASONS = {
     when: 'The client certificate carries no tapcredit identity (a SPIFFE URI spiffe://tapcredit/<role>/<name>).',
     rpcs: ['*'],
   },
+  PEER_CERTIFICATE_REVOKED: {
+    code: status.UNAUTHENTICATED,
+    when: 'The client certificate is on the CA\'s revocation list (`npm run certs -- --revoke <name>`). Get a new certificate.',
+    rpcs: ['*'],
+  },
   RPC_NOT_IN_POLICY: { code: status.PERMISSION_DENIED, when: 'The RPC is open to no caller in the service\'s access policy.', rpcs: ['*'] },
   PEER_ROLE_NOT_ALLOWED: { code: status.PERMISSION_DENIED, when: 'The caller\'s role may not call this RPC (the message names the roles that may).', rpcs: ['*'] },
   PEER_IDENTITY_MISMATCH: {
