@@ -1,9 +1,11 @@
 // gRPC handlers of AuthorizerService: validate the whole request, call the
 // domain, map the result to the proto. No business rules live here.
+import { audited, listAuditEntries } from '../common/audit.js';
 import type { Db } from '../common/db.js';
 import { fingerprint } from '../common/ids.js';
 import type { Logger } from '../common/log.js';
 import { unaryHandlers, type AsyncHandlers } from '../common/server.js';
+import { peerIdentity } from '../common/tls.js';
 import { Violations, pageSize } from '../common/validate.js';
 import {
   AccountState,
@@ -19,6 +21,7 @@ import {
   type DeductItem,
   type DeductResult,
   type LedgerEntry,
+  type RiderTokens,
 } from '../gen/tapcredit/authorizer/v1/authorizer.js';
 import type { Money } from '../gen/tapcredit/type/v1/money.js';
 import type { Rider } from '../gen/tapcredit/type/v1/rider.js';
@@ -27,6 +30,9 @@ import { authorizeEnrollment, revokeAgreement, type AgreementView } from './agre
 import { deduct, type DeclineReason, type DeductItemInput, type DeductOutcome } from './deductions.js';
 import { holderDigest } from './holders.js';
 import type { LedgerEntryView, TransferKind as DomainTransferKind } from './ledger.js';
+import { MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH } from './passwords.js';
+import { refreshTokens, setRiderPassword, signIn, signOut, type RiderTokens as DomainTokens, type SignInDeps } from './sign-in.js';
+import { publishedKeySet, rotateSigningKey } from './signing-keys.js';
 
 export const ERROR_DOMAIN = 'authorizer.tapcredit';
 
@@ -111,11 +117,78 @@ export interface HandlerDeps {
   onDebits?(items: DeductItem[], outcomes: DeductOutcome[]): void;
   /** Secret key of the holder digests (authorizer/holders.ts). */
   holderKey: Buffer;
+  /** Rider sign-in (authorizer/sign-in.ts); its db and holderKey are the ones above. */
+  signIn: Omit<SignInDeps, 'db' | 'holderKey'>;
+}
+
+const toTokens = (t: DomainTokens): RiderTokens => ({
+  accessToken: t.accessToken,
+  accessTokenExpiresAt: t.accessTokenExpiresAt,
+  refreshToken: t.refreshToken,
+  refreshTokenExpiresAt: t.refreshTokenExpiresAt,
+});
+
+/** Checks a password's length; its characters are the rider's choice. */
+function checkPassword(v: Violations, field: string, password: string): void {
+  if ([...password].length < MIN_PASSWORD_LENGTH || [...password].length > MAX_PASSWORD_LENGTH) {
+    v.add(field, `must be ${MIN_PASSWORD_LENGTH} to ${MAX_PASSWORD_LENGTH} characters`);
+  }
 }
 
 export function authorizerHandlers(deps: HandlerDeps): AuthorizerServiceServer {
   const { db } = deps;
+  const signInDeps: SignInDeps = { ...deps.signIn, db, holderKey: deps.holderKey };
   const handlers: AsyncHandlers<AuthorizerServiceServer> = {
+    listAuditEntries: (req) => listAuditEntries(db, req),
+
+    async setRiderPassword(req, call) {
+      const v = new Violations();
+      v.id('account_id', req.accountId);
+      checkPassword(v, 'new_password', req.newPassword);
+      // Only ops sets a password without knowing the current one (on a plaintext server there are no roles).
+      const ops = peerIdentity(call)?.role === 'ops' || (!peerIdentity(call) && req.currentPassword === '');
+      if (!ops && req.currentPassword === '') v.add('current_password', 'is required (the phone app changes a password only with the current one)');
+      if (req.currentPassword.length > MAX_PASSWORD_LENGTH) v.add('current_password', `must be at most ${MAX_PASSWORD_LENGTH} characters`);
+      v.throwIfAny();
+      const setAt = await setRiderPassword(signInDeps, req.accountId, req.newPassword, ops ? undefined : req.currentPassword);
+      return { setAt };
+    },
+
+    async signIn(req) {
+      const v = new Violations();
+      v.id('account_id', req.accountId);
+      if (req.password === '' || req.password.length > MAX_PASSWORD_LENGTH) v.add('password', `is required, at most ${MAX_PASSWORD_LENGTH} characters`);
+      v.id('audience', req.audience);
+      v.throwIfAny();
+      return { tokens: toTokens(await signIn(signInDeps, req.accountId, req.password, req.audience)) };
+    },
+
+    async refreshToken(req) {
+      const v = new Violations();
+      if (!/^[A-Za-z0-9_-]{43}$/.test(req.refreshToken)) v.add('refresh_token', 'must be a refresh token of SignIn or RefreshToken');
+      v.id('audience', req.audience);
+      v.throwIfAny();
+      return { tokens: toTokens(await refreshTokens(signInDeps, req.refreshToken, req.audience)) };
+    },
+
+    async signOut(req) {
+      const v = new Violations();
+      if (!/^[A-Za-z0-9_-]{43}$/.test(req.refreshToken)) v.add('refresh_token', 'must be a refresh token of SignIn or RefreshToken');
+      v.throwIfAny();
+      await signOut(signInDeps, req.refreshToken);
+      return {};
+    },
+
+    async getJwks() {
+      return { jwksJson: JSON.stringify(await publishedKeySet(db)), tokenIssuer: deps.signIn.authorizerId };
+    },
+
+    async rotateSigningKey(req) {
+      const keyId = await rotateSigningKey(db, deps.holderKey, { retirePrevious: req.retirePrevious });
+      const published = (await publishedKeySet(db)).keys.map((k) => k.kid!);
+      return { keyId, publishedKeyIds: published };
+    },
+
     async openAccount(req) {
       const v = new Violations();
       v.id('account_id', req.accountId);
@@ -235,5 +308,7 @@ export function authorizerHandlers(deps: HandlerDeps): AuthorizerServiceServer {
       return { results: outcomes.map(toDeductResult) };
     },
   };
-  return unaryHandlers<AuthorizerServiceServer>(ERROR_DOMAIN, deps.log, handlers);
+  // Every ops action, and every ops read of a rider's account, goes to the audit trail.
+  const withAudit = audited(db, 'AuthorizerService', ['openAccount', 'topUp', 'setAccountState', 'getAccount', 'listLedgerEntries', 'setRiderPassword', 'rotateSigningKey'], handlers);
+  return unaryHandlers<AuthorizerServiceServer>(ERROR_DOMAIN, deps.log, withAudit);
 }

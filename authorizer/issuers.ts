@@ -45,6 +45,11 @@ export class IssuerDirectory {
   }
 
   /** Sets or changes where an issuer listens. */
+  /** True when the issuer is one this authorizer settles with (a rider token's audience must be). */
+  knows(issuerId: string): boolean {
+    return this.addresses.has(issuerId);
+  }
+
   setAddress(issuerId: string, address: string): void {
     if (this.addresses.get(issuerId) === address) return;
     this.addresses.set(issuerId, address);

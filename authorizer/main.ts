@@ -32,6 +32,10 @@ await runProcess('authorizer', s.logLevel, (log) => {
     settlementWindowMs: s.settlementWindowMs,
     settlementConcurrency: s.settlementConcurrency,
     settleDeadlineMs: s.settleDeadlineMs,
+    accessTokenTtlMs: s.accessTokenTtlMs,
+    refreshTokenTtlMs: s.refreshTokenTtlMs,
+    riderCallsPerSecond: s.riderCallsPerSecond,
+    opsCallsPerSecond: s.opsCallsPerSecond,
     log,
   });
 });

@@ -2,6 +2,7 @@
 // agreements granted to issuers, the deductions (one row per fare request id)
 // and the settlement outbox. Money and balances are bigInteger minor units;
 // times are bigInteger epoch milliseconds.
+import { createAuditTable } from '../common/audit.js';
 import type { Migration } from '../common/db.js';
 import { addLeaseColumns } from '../common/leases.js';
 
@@ -170,6 +171,44 @@ export const migrations: Migration[] = [
       // pending settlements of one database, each held by one replica at a time.
       await db.schema.alterTable('settlements', (t) => addLeaseColumns(t));
     },
+  },
+  {
+    name: '007_security_rider_sign_in',
+    async up(db) {
+      // A rider's sign-in password, as an scrypt hash (authorizer/passwords.ts).
+      await db.schema.createTable('rider_credentials', (t) => {
+        t.string('account_id', 64).primary().references('account_id').inTable('accounts');
+        t.string('password_hash', 200).notNullable();
+        t.bigInteger('set_at').notNullable();
+      });
+      // Refresh tokens, kept as SHA-256 of the token (authorizer/sign-in.ts).
+      // One family per sign-in: each refresh uses its token up and adds the
+      // next; a used token seen again revokes the family.
+      await db.schema.createTable('refresh_tokens', (t) => {
+        t.string('token_hash', 64).primary();
+        t.string('family_id', 64).notNullable();
+        t.string('account_id', 64).notNullable().references('account_id').inTable('accounts');
+        t.bigInteger('created_at').notNullable();
+        t.bigInteger('expires_at').notNullable();
+        t.bigInteger('used_at').nullable();
+        t.bigInteger('revoked_at').nullable();
+        t.index(['family_id']);
+      });
+      // Ed25519 keys that sign access tokens (authorizer/signing-keys.ts):
+      // the newest unretired one signs; every unretired one is published.
+      await db.schema.createTable('signing_keys', (t) => {
+        t.string('key_id', 64).primary();
+        t.text('private_jwk').notNullable();
+        t.text('public_jwk').notNullable();
+        t.bigInteger('created_at').notNullable();
+        t.bigInteger('retired_at').nullable();
+      });
+    },
+  },
+  {
+    name: '008_security_audit_trail',
+    // The audit trail of ops calls (common/audit.ts).
+    up: (db) => createAuditTable(db),
   },
 ];
 

@@ -25,5 +25,17 @@ export const authorizerPolicy: AccessPolicy = {
     SetAccountState: { allow: ['ops'] },
     GetAccount: { allow: ['ops'] },
     ListLedgerEntries: { allow: ['ops'] },
+    RotateSigningKey: { allow: ['ops'] },
+    ListAuditEntries: { allow: ['ops'] },
+
+    // Rider sign-in, from the phone app (the rider proves who they are with
+    // their password; the app's certificate only says it is the app).
+    // SetRiderPassword from the phone needs the current password (handlers.ts).
+    SetRiderPassword: { allow: ['ops', 'phone'] },
+    SignIn: { allow: ['phone'] },
+    RefreshToken: { allow: ['phone'] },
+    SignOut: { allow: ['phone'] },
+    // The public keys that verify riders' tokens: for the issuers that verify them.
+    GetJwks: { allow: ['issuer', 'phone', 'ops'] },
   },
 };

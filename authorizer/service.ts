@@ -4,6 +4,7 @@
 // table (settings.ts).
 import { Leases } from '../common/leases.js';
 import { createLogger, type Logger } from '../common/log.js';
+import { rateLimits } from '../common/rate-limit.js';
 import { runService, type RunningService } from '../common/runner.js';
 import { assertOwnIdentity, type TlsConfig } from '../common/tls.js';
 import { Worker } from '../common/worker.js';
@@ -54,6 +55,14 @@ export interface AuthorizerConfig {
    * authorization when unset.
    */
   tls?: TlsConfig;
+  /** Calls a rider (by account, sign-ins included) may make per second (common/rate-limit.ts; 0: no limit). */
+  riderCallsPerSecond?: number;
+  /** Calls an operator may make per second (0: no limit). */
+  opsCallsPerSecond?: number;
+  /** Life of riders' access tokens (authorizer/sign-in.ts). */
+  accessTokenTtlMs?: number;
+  /** Life of riders' refresh tokens. */
+  refreshTokenTtlMs?: number;
   /** Port of the HTTP /metrics listener (0 picks a free one); no listener when unset. */
   metricsPort?: number;
   /** Time between database probes of the health check. */
@@ -111,13 +120,23 @@ export async function startAuthorizer(config: AuthorizerConfig): Promise<Authori
           {
             name: 'tapcredit.authorizer.v1.AuthorizerService',
             definition: AuthorizerServiceService,
-            policy: authorizerPolicy,
+            policy: { ...authorizerPolicy, limit: rateLimits({
+                riderCallsPerSecond: config.riderCallsPerSecond ?? defaults.riderCallsPerSecond.default,
+                opsCallsPerSecond: config.opsCallsPerSecond ?? defaults.opsCallsPerSecond.default,
+              }),
+            },
             implementation: authorizerHandlers({
               db,
               log,
               maxDebitMinorUnits: BigInt(config.maxDebitMinorUnits ?? defaults.maxDebitMinorUnits.default),
               onDeducted: () => settlers.forEach((s) => s.kick()),
               holderKey,
+              signIn: {
+                authorizerId: config.authorizerId,
+                accessTokenTtlMs: config.accessTokenTtlMs ?? defaults.accessTokenTtlMs.default,
+                refreshTokenTtlMs: config.refreshTokenTtlMs ?? defaults.refreshTokenTtlMs.default,
+                knowsAudience: (issuerId) => directory.knows(issuerId),
+              },
               onDebits: (items, outcomes) => observed.observeDebits(items, outcomes, log),
             }),
           },

@@ -21,7 +21,7 @@ import { AuthorizerServiceClient } from '../gen/tapcredit/authorizer/v1/authoriz
 import { IssuerServiceClient, tapStateToJSON, type GetReconciliationReportResponse } from '../gen/tapcredit/issuer/v1/issuer.js';
 import { TerminalServiceClient } from '../gen/tapcredit/terminal/v1/terminal.js';
 import { serviceDay } from '../issuer/service-day.js';
-import { Cluster, CURRENCY, ISSUER_CODE } from './cluster.js';
+import { Cluster, CURRENCY, ISSUER_CODE, ISSUER_ID } from './cluster.js';
 import { drive } from './drive.js';
 import { IssuerStore } from './issuer-store.js';
 import { Progress } from './progress.js';
@@ -83,6 +83,14 @@ const authorizer = new AuthorizerServiceClient(cluster.authorizer.address, clust
 const issuerOps = new IssuerServiceClient(cluster.issuer.address, cluster.credentials(ops, 'issuer'));
 const issuerPhone = new IssuerServiceClient(cluster.issuer.address, cluster.credentials(phone, 'issuer'));
 const terminals = cluster.terminals.map((t) => new TerminalServiceClient(t.address, cluster.credentials(phone, 'terminal')));
+const authorizerPhone = new AuthorizerServiceClient(cluster.authorizer.address, cluster.credentials(phone, 'authorizer'));
+/** A rider's access token for their own calls through the phone app (ops sets the password, the rider signs in). */
+async function signedIn(accountId: string): Promise<string> {
+  const password = `password of ${accountId}`;
+  await callUnary(authorizer, authorizer.setRiderPassword, { accountId, newPassword: password, currentPassword: '' });
+  const { tokens } = await callUnary(authorizerPhone, authorizerPhone.signIn, { accountId, password, audience: ISSUER_ID });
+  return tokens!.accessToken;
+}
 const store = IssuerStore.open(join(dir, 'issuer.sqlite'));
 
 try {
@@ -110,7 +118,7 @@ try {
   const timeline = (async () => {
     await sleep(durationMs * 0.4);
     for (const r of riders.filter((r) => r.index % 50 === 11).slice(0, 3)) {
-      await callUnary(issuerPhone, issuerPhone.reportCardLost, { cardId: r.card.cardId, accountId: r.accountId });
+      await callUnary(issuerPhone, issuerPhone.reportCardLost, { cardId: r.card.cardId, accountId: r.accountId }, undefined, await signedIn(r.accountId));
       lost.push(r.card.cardId);
     }
     events.push(`${lost.length} cards reported lost at 40% of the day`);
@@ -119,7 +127,7 @@ try {
     const debtors = riders.filter((r) => lowBalance(r.index)).filter((_, k) => k % 2 === 0);
     for (const r of debtors) {
       await callUnary(authorizer, authorizer.topUp, { requestId: `topup-${randomUUID()}`, accountId: r.accountId, amount: { currencyCode: CURRENCY, minorUnits: '2000' } });
-      const res = await callUnary(issuerPhone, issuerPhone.retryDebts, { cardId: r.card.cardId });
+      const res = await callUnary(issuerPhone, issuerPhone.retryDebts, { cardId: r.card.cardId }, undefined, await signedIn(r.accountId));
       recovered += res.recoveredCount;
     }
     events.push(`${debtors.length} riders with little money topped up at 60% of the day and asked to settle their debts: ${recovered} debts recovered at once`);
@@ -200,7 +208,7 @@ try {
   console.log(lines.join('\n'));
   process.exitCode = checks.every(([, ok]) => ok) ? 0 : 1;
 } finally {
-  for (const c of [authorizer, issuerOps, issuerPhone, ...terminals]) c.close();
+  for (const c of [authorizer, authorizerPhone, issuerOps, issuerPhone, ...terminals]) c.close();
   await store.close();
   await cluster.stop();
   if (!opts.keep) rmSync(dir, { recursive: true, force: true });

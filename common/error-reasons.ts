@@ -30,11 +30,32 @@ export const ERROR_REASONS = {
     when: 'The client certificate carries no tapcredit identity (a SPIFFE URI spiffe://tapcredit/<role>/<name>).',
     rpcs: ['*'],
   },
+  PEER_CERTIFICATE_REVOKED: {
+    code: status.UNAUTHENTICATED,
+    when: 'The client certificate is on the CA\'s revocation list (`npm run certs -- --revoke <name>`). Get a new certificate.',
+    rpcs: ['*'],
+  },
   RPC_NOT_IN_POLICY: { code: status.PERMISSION_DENIED, when: 'The RPC is open to no caller in the service\'s access policy.', rpcs: ['*'] },
   PEER_ROLE_NOT_ALLOWED: { code: status.PERMISSION_DENIED, when: 'The caller\'s role may not call this RPC (the message names the roles that may).', rpcs: ['*'] },
   PEER_IDENTITY_MISMATCH: {
     code: status.PERMISSION_DENIED,
     when: 'The caller acts for another identity than its certificate\'s, e.g. a terminal reporting another terminal\'s taps.',
+    rpcs: ['*'],
+  },
+  ACCESS_TOKEN_MISSING: {
+    code: status.UNAUTHENTICATED,
+    when: 'A rider call from the phone app carries no "authorization: Bearer <access token>" metadata. Sign in (AuthorizerService.SignIn) first.',
+    rpcs: ['*'],
+  },
+  ACCESS_TOKEN_INVALID: {
+    code: status.UNAUTHENTICATED,
+    when: 'The access token does not verify: bad signature, a key that was retired, another audience or issuer, not yet valid, or malformed. Sign in again.',
+    rpcs: ['*'],
+  },
+  ACCESS_TOKEN_EXPIRED: { code: status.UNAUTHENTICATED, when: 'The access token has expired. Refresh it (AuthorizerService.RefreshToken) and call again.', rpcs: ['*'] },
+  RATE_LIMITED: {
+    code: status.RESOURCE_EXHAUSTED,
+    when: 'The rider or operator called too often (per-identity rate limit), or a card saw too many enrollment attempts. The RetryInfo detail says when to retry.',
     rpcs: ['*'],
   },
   CONCURRENT_UPDATE: {
@@ -87,7 +108,7 @@ export const ERROR_REASONS = {
   AUTHORIZER_UNAVAILABLE: {
     code: status.UNAVAILABLE,
     when: 'The credit authorizer did not answer in time. Retry with the same request id.',
-    rpcs: [ENROLL, 'IssuerService.RetryDebts', 'IssuerService.UnenrollCard'],
+    rpcs: [ENROLL, 'IssuerService.RetryDebts', 'IssuerService.UnenrollCard', 'IssuerService.ReportCardLost', ...CARD_READS],
   },
   DEBIT_OUTCOME_PENDING: {
     code: status.UNAVAILABLE,
@@ -97,12 +118,19 @@ export const ERROR_REASONS = {
   TOTAL_MISMATCH: { code: status.INVALID_ARGUMENT, when: 'The settlement\'s total is not the sum of its items in one currency.', rpcs: ['IssuerService.Settle'] },
 
   // --- the authorizer (the issuer passes those of AuthorizeEnrollment on to EnrollCard's caller) ---
-  ACCOUNT_NOT_FOUND: { code: status.NOT_FOUND, when: 'No account with this id.', rpcs: ['AuthorizerService.AuthorizeEnrollment', 'AuthorizerService.TopUp', 'AuthorizerService.SetAccountState', 'AuthorizerService.GetAccount', 'AuthorizerService.ListLedgerEntries', ENROLL] },
+  ACCOUNT_NOT_FOUND: { code: status.NOT_FOUND, when: 'No account with this id.', rpcs: ['AuthorizerService.AuthorizeEnrollment', 'AuthorizerService.TopUp', 'AuthorizerService.SetAccountState', 'AuthorizerService.GetAccount', 'AuthorizerService.ListLedgerEntries', 'AuthorizerService.SetRiderPassword', ENROLL] },
   ACCOUNT_ALREADY_EXISTS: { code: status.ALREADY_EXISTS, when: 'An account with this id exists with other details.', rpcs: ['AuthorizerService.OpenAccount'] },
   CURRENCY_MISMATCH: { code: status.FAILED_PRECONDITION, when: 'The amount is in another currency than the account\'s.', rpcs: ['AuthorizerService.TopUp'] },
   RIDER_MISMATCH: { code: status.FAILED_PRECONDITION, when: 'The rider\'s details do not match the account\'s holder.', rpcs: ['AuthorizerService.AuthorizeEnrollment', ENROLL] },
   ACCOUNT_FROZEN: { code: status.FAILED_PRECONDITION, when: 'The account is frozen.', rpcs: ['AuthorizerService.AuthorizeEnrollment', ENROLL] },
   ACCOUNT_NOT_ELIGIBLE: { code: status.FAILED_PRECONDITION, when: 'The account has no funds or credit available for an agreement.', rpcs: ['AuthorizerService.AuthorizeEnrollment', ENROLL] },
+  SIGN_IN_FAILED: { code: status.UNAUTHENTICATED, when: 'The account id and password do not match (an unknown account answers the same). Nothing tells which was wrong.', rpcs: ['AuthorizerService.SignIn', 'AuthorizerService.SetRiderPassword'] },
+  REFRESH_TOKEN_INVALID: {
+    code: status.UNAUTHENTICATED,
+    when: 'The refresh token is unknown, expired, revoked or already used (a reuse revokes its whole sign-in). Sign in again.',
+    rpcs: ['AuthorizerService.RefreshToken'],
+  },
+  AUDIENCE_UNKNOWN: { code: status.NOT_FOUND, when: 'The audience names no issuer this authorizer works with.', rpcs: ['AuthorizerService.SignIn', 'AuthorizerService.RefreshToken'] },
   AGREEMENT_NOT_FOUND: { code: status.NOT_FOUND, when: 'No agreement with this id for this issuer.', rpcs: ['AuthorizerService.RevokeAgreement'] },
   INSUFFICIENT_FUNDS: { code: status.FAILED_PRECONDITION, when: 'The account cannot pay the transfer: balance plus credit limit is below the amount.', rpcs: ['AuthorizerService.TopUp'] },
   BALANCE_OUT_OF_RANGE: { code: status.FAILED_PRECONDITION, when: 'The transfer would take a balance out of the int64 range.', rpcs: ['AuthorizerService.TopUp'] },
@@ -117,6 +145,7 @@ export type ErrorReason = keyof typeof ERROR_REASONS;
 export const RESULT_REASONS: Record<string, { rpc: string; when: string }> = {
   TAP_ID_CONFLICT: { rpc: 'IssuerService.TapReport', when: 'The issuer holds another tap under this tap id (two terminals configured with one id). The terminal holds the tap for an operator.' },
   CARD_NOT_ENROLLED: { rpc: 'IssuerService.TapReport', when: 'The tap\'s card is unknown or its agreement is not one the card was bound to: stored REJECTED.' },
+  'CARD_EXPIRED (TapReport)': { rpc: 'IssuerService.TapReport', when: 'The tap was taken after the expiry the issuer recorded for the card (whatever the card told the gate): stored REJECTED, nothing is debited.' },
   'CARD_AUTHENTICATION_FAILED (TapReport)': { rpc: 'IssuerService.TapReport', when: 'The tap\'s card proof does not verify: stored REJECTED.' },
   UNKNOWN_TAP: { rpc: 'IssuerService.Settle', when: 'The item names a tap the issuer does not hold.' },
   TAP_NOT_DEDUCTED: { rpc: 'IssuerService.Settle', when: 'The item\'s tap was not debited.' },

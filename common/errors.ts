@@ -2,7 +2,7 @@
 // code, a message, and google.rpc.Status details (ErrorInfo with a stable
 // UPPER_SNAKE reason, BadRequest field violations) in grpc-status-details-bin.
 import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
-import { BadRequest, ErrorInfo } from '../gen/google/rpc/error_details.js';
+import { BadRequest, ErrorInfo, RetryInfo } from '../gen/google/rpc/error_details.js';
 import { Status } from '../gen/google/rpc/status.js';
 import { ERROR_REASONS, type ErrorReason } from './error-reasons.js';
 
@@ -22,6 +22,9 @@ export class ApiError extends Error {
     super(message);
     this.name = 'ApiError';
   }
+
+  /** When set, the status carries a google.rpc.RetryInfo with this delay (rate limits). */
+  retryDelayMs?: number;
 }
 
 /** Violations named in an INVALID_ARGUMENT message; all of them (up to MAX_REPORTED_VIOLATIONS) are in its BadRequest. */
@@ -136,6 +139,13 @@ export function toServiceError(err: unknown, domain: string): Partial<ServiceErr
       value: Buffer.from(BadRequest.encode({ fieldViolations }).finish()),
     });
   }
+  if (error.retryDelayMs !== undefined) {
+    const ms = Math.max(0, Math.ceil(error.retryDelayMs));
+    details.push({
+      typeUrl: ANY_PREFIX + 'google.rpc.RetryInfo',
+      value: Buffer.from(RetryInfo.encode({ retryDelay: { seconds: String(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1e6 } }).finish()),
+    });
+  }
   const metadata = new Metadata();
   metadata.set('grpc-status-details-bin', Buffer.from(Status.encode({ code: error.code, message, details }).finish()));
   return { code: error.code, details: message, metadata };
@@ -144,6 +154,7 @@ export function toServiceError(err: unknown, domain: string): Partial<ServiceErr
 export interface DecodedErrorDetails {
   errorInfo?: ErrorInfo;
   badRequest?: BadRequest;
+  retryInfo?: RetryInfo;
 }
 
 /** Reads ErrorInfo and BadRequest back from an error's grpc-status-details-bin (for clients and tests). */
@@ -154,6 +165,7 @@ export function decodeErrorDetails(err: ServiceError): DecodedErrorDetails {
   for (const any of Status.decode(raw as Buffer).details) {
     if (any.typeUrl === ANY_PREFIX + 'google.rpc.ErrorInfo') decoded.errorInfo = ErrorInfo.decode(any.value);
     if (any.typeUrl === ANY_PREFIX + 'google.rpc.BadRequest') decoded.badRequest = BadRequest.decode(any.value);
+    if (any.typeUrl === ANY_PREFIX + 'google.rpc.RetryInfo') decoded.retryInfo = RetryInfo.decode(any.value);
   }
   return decoded;
 }

@@ -6,6 +6,7 @@
 import { status, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
+import { peerIdentity } from './tls.js';
 import { runInSpan, serverSpan } from './trace.js';
 
 /** Top-level request fields worth a log line: ids only, never card data, keys or personal details. */
@@ -16,13 +17,20 @@ const BATCH_IDS_LOGGED = 5;
 /** Where a bidirectional call's handler leaves the ids for its access log line (common/server.ts bidiHandler). */
 export const CALL_IDS = Symbol('tapcredit.callIds');
 
+/** Longest id the access log copies whole; a longer one is cut with its length noted, so no caller can grow the log by sending a long field. */
+export const MAX_LOGGED_ID = 64;
+
+/** A value as the access log writes it: at most MAX_LOGGED_ID characters plus a short note of how long it really was. */
+export const boundedForLog = (value: string): string =>
+  value.length <= MAX_LOGGED_ID ? value : `${value.slice(0, MAX_LOGGED_ID)}...(${value.length} chars)`;
+
 /** The ids of a request, for its access log line: e.g. {request_id}, or {taps: 500, tap_ids: [first five]}. */
 export function requestIds(request: unknown): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   if (!request || typeof request !== 'object') return out;
   const r = request as Record<string, unknown>;
   for (const f of ID_FIELDS) {
-    if (typeof r[f] === 'string' && r[f] !== '') out[f.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)] = r[f];
+    if (typeof r[f] === 'string' && r[f] !== '') out[f.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)] = boundedForLog(r[f] as string);
   }
   for (const list of ['taps', 'items'] as const) {
     const items = r[list];
@@ -31,7 +39,8 @@ export function requestIds(request: unknown): Record<string, unknown> {
     const ids = items
       .slice(0, BATCH_IDS_LOGGED)
       .map((i: Record<string, unknown>) => i?.tapId || i?.requestId)
-      .filter((id) => typeof id === 'string' && id !== '');
+      .filter((id): id is string => typeof id === 'string' && id !== '')
+      .map(boundedForLog);
     if (ids.length > 0) out[list === 'taps' ? 'tap_ids' : 'item_ids'] = ids;
   }
   return out;
@@ -63,7 +72,9 @@ export function observeService(
       const codeName = status[code] ?? String(code);
       metrics?.rpcHandled.inc({ grpc_service: serviceName, grpc_method: rpc, grpc_code: codeName });
       metrics?.rpcSeconds.observe({ grpc_service: serviceName, grpc_method: rpc, grpc_code: codeName }, seconds);
-      log.info({ service, rpc, peer: call.getPeer?.(), ...requestIds(request), code: codeName, duration_ms: Math.round(seconds * 1e6) / 1e3 }, 'rpc');
+      // The caller's certificate identity beside its address (none on a plaintext server).
+      const identity = call.getAuthContext ? peerIdentity(call)?.uri : undefined;
+      log.info({ service, rpc, peer: call.getPeer?.(), peer_identity: identity, ...requestIds(request), code: codeName, duration_ms: Math.round(seconds * 1e6) / 1e3 }, 'rpc');
     };
     if (method.requestStream && method.responseStream) {
       // A session: measured and logged once, when it ends (its status is set by an 'error' event, or OK at the end).

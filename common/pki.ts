@@ -178,3 +178,47 @@ export async function ensureDevPki(dir: string, opts: DevPkiOptions = DEV_PKI_DE
   }
   return written;
 }
+
+/** File of the certificate revocation list in a certificate directory. */
+export const CRL_FILE = 'crl.pem';
+
+/**
+ * A CRL signed by the CA listing the serials of `revoked` PEM certificates
+ * plus those of the previous CRL (if any): revocation only ever adds.
+ */
+export async function revocationList(ca: CertificateAuthority, revoked: string[], previousPem?: string): Promise<string> {
+  const entries = new Map<string, Date>();
+  if (previousPem) for (const e of new x509.X509Crl(previousPem).entries) entries.set(e.serialNumber.toLowerCase(), e.revocationDate);
+  for (const pem of revoked) {
+    const serialNumber = new x509.X509Certificate(pem).serialNumber.toLowerCase();
+    if (!entries.has(serialNumber)) entries.set(serialNumber, new Date());
+  }
+  const crl = await x509.X509CrlGenerator.create({
+    issuer: ca.certificate.subject,
+    thisUpdate: new Date(),
+    nextUpdate: new Date(Date.now() + 30 * DAY_MS),
+    entries: [...entries].map(([serialNumber, revocationDate]) => ({ serialNumber, revocationDate })),
+    signingAlgorithm: ALG,
+    signingKey: ca.privateKey,
+  });
+  return crl.toString('pem') + '\n';
+}
+
+/** The revoked serials (lowercase hex) of a CRL, after checking the CA signed it; throws otherwise. */
+export async function revokedSerials(crlPem: string, caPem: string): Promise<Set<string>> {
+  const crl = new x509.X509Crl(crlPem);
+  const ca = new x509.X509Certificate(caPem);
+  if (!(await crl.verify({ publicKey: ca.publicKey }))) throw new Error('the CRL is not signed by the CA');
+  return new Set(crl.entries.map((e) => e.serialNumber.toLowerCase().replace(/^0+/, '')));
+}
+
+/** Revokes the certificate `<name>.pem` of dir (e.g. "terminal-T0001", "phone"): adds its serial to dir's CRL. Returns the serial. */
+export async function revokeInDir(dir: string, name: string): Promise<string> {
+  const caFiles = certFiles(dir, 'ca');
+  const ca = await loadCa(readFileSync(caFiles.cert, 'utf8'), readFileSync(caFiles.key, 'utf8'));
+  const certPem = readFileSync(certFiles(dir, name).cert, 'utf8');
+  const crlFile = join(dir, CRL_FILE);
+  const crl = await revocationList(ca, [certPem], existsSync(crlFile) ? readFileSync(crlFile, 'utf8') : undefined);
+  writeFileSync(crlFile, crl);
+  return new x509.X509Certificate(certPem).serialNumber.toLowerCase();
+}

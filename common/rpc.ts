@@ -20,10 +20,14 @@ export function callUnary<C extends Client, Req, Res>(
   method: (this: C, ...args: Parameters<UnaryMethod<Req, Res>>) => unknown,
   request: Req,
   deadlineMs = DEFAULT_DEADLINE_MS,
+  /** A rider's access token, sent as "authorization: Bearer <token>" (rider RPCs from the phone app). */
+  accessToken?: string,
 ): Promise<Res> {
   return new Promise((resolve, reject) => {
     // The current trace goes along (W3C traceparent), so the callee's logs join it.
-    method.call(client, request, outgoingMetadata(), { deadline: Date.now() + deadlineMs }, (err, response) =>
+    const metadata = outgoingMetadata();
+    if (accessToken) metadata.set('authorization', `Bearer ${accessToken}`);
+    method.call(client, request, metadata, { deadline: Date.now() + deadlineMs }, (err, response) =>
       err ? reject(err) : resolve(response),
     );
   });

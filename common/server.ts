@@ -18,6 +18,7 @@ import type { PackageDefinition } from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
 import { authorizationInterceptor, type AccessPolicy } from './authz.js';
+import { RevocationWatcher } from './revocation.js';
 import { invalidArgument, toServiceError } from './errors.js';
 import type { Logger } from './log.js';
 import type { Metrics, MetricsServer } from './metrics.js';
@@ -234,7 +235,9 @@ export async function startServer(opts: {
   readiness?: ReadinessOptions;
 }): Promise<RunningServer> {
   const policies = opts.services.flatMap((s) => (s.policy ? [s.policy] : []));
-  const server = new Server(opts.tls ? { interceptors: [authorizationInterceptor(policies, opts.log)] } : {});
+  // Revoked client certificates are refused call by call, from the CRL file the server watches.
+  const revocations = opts.tls?.crlFile ? await RevocationWatcher.start(opts.tls.crlFile, opts.tls.ca.toString('utf8'), opts.log) : undefined;
+  const server = new Server(opts.tls ? { interceptors: [authorizationInterceptor(policies, opts.log, revocations?.isRevoked)] } : {});
   for (const s of opts.services) server.addService(tolerantDefinition(s.definition), observeService(s.name, s.definition, s.implementation, opts));
 
   const health = new HealthImplementation({ '': 'SERVING' });
@@ -273,6 +276,7 @@ export async function startServer(opts: {
     close: (graceMs = 5000) =>
       new Promise<void>((resolve) => {
         stopReadiness();
+        revocations?.close();
         void metricsServer?.close();
         health.setStatus('', 'NOT_SERVING');
         for (const s of opts.services) health.setStatus(s.name, 'NOT_SERVING');

@@ -4,10 +4,11 @@
 // see common/identity.ts), not merely a host name. Plaintext only when asked
 // for explicitly (--insecure), and then only on loopback.
 import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { credentials, ServerCredentials, type ChannelCredentials } from '@grpc/grpc-js';
 import type { PeerCertificate } from 'node:tls';
 import { dataDir, setting } from './config.js';
+import { CRL_FILE } from './pki.js';
 import { identityFromSubjectAltName, identityOfCertificate, spiffeId, type PeerIdentity, type Role } from './identity.js';
 
 export interface TlsConfig {
@@ -17,6 +18,8 @@ export interface TlsConfig {
   cert: Buffer;
   /** This process's private key, PEM. Secret: never logged. */
   key: Buffer;
+  /** A servers's certificate revocation list (common/revocation.ts), watched for changes; may not exist yet. */
+  crlFile?: string;
 }
 
 export interface TlsFiles {
@@ -30,7 +33,8 @@ export function loadTls(files: TlsFiles): TlsConfig {
   if (missing.length > 0) {
     throw new Error(`TLS files not found: ${missing.join(', ')}. Run \`npm run certs\` (or pass your own with --tls-ca/--tls-cert/--tls-key), or --insecure on loopback`);
   }
-  return { ca: readFileSync(files.ca), cert: readFileSync(files.cert), key: readFileSync(files.key) };
+  // The CRL `npm run certs -- --revoke` writes beside the CA.
+  return { ca: readFileSync(files.ca), cert: readFileSync(files.cert), key: readFileSync(files.key), crlFile: join(dirname(files.ca), CRL_FILE) };
 }
 
 /** Server side: TLS that refuses a connection without a client certificate signed by the CA. */

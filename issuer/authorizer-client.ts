@@ -14,6 +14,7 @@ import {
   type DeductResult,
 } from '../gen/tapcredit/authorizer/v1/authorizer.js';
 import type { AuthorizerPort } from './context.js';
+import type { PublishedKeys } from './rider-tokens.js';
 
 export const ENROLL_DEADLINE_MS = 5_000;
 export const DEDUCT_DEADLINE_MS = 10_000;
@@ -32,7 +33,7 @@ function fromServiceError(err: unknown, address: string): unknown {
 }
 
 /** With tls, calls go over mTLS and only to a server whose certificate names a credit authorizer. */
-export function authorizerClient(address: string, tls?: TlsConfig): AuthorizerPort & { close(): void } {
+export function authorizerClient(address: string, tls?: TlsConfig): AuthorizerPort & { getJwks(): Promise<PublishedKeys>; close(): void } {
   // address may list several replicas: calls go round robin over them.
   const { target, options } = channelTarget(address);
   const client = new AuthorizerServiceClient(target, channelCredentials(tls, { role: 'authorizer' }), options);
@@ -47,6 +48,10 @@ export function authorizerClient(address: string, tls?: TlsConfig): AuthorizerPo
       }),
     revokeAgreement: (request) =>
       callUnary(client, client.revokeAgreement, request, ENROLL_DEADLINE_MS).catch((err) => {
+        throw fromServiceError(err, address);
+      }),
+    getJwks: () =>
+      callUnary(client, client.getJwks, {}, ENROLL_DEADLINE_MS).catch((err) => {
         throw fromServiceError(err, address);
       }),
     close: () => client.close(),

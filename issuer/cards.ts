@@ -34,6 +34,18 @@ export async function getCard(ctx: IssuerContext, req: GetCardRequest): Promise<
   return { card: await cardView(ctx, req.cardId) };
 }
 
+/**
+ * For a rider's call: the card must be bound (by its latest enrollment) to
+ * the rider's account, else CARD_NOT_FOUND, the very answer an unknown card
+ * gets, so card ids cannot be probed. A malformed id is left to the RPC's
+ * own validation.
+ */
+export async function assertRidersCard(db: IssuerContext['db'], cardId: string, accountId: string): Promise<void> {
+  if (!/^[A-Za-z0-9._:-]{1,64}$/.test(cardId)) return;
+  const latest = await db('enrollments').where({ card_id: cardId }).orderBy('enrolled_at', 'desc').first('account_id');
+  if (latest?.account_id !== accountId) throw cardNotFound(cardId);
+}
+
 /** The card as the API shows it, with its binding, deny-list reasons and debt; NOT_FOUND CARD_NOT_FOUND. */
 export async function cardView(ctx: IssuerContext, cardId: string): Promise<Card> {
   const { db } = ctx;

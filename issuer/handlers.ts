@@ -1,6 +1,8 @@
 // IssuerService over gRPC: each RPC hands the request to its domain module;
 // errors are mapped to gRPC status in one place (common/server.ts).
-import type { ServerWritableStream } from '@grpc/grpc-js';
+import type { Metadata, ServerWritableStream } from '@grpc/grpc-js';
+import { audited, listAuditEntries } from '../common/audit.js';
+import { riderOf } from '../common/authz.js';
 import { toServiceError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { malformedRequestError, unaryHandlers, type AsyncHandlers } from '../common/server.js';
@@ -12,7 +14,7 @@ import {
   type WatchDenyListResponse,
 } from '../gen/tapcredit/issuer/v1/issuer.js';
 import { reportCardLost, unenrollCard } from './card-lifecycle.js';
-import { getCard, listCardTaps } from './cards.js';
+import { assertRidersCard, getCard, listCardTaps } from './cards.js';
 import type { IssuerContext } from './context.js';
 import { retryDebts } from './debts.js';
 import { addToDenyList, listDenyListChanges, removeFromDenyList, watchFromVersion } from './deny-list.js';
@@ -78,6 +80,11 @@ function watchDenyListHandler(log: Logger, feed: DenyListFeed) {
  * feed wakes the WatchDenyList streams.
  */
 export function issuerHandlers(ctx: IssuerContext, log: Logger, onTapsStored: () => void, feed: DenyListFeed): IssuerServiceServer {
+  // A rider's call (phone app with a token) sees only the rider's own cards.
+  const forRider = async (call: { metadata: Metadata }, cardId: string) => {
+    const rider = riderOf(call);
+    if (rider !== undefined) await assertRidersCard(ctx.db, cardId, rider);
+  };
   const unary: Omit<AsyncHandlers<IssuerServiceServer>, 'watchDenyList'> = {
     enrollCard: (req) => enrollCard(ctx, req),
     tapReport: async (req) => {
@@ -91,8 +98,14 @@ export function issuerHandlers(ctx: IssuerContext, log: Logger, onTapsStored: ()
       await logSettledTaps(ctx.db, log, req, response);
       return response;
     },
-    getCard: (req) => getCard(ctx, req),
-    listCardTaps: (req) => listCardTaps(ctx, req),
+    getCard: async (req, call) => {
+      await forRider(call, req.cardId);
+      return getCard(ctx, req);
+    },
+    listCardTaps: async (req, call) => {
+      await forRider(call, req.cardId);
+      return listCardTaps(ctx, req);
+    },
     getReconciliationReport: (req) =>
       reconciliationReport(ctx.db, req, {
         currencyCode: ctx.currencyCode,
@@ -101,12 +114,24 @@ export function issuerHandlers(ctx: IssuerContext, log: Logger, onTapsStored: ()
     listDenyListChanges: (req) => listDenyListChanges(ctx, req),
     addToDenyList: (req) => addToDenyList(ctx, req),
     removeFromDenyList: (req) => removeFromDenyList(ctx, req),
-    unenrollCard: (req) => unenrollCard(ctx, req),
-    reportCardLost: (req) => reportCardLost(ctx, req),
-    retryDebts: (req) => retryDebts(ctx, req),
+    unenrollCard: async (req, call) => {
+      await forRider(call, req.cardId);
+      return unenrollCard(ctx, req);
+    },
+    reportCardLost: async (req, call) => {
+      await forRider(call, req.cardId);
+      return reportCardLost(ctx, req);
+    },
+    retryDebts: async (req, call) => {
+      await forRider(call, req.cardId);
+      return retryDebts(ctx, req);
+    },
+    listAuditEntries: (req) => listAuditEntries(ctx.db, req),
   };
+  // Every ops action, and every ops read of a rider's card, goes to the audit trail.
+  const withAudit = audited(ctx.db, 'IssuerService', ['enrollCard', 'unenrollCard', 'reportCardLost', 'retryDebts', 'getCard', 'listCardTaps', 'addToDenyList', 'removeFromDenyList'], unary);
   return {
-    ...unaryHandlers<IssuerServiceServer>(ERROR_DOMAIN, log, unary as AsyncHandlers<IssuerServiceServer>),
+    ...unaryHandlers<IssuerServiceServer>(ERROR_DOMAIN, log, withAudit as AsyncHandlers<IssuerServiceServer>),
     watchDenyList: watchDenyListHandler(log, feed),
   };
 }

@@ -29,6 +29,7 @@ await runProcess('issuer', s.logLevel, (log) =>
     signingKey: loadSigningKey(fileOr(s, s.signingKeyFile, 'keys', 'issuer-signing.pem'), s.signingKey),
     deductBatchSize: s.deductBatchSize,
     deductIntervalMs: s.deductIntervalMs,
+    jwksMaxAgeMs: s.jwksMaxAgeMs,
     deductWindowMs: s.deductWindowMs,
     deductConcurrency: s.deductConcurrency,
     fareCap: fareCapFromSettings(s),
@@ -40,6 +41,9 @@ await runProcess('issuer', s.logLevel, (log) =>
     denyListPollMs: s.denyListPollMs,
     denyListHeartbeatMs: s.denyListHeartbeatMs,
     denyListStallMs: s.denyListStallMs,
+    riderCallsPerSecond: s.riderCallsPerSecond,
+    opsCallsPerSecond: s.opsCallsPerSecond,
+    enrollmentsPerCardPerHour: s.enrollmentsPerCardPerHour,
     log,
   }),
 );

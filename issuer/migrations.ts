@@ -1,6 +1,7 @@
 // Schema of the issuer's database. Portable across SQLite and PostgreSQL:
 // int64 amounts, counters and epoch-millisecond times are bigInteger columns,
 // written as strings and read back as text (see common/db.ts asText).
+import { createAuditTable } from '../common/audit.js';
 import type { Migration } from '../common/db.js';
 import { addLeaseColumns } from '../common/leases.js';
 
@@ -255,5 +256,10 @@ export const migrations: Migration[] = [
         t.index(['repeat_of_tap_id']);
       });
     },
+  },
+  {
+    name: '012_security_audit_trail',
+    // The audit trail of ops calls (common/audit.ts).
+    up: (db) => createAuditTable(db),
   },
 ];

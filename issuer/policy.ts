@@ -3,7 +3,7 @@
 // issuer runs with mTLS (common/authz.ts); an RPC missing here is refused.
 import { namesCaller, type AccessPolicy } from '../common/authz.js';
 import type { PeerIdentity } from '../common/identity.js';
-import type { SettleRequest, TapReportRequest, WatchDenyListRequest } from '../gen/tapcredit/issuer/v1/issuer.js';
+import type { EnrollCardRequest, SettleRequest, TapReportRequest, WatchDenyListRequest } from '../gen/tapcredit/issuer/v1/issuer.js';
 import { ERROR_DOMAIN } from './handlers.js';
 
 /** A terminal reports only its own taps: the batch's terminal id and every tap's must be the certificate's. */
@@ -17,13 +17,21 @@ export const issuerPolicy: AccessPolicy = {
   service: 'tapcredit.issuer.v1.IssuerService',
   domain: ERROR_DOMAIN,
   rules: {
-    // The rider's phone app (ops may act for a rider at a service desk).
-    EnrollCard: { allow: ['phone', 'ops'] },
-    UnenrollCard: { allow: ['phone', 'ops'] },
-    ReportCardLost: { allow: ['phone', 'ops'] },
-    RetryDebts: { allow: ['phone', 'ops'] },
-    GetCard: { allow: ['phone', 'ops'] },
-    ListCardTaps: { allow: ['phone', 'ops'] },
+    // The rider's phone app, with the rider's access token (ops may act for
+    // any rider at a service desk). A rider enrolls only into their own
+    // account; the handlers answer CARD_NOT_FOUND for a card bound to
+    // another account, exactly as for an unknown card.
+    EnrollCard: {
+      allow: ['phone', 'ops'],
+      rider: true,
+      bind: (_peer, req: EnrollCardRequest, rider) =>
+        rider !== undefined && req.accountId !== rider ? `account_id ${JSON.stringify(req.accountId)} is not the signed-in rider's account` : undefined,
+    },
+    UnenrollCard: { allow: ['phone', 'ops'], rider: true },
+    ReportCardLost: { allow: ['phone', 'ops'], rider: true },
+    RetryDebts: { allow: ['phone', 'ops'], rider: true },
+    GetCard: { allow: ['phone', 'ops'], rider: true },
+    ListCardTaps: { allow: ['phone', 'ops'], rider: true },
 
     // Terminals, each for itself.
     TapReport: { allow: ['terminal'], bind: ownTaps },
@@ -41,5 +49,6 @@ export const issuerPolicy: AccessPolicy = {
     AddToDenyList: { allow: ['ops'] },
     RemoveFromDenyList: { allow: ['ops'] },
     GetReconciliationReport: { allow: ['ops'] },
+    ListAuditEntries: { allow: ['ops'] },
   },
 };

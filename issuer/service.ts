@@ -7,6 +7,7 @@ import type { KeyObject } from 'node:crypto';
 import { isPostgresUrl } from '../common/db.js';
 import { Leases } from '../common/leases.js';
 import { createLogger, type Logger } from '../common/log.js';
+import { rateLimits } from '../common/rate-limit.js';
 import { runService, type RunningService } from '../common/runner.js';
 import { passEncodedResponses } from '../common/server-stream.js';
 import { assertOwnIdentity, type TlsConfig } from '../common/tls.js';
@@ -23,6 +24,7 @@ import { issuerHandlers } from './handlers.js';
 import { issuerMetrics } from './metrics.js';
 import { MIGRATIONS_TABLE, migrations } from './migrations.js';
 import { issuerPolicy } from './policy.js';
+import { RiderTokenVerifier } from './rider-tokens.js';
 import { ISSUER_SETTINGS } from './settings.js';
 
 export interface IssuerConfig {
@@ -35,6 +37,14 @@ export interface IssuerConfig {
   databaseUrl: string;
   host: string;
   port: number;
+  /** Calls a rider may make per second (common/rate-limit.ts; 0: no limit). */
+  riderCallsPerSecond?: number;
+  /** Calls an operator may make per second (0: no limit). */
+  opsCallsPerSecond?: number;
+  /** Enrollment attempts per card per hour (0: no limit). */
+  enrollmentsPerCardPerHour?: number;
+  /** How long the authorizer's token keys are cached: a retired key stops verifying within this time. */
+  jwksMaxAgeMs?: number;
   /** host:port of the credit authorizer; several comma-separated for its replicas (see common/rpc.ts channelTarget). */
   authorizerAddress: string;
   /** Card master key (verifies card proofs). */
@@ -112,6 +122,12 @@ export async function startIssuer(config: IssuerConfig): Promise<IssuerHandle> {
     },
     async (db) => {
       const authorizer = authorizerClient(config.authorizerAddress, config.tls);
+      // Riders' access tokens are verified with the authorizer's published keys (issuer/rider-tokens.ts).
+      const riderTokens = new RiderTokenVerifier({
+        audience: config.issuerId,
+        fetchKeys: () => authorizer.getJwks(),
+        maxAgeMs: config.jwksMaxAgeMs ?? defaults.jwksMaxAgeMs.default,
+      });
       const ctx: IssuerContext = {
         db,
         issuerId: config.issuerId,
@@ -168,7 +184,15 @@ export async function startIssuer(config: IssuerConfig): Promise<IssuerHandle> {
             name: 'tapcredit.issuer.v1.IssuerService',
             // WatchDenyList writes each change's message encoded once for all its streams.
             definition: passEncodedResponses(IssuerServiceService),
-            policy: issuerPolicy,
+            policy: {
+              ...issuerPolicy,
+              verifyRider: async (token: string) => (await riderTokens.verify(token)).accountId,
+              limit: rateLimits({
+                riderCallsPerSecond: config.riderCallsPerSecond ?? defaults.riderCallsPerSecond.default,
+                opsCallsPerSecond: config.opsCallsPerSecond ?? defaults.opsCallsPerSecond.default,
+                enrollmentsPerCardPerHour: config.enrollmentsPerCardPerHour ?? defaults.enrollmentsPerCardPerHour.default,
+              }),
+            },
             implementation: issuerHandlers(ctx, log, () => deductWorkers.forEach((w) => w.kick()), feed),
           },
         ],

@@ -5,6 +5,7 @@ import { SERVER_PORTS, integer, optionalText, replicaSettings, serverSettings, t
 import { DEFAULT_CLONE_CLOCK_SKEW_MS, DEFAULT_REPEAT_WINDOW_MS } from './context.js';
 import { DEFAULT_DEBT_RETRY } from './debts.js';
 import { DEFAULT_DEDUCT_BATCH_SIZE } from './deductions.js';
+import { DEFAULT_JWKS_MAX_AGE_MS } from './rider-tokens.js';
 
 export const ISSUER_SETTINGS = {
   ...serverSettings('issuer', 'ISSUER', 'spiffe://tapcredit/issuer/<issuer id>'),
@@ -18,6 +19,10 @@ export const ISSUER_SETTINGS = {
   signingKeyFile: optionalText('signing-key-file', 'TAPCREDIT_SIGNING_KEY_FILE', 'Ed25519 private key (PKCS#8 PEM) that signs credit flags.', '<data dir>/keys/issuer-signing.pem'),
   signingKey: optionalText(undefined, 'TAPCREDIT_SIGNING_KEY', 'The signing key itself, PKCS#8 PEM; wins over the file.'),
   deductBatchSize: integer('deduct-batch-size', 'DEDUCT_BATCH_SIZE', DEFAULT_DEDUCT_BATCH_SIZE, 'Taps per Deduct call to the authorizer.'),
+  riderCallsPerSecond: integer('rider-calls-per-second', 'RIDER_CALLS_PER_SECOND', 20, 'Calls one rider (by account: the access token\'s, or the one a sign-in names) may make per second; more answer RESOURCE_EXHAUSTED with RetryInfo. 0: no limit.'),
+  opsCallsPerSecond: integer('ops-calls-per-second', 'OPS_CALLS_PER_SECOND', 0, 'Calls one operator certificate may make per second (0: no limit; set it in production, bulk provisioning and benchmarks need more than a person).'),
+  enrollmentsPerCardPerHour: integer('enrollments-per-card-per-hour', 'ENROLLMENTS_PER_CARD_PER_HOUR', 10, 'Enrollment attempts per card per hour. 0: no limit.'),
+  jwksMaxAgeMs: integer('jwks-max-age-ms', 'JWKS_MAX_AGE_MS', DEFAULT_JWKS_MAX_AGE_MS, 'How long the authorizer\'s token keys (GetJwks) are cached; a retired key stops verifying riders\' tokens within this time. A token naming a new key fetches them at once.'),
   deductIntervalMs: integer('deduct-interval-ms', 'DEDUCT_INTERVAL_MS', 200, 'Poll interval of the debit worker when idle.'),
   deductWindowMs: integer('deduct-window-ms', 'DEDUCT_WINDOW_MS', 50, 'How long after taps are stored the debit worker waits for more to join the Deduct call (and its two commits).'),
   deductConcurrency: integer('deduct-concurrency', 'DEDUCT_CONCURRENCY', 2, 'Debit workers at once; each claims its own batch, so one\'s Deduct call overlaps another\'s commits.'),

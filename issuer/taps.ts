@@ -150,12 +150,14 @@ async function storeBatch(
   }
   const cardIds = [...new Set(prepared.map((p) => p.tap.cardId))];
   const enrolledCards = new Map<string, bigint>();
+  const expiries = new Map<string, string>();
   const bindings = new Set<string>();
   for (const ids of chunks(cardIds)) {
     // Any card state: a ride taken before the card was unenrolled or reported
     // lost may arrive later and is still paid under its agreement.
-    for (const row of await trx('cards').whereIn('card_id', ids).select('card_id', asText(trx, 'last_counter'))) {
+    for (const row of await trx('cards').whereIn('card_id', ids).select('card_id', 'expires_on', asText(trx, 'last_counter'))) {
       enrolledCards.set(row.card_id, BigInt(row.last_counter));
+      expiries.set(row.card_id, row.expires_on);
     }
     for (const row of await trx('enrollments').whereIn('card_id', ids).select('card_id', 'agreement_id')) {
       bindings.add(`${row.card_id}\0${row.agreement_id}`);
@@ -175,6 +177,8 @@ async function storeBatch(
     let reason: string | undefined;
     if (!macValid) reason = 'CARD_AUTHENTICATION_FAILED';
     else if (!enrolledCards.has(tap.cardId) || !bindings.has(`${tap.cardId}\0${tap.agreementId}`)) reason = 'CARD_NOT_ENROLLED';
+    // The issuer's own record of the card decides its expiry, whatever the card told the gate (UTC day, as the terminal checks it).
+    else if (tap.tappedAt!.toISOString().slice(0, 10) > expiries.get(tap.cardId)!) reason = 'CARD_EXPIRED';
     if (reason) {
       return { tap, print, macValid, state: 'REJECTED', reason, result: { tapId, status: TapReportStatus.TAP_REPORT_STATUS_REJECTED, reason } };
     }

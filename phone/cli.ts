@@ -2,6 +2,7 @@
 // show it, enroll it with the issuer, tap it at a terminal, list its rides,
 // unenroll it or report it lost, and retry its debts.
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { status, type ChannelCredentials, type ServiceError } from '@grpc/grpc-js';
 import { Command } from 'commander';
@@ -14,6 +15,7 @@ import type { Role } from '../common/identity.js';
 import { presentCard } from '../common/present-card.js';
 import { callUnary } from '../common/rpc.js';
 import { channelCredentials, chooseTransport, tlsFilesFromSettings } from '../common/tls.js';
+import { freshSession, sessionFile, signIn, signOut } from './session.js';
 import {
   EnrollCardResponse,
   IssuerServiceClient,
@@ -48,7 +50,34 @@ const program = new Command()
   .option('--tls-cert <file>', "the phone app's certificate (default <certs dir>/phone.pem)")
   .option('--tls-key <file>', "the phone app's private key (default <certs dir>/phone.key)")
   .option('--insecure', 'plaintext instead of mTLS (only to loopback addresses)')
+  // Read by phone/session.ts.
+  .option('--session <file>', "the rider's sign-in (tokens), written by sign-in (default <data dir>/phone-session.json or TAPCREDIT_PHONE_SESSION)")
   .showHelpAfterError();
+
+program
+  .command('sign-in')
+  .description("sign the rider in at the credit authorizer; the tokens are kept in the session file and every rider command sends them")
+  .requiredOption('--account <id>', "rider's payment account at the authorizer")
+  .option('--password-file <file>', 'file holding the password (default: the TAPCREDIT_RIDER_PASSWORD environment variable)')
+  .option('--issuer-id <id>', 'the issuer the token is for', 'issuer-1')
+  .option('--authorizer <address>', 'AuthorizerService address', `localhost:${DEFAULT_PORTS.authorizer}`)
+  .action(async (opts: { account: string; passwordFile?: string; issuerId: string; authorizer: string }) => {
+    const password = opts.passwordFile ? readFileSync(opts.passwordFile, 'utf8').replace(/\r?\n$/, '') : process.env.TAPCREDIT_RIDER_PASSWORD;
+    if (!password) throw new Error('give the password with --password-file or TAPCREDIT_RIDER_PASSWORD');
+    const session = await signIn(sessionFile(), {
+      accountId: opts.account,
+      password,
+      audience: opts.issuerId,
+      authorizer: opts.authorizer,
+      creds: credentialsTo('authorizer', opts.authorizer),
+    });
+    print({ signedIn: session.accountId, accessTokenExpiresAt: session.accessTokenExpiresAt });
+  });
+
+program
+  .command('sign-out')
+  .description('end the sign-in: the authorizer revokes its refresh token and the session file is removed')
+  .action(async () => print({ signedOut: await signOut(sessionFile(), (a) => credentialsTo('authorizer', a)) }));
 
 const card = program.command('card').description('virtual card images');
 
@@ -89,6 +118,7 @@ program
   .option('--issuer <address>', 'IssuerService address', `localhost:${DEFAULT_PORTS.issuer}`)
   .action(async (opts: { card: string; name: string; phone: string; account: string; requestId?: string; issuer: string }) => {
     const creds = credentialsTo('issuer', opts.issuer); // fails on missing certificates before the card is touched
+    const token = await riderToken(); // and without a sign-in
     // The phone reads its own card as a reader does: READ, then a zero-amount
     // debit for reader "phone". The card writes its advanced counter back to
     // the file before it answers, so nothing later can lose it.
@@ -102,7 +132,7 @@ program
         card: { issuerCode: read.issuerCode, expiresOn: read.expiresOn, proof },
         rider: { name: opts.name, phoneNumber: opts.phone },
         accountId: opts.account,
-      });
+      }, undefined, token);
       if (!response.creditFlag) throw new Error('the issuer returned no credit flag');
       card.writeCreditFlag(response.creditFlag);
       print(EnrollCardResponse.toJSON({ enrollment: response.enrollment, creditFlag: undefined }));
@@ -134,11 +164,23 @@ program
 /** Money with its amount always shown (proto JSON omits a zero). */
 const moneyJSON = (m: Money | undefined) => m && { currencyCode: m.currencyCode, minorUnits: m.minorUnits };
 
-/** Calls the issuer as the phone app and prints the answer. */
-async function askIssuer<Res>(address: string, call: (client: IssuerServiceClient) => Promise<Res>, toJSON: (r: Res) => unknown): Promise<void> {
-  const client = new IssuerServiceClient(address, credentialsTo('issuer', address));
+/**
+ * The rider's access token, refreshed when it is about to expire. Over mTLS a
+ * rider call needs one; a plaintext (--insecure, loopback) issuer checks none.
+ */
+async function riderToken(): Promise<string | undefined> {
+  const session = await freshSession(sessionFile(), (a) => credentialsTo('authorizer', a));
+  if (!session && !booleanFlag('insecure')) throw new Error('sign in first: npm run phone -- sign-in --account <id> (password in TAPCREDIT_RIDER_PASSWORD)');
+  return session?.accessToken;
+}
+
+/** Calls the issuer as the phone app, for the signed-in rider, and prints the answer. */
+async function askIssuer<Res>(address: string, call: (client: IssuerServiceClient, token: string | undefined) => Promise<Res>, toJSON: (r: Res) => unknown): Promise<void> {
+  const creds = credentialsTo('issuer', address);
+  const token = await riderToken();
+  const client = new IssuerServiceClient(address, creds);
   try {
-    print(toJSON(await call(client)));
+    print(toJSON(await call(client, token)));
   } finally {
     client.close();
   }
@@ -154,7 +196,7 @@ program
   .action((opts: { cardId: string; pageSize: string; pageToken?: string; issuer: string }) =>
     askIssuer(
       opts.issuer,
-      (c) => callUnary(c, c.listCardTaps, { cardId: opts.cardId, pageSize: Number(opts.pageSize), pageToken: opts.pageToken ?? '' }),
+      (c, token) => callUnary(c, c.listCardTaps, { cardId: opts.cardId, pageSize: Number(opts.pageSize), pageToken: opts.pageToken ?? '' }, undefined, token),
       (r) => ({
         taps: r.taps.map((t) => ({
           tapId: t.tap?.tapId,
@@ -182,7 +224,7 @@ program
   .requiredOption('--account <id>', 'the payment account the card is bound to')
   .option('--issuer <address>', 'IssuerService address', `localhost:${DEFAULT_PORTS.issuer}`)
   .action((opts: { cardId: string; account: string; issuer: string }) =>
-    askIssuer(opts.issuer, (c) => callUnary(c, c.unenrollCard, { cardId: opts.cardId, accountId: opts.account }), UnenrollCardResponse.toJSON),
+    askIssuer(opts.issuer, (c, token) => callUnary(c, c.unenrollCard, { cardId: opts.cardId, accountId: opts.account }, undefined, token), UnenrollCardResponse.toJSON),
   );
 
 program
@@ -192,7 +234,7 @@ program
   .requiredOption('--account <id>', 'the payment account the card is bound to')
   .option('--issuer <address>', 'IssuerService address', `localhost:${DEFAULT_PORTS.issuer}`)
   .action((opts: { cardId: string; account: string; issuer: string }) =>
-    askIssuer(opts.issuer, (c) => callUnary(c, c.reportCardLost, { cardId: opts.cardId, accountId: opts.account }), ReportCardLostResponse.toJSON),
+    askIssuer(opts.issuer, (c, token) => callUnary(c, c.reportCardLost, { cardId: opts.cardId, accountId: opts.account }, undefined, token), ReportCardLostResponse.toJSON),
   );
 
 program
@@ -203,7 +245,7 @@ program
   .action((opts: { cardId: string; issuer: string }) =>
     askIssuer(
       opts.issuer,
-      (c) => callUnary(c, c.retryDebts, { cardId: opts.cardId }),
+      (c, token) => callUnary(c, c.retryDebts, { cardId: opts.cardId }, undefined, token),
       (r) => ({ ...(RetryDebtsResponse.toJSON(r) as object), outstandingDebt: moneyJSON(r.outstandingDebt) }),
     ),
   );

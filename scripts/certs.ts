@@ -4,7 +4,8 @@
 // adds what is missing (e.g. a new terminal); --reissue renews the
 // certificates under the same CA.
 import { Command } from 'commander';
-import { DEV_PKI_DEFAULTS, ensureDevPki } from '../common/pki.js';
+import { join } from 'node:path';
+import { CRL_FILE, DEV_PKI_DEFAULTS, ensureDevPki, revokeInDir } from '../common/pki.js';
 import { certsDir } from '../common/tls.js';
 
 const list = (value: string) =>
@@ -23,11 +24,17 @@ const opts = new Command()
   .option('--terminals <ids>', 'terminal ids, comma-separated', DEV_PKI_DEFAULTS.terminalIds.join(','))
   .option('--hosts <names>', 'extra DNS names / IP addresses of the servers, comma-separated (localhost, 127.0.0.1 and ::1 are always in)', '')
   .option('--reissue', 'issue every certificate anew (the CA is kept)')
+  .option('--revoke <name>', 'revoke the certificate <name>.pem of the directory (e.g. terminal-T0001, phone): its serial goes on the CRL (crl.pem) every server watches; then --reissue gives that identity a new certificate')
   .parse()
-  .opts<{ issuerId: string; authorizerId: string; terminals: string; hosts: string; reissue?: boolean }>();
+  .opts<{ issuerId: string; authorizerId: string; terminals: string; hosts: string; reissue?: boolean; revoke?: string }>();
 
 // certsDir() reads --certs-dir / --data-dir itself (common/config.ts).
 const dir = certsDir();
+if (opts.revoke) {
+  const serial = await revokeInDir(dir, opts.revoke);
+  console.log(`revoked ${opts.revoke} (serial ${serial}) in ${join(dir, CRL_FILE)}; servers refuse it within a second`);
+  process.exit(0);
+}
 const written = await ensureDevPki(dir, {
   issuerId: opts.issuerId,
   authorizerId: opts.authorizerId,

@@ -2,7 +2,8 @@
 """Enrollment and a ride through tapcredit's gRPC API from Python, as deployed (mTLS).
 
 Each step with the identity the servers' access policies require:
-  1. ops:   the authorizer opens the rider's account and tops it up;
+  1. ops:   the authorizer opens the rider's account, tops it up and sets the
+            rider's password; the rider signs in (phone, SignIn) for an access token;
   2. phone: the phone reads its card (card_emulator.py plays the card: READ,
             then a zero-amount debit for reader "phone") and enrolls it at
             the issuer; the credit flag goes into the card file;
@@ -62,7 +63,7 @@ def main(args):
 
     # One trace for the whole ride, whichever identity makes the call.
     ops = tc.Tapcredit(issuer=args.issuer, authorizer=args.authorizer, **identity(args, "ops"))
-    phone = tc.Tapcredit(issuer=args.issuer, terminal=args.terminal, trace=ops.trace, **identity(args, "phone"))
+    phone = tc.Tapcredit(issuer=args.issuer, terminal=args.terminal, authorizer=args.authorizer, trace=ops.trace, **identity(args, "phone"))
     try:
         card = ce.CardEmulator.from_file(card_pb2, args.card)
     except (OSError, ValueError) as err:
@@ -81,6 +82,13 @@ def main(args):
         authorizer_pb2.TopUpRequest(request_id=f"py-topup-{uuid.uuid4()}", account_id=args.account_id, amount=money(args.top_up)),
     )
     emit("account", account_id=opened.account.account_id, balance=topped.account.balance.minor_units)
+
+    # The rider signs in (phone, at the authorizer; ops set the password): rider calls carry the access token.
+    password = f"py-{secrets.token_urlsafe(12)}"
+    ops.call(ops.authorizer.SetRiderPassword, authorizer_pb2.SetRiderPasswordRequest(account_id=args.account_id, new_password=password))
+    signed = phone.call(phone.authorizer.SignIn, authorizer_pb2.SignInRequest(account_id=args.account_id, password=password, audience=args.issuer_id))
+    phone.access_token = signed.tokens.access_token
+    emit("signed_in", account_id=args.account_id)
 
     # 2. Enrollment (phone): the phone reads its own card, the issuer checks the proof and signs a credit flag.
     read, proof = ce.read_for_enrollment(card, card_pb2, secrets.token_bytes(ce.TERMINAL_RANDOM_BYTES))
@@ -161,6 +169,7 @@ def parse_args():
     p.add_argument("--terminal", default="localhost:50051")
     p.add_argument("--issuer", default="localhost:50052")
     p.add_argument("--authorizer", default="localhost:50053")
+    p.add_argument("--issuer-id", default="issuer-1", help="the issuer's id: the audience of the rider's access token")
     p.add_argument("--certs-dir", default=os.environ.get("TAPCREDIT_CERTS_DIR", "data/certs"), help="ca.pem, ops.pem/.key and phone.pem/.key (default data/certs)")
     p.add_argument("--insecure", action="store_true", default=os.environ.get("TAPCREDIT_INSECURE") == "1", help="plaintext (a system started with --insecure)")
     p.add_argument("--account-id", default="py-rider-1")

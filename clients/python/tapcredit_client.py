@@ -163,7 +163,13 @@ class Tapcredit:
         if authorizer:
             self.authorizer = pb("tapcredit.authorizer.v1.authorizer_pb2_grpc").AuthorizerServiceStub(channel(authorizer, **tls))
 
+    # A rider's access token (AuthorizerService.SignIn), sent with every call
+    # as "authorization: Bearer <token>" once set.
+    access_token = None
+
     def metadata(self):
+        if self.access_token:
+            return (("traceparent", self.trace), ("authorization", f"Bearer {self.access_token}"))
         return (("traceparent", self.trace),)
 
     def call(self, method, request):

@@ -6,7 +6,7 @@ import { signCreditFlag, verifyCreditFlag } from '../../common/card.js';
 import { callUnary } from '../../common/rpc.js';
 import { CardState, DenyListReason, TapState, type IssuerTap } from '../../gen/tapcredit/issuer/v1/issuer.js';
 import { Decision, DeclineReason } from '../../gen/tapcredit/terminal/v1/terminal.js';
-import { enroll, openAccount, rider, tap } from '../helpers/rider.js';
+import { enroll, openAccount, rider, riderToken, tap } from '../helpers/rider.js';
 import { FARE, expectGrpcError, newCard, startSystem, tableCounts, waitFor, type System } from '../helpers/system.js';
 import { backends } from '../helpers/databases.js';
 
@@ -64,9 +64,10 @@ for (const { backend, tls } of modes)
     it('refuses a rider who does not hold the account, and stores nothing', async () => {
       const holder = rider(3);
       await openAccount(sys, holder);
+      const stranger = { ...rider(4), accountId: holder.accountId };
+      await riderToken(sys, stranger); // signed in (over mTLS) before the counts
       const issuerRows = await tableCounts(sys.issuer.db);
       const authorizerRows = await tableCounts(sys.authorizer.db);
-      const stranger = { ...rider(4), accountId: holder.accountId };
       await expectGrpcError(enroll(sys, newCard(sys, 'C3'), stranger), status.FAILED_PRECONDITION, 'RIDER_MISMATCH');
       expect(await tableCounts(sys.issuer.db)).to.deep.equal(issuerRows);
       expect(await tableCounts(sys.authorizer.db)).to.deep.equal(authorizerRows);

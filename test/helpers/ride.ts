@@ -25,6 +25,8 @@ export interface SystemEndpoints {
   /** mTLS identities; plaintext when unset. */
   ops?: TlsConfig;
   phone?: TlsConfig;
+  /** The issuer's id, the audience of the rider's token (default issuer-1, as `npm start` runs it). */
+  issuerId?: string;
 }
 
 export interface RideResult {
@@ -39,12 +41,17 @@ export async function rideThrough(sys: SystemEndpoints, name: string, fareMinorU
   const issuerOps = new IssuerServiceClient(sys.issuer, channelCredentials(sys.ops, { role: 'issuer' }));
   const issuerPhone = new IssuerServiceClient(sys.issuer, channelCredentials(sys.phone, { role: 'issuer' }));
   const terminal = new TerminalServiceClient(sys.terminal, channelCredentials(sys.phone, { role: 'terminal' }));
+  const phoneAuthorizer = new AuthorizerServiceClient(sys.authorizer, channelCredentials(sys.phone, { role: 'authorizer' }));
   const money = (minorUnits: bigint) => ({ currencyCode: sys.currency, minorUnits: String(minorUnits) });
   try {
     const accountId = `acc-${name}`;
     const holder = { name: `Rider ${name}`, phoneNumber: '+8613800138000' };
     await callUnary(authorizer, authorizer.openAccount, { accountId, holder, currencyCode: sys.currency, creditLimit: money(0n) });
     await callUnary(authorizer, authorizer.topUp, { requestId: `top-up-${name}`, accountId, amount: money(fareMinorUnits * 10n) });
+    // The rider signs in through the phone app (ops set the password) for the token enrollment needs.
+    const password = `password of ${accountId}`;
+    await callUnary(authorizer, authorizer.setRiderPassword, { accountId, newPassword: password, currentPassword: '' });
+    const { tokens } = await callUnary(phoneAuthorizer, phoneAuthorizer.signIn, { accountId, password, audience: sys.issuerId ?? 'issuer-1' });
 
     // The card is played by an emulator that keeps its key: the terminal only ever sees its answers.
     const card = new CardEmulator(issueCard(sys.masterKey, { cardId: `C-${name}`, issuerCode: sys.issuerCode, expiresOn: '2099-12-31' }));
@@ -54,7 +61,7 @@ export async function rideThrough(sys: SystemEndpoints, name: string, fareMinorU
       card: { issuerCode: read.read.issuerCode, expiresOn: read.read.expiresOn, proof: read.proof },
       rider: holder,
       accountId,
-    });
+    }, undefined, tokens!.accessToken);
     const enrolledCard = new CardEmulator(writeCreditFlag(card.card, enrolled.creditFlag!));
 
     const presented = await presentCard(terminal, enrolledCard, 10_000);
@@ -70,6 +77,6 @@ export async function rideThrough(sys: SystemEndpoints, name: string, fareMinorU
       await new Promise((r) => setTimeout(r, 200));
     }
   } finally {
-    for (const c of [authorizer, issuerOps, issuerPhone, terminal]) c.close();
+    for (const c of [authorizer, issuerOps, issuerPhone, terminal, phoneAuthorizer]) c.close();
   }
 }

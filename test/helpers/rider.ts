@@ -7,7 +7,7 @@ import { presentCardImage, type TapResult } from '../../common/present-card.js';
 import { callUnary } from '../../common/rpc.js';
 import type { EnrollCardResponse } from '../../gen/tapcredit/issuer/v1/issuer.js';
 import type { CardImage } from '../../gen/tapcredit/type/v1/card.js';
-import { CURRENCY, ISSUER_CODE, money, type System } from './system.js';
+import { CURRENCY, ISSUER_CODE, ISSUER_ID, money, type System } from './system.js';
 
 export interface RiderDetails {
   accountId: string;
@@ -37,6 +37,33 @@ export async function openAccount(sys: System, r: RiderDetails, topUp = 10_000n,
   }
 }
 
+const tokens = new WeakMap<System, Map<string, Promise<string>>>();
+
+/** The rider's sign-in password in the tests. */
+export const passwordOf = (r: RiderDetails) => `password of ${r.accountId}`;
+
+/**
+ * The rider's access token for the system's issuer (signed in once per
+ * system): ops sets the password, the phone app signs in. Undefined for a
+ * plaintext system, which authorizes nothing.
+ */
+export function riderToken(sys: System, r: RiderDetails): Promise<string | undefined> {
+  if (!sys.tls) return Promise.resolve(undefined);
+  let bySys = tokens.get(sys);
+  if (!bySys) tokens.set(sys, (bySys = new Map()));
+  let token = bySys.get(r.accountId);
+  if (!token) {
+    token = (async () => {
+      await callUnary(sys.authorizerClient, sys.authorizerClient.setRiderPassword, { accountId: r.accountId, newPassword: passwordOf(r), currentPassword: '' });
+      const c = sys.phone.authorizerClient;
+      const { tokens: t } = await callUnary(c, c.signIn, { accountId: r.accountId, password: passwordOf(r), audience: ISSUER_ID });
+      return t!.accessToken;
+    })();
+    bySys.set(r.accountId, token);
+  }
+  return token;
+}
+
 /** The phone app's enrollment: read the card (a zero-amount debit for reader "phone"), call EnrollCard, write the flag. */
 export async function enroll(
   sys: System,
@@ -52,7 +79,7 @@ export async function enroll(
     card: { issuerCode: card.issuerCode || ISSUER_CODE, expiresOn: card.expiresOn, proof: read.proof },
     rider: { name: r.name, phoneNumber: r.phoneNumber },
     accountId: r.accountId,
-  });
+  }, undefined, await riderToken(sys, r));
   emulator.writeCreditFlag(response.creditFlag!);
   return { card: emulator.card, response };
 }

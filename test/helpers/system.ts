@@ -54,7 +54,7 @@ export interface System {
   issuerClient: IssuerServiceClient;
   terminalClients: TerminalServiceClient[];
   /** Clients with the phone app's identity: enrollment at the issuer, taps at the terminals. */
-  phone: { issuerClient: IssuerServiceClient; terminalClients: TerminalServiceClient[] };
+  phone: { issuerClient: IssuerServiceClient; terminalClients: TerminalServiceClient[]; authorizerClient: AuthorizerServiceClient };
   /** Set when started with tls: true. */
   tls?: { ops: TlsConfig; phone: TlsConfig };
   close(): Promise<void>;
@@ -171,6 +171,8 @@ export async function startSystem(
   const phone = {
     issuerClient: new IssuerServiceClient(toIssuers.target, as(phoneTls, 'issuer'), toIssuers.options),
     terminalClients: terminals.map((t) => new TerminalServiceClient(t.address, as(phoneTls, 'terminal'))),
+    // Riders sign in here (SignIn) for the access tokens their rider calls carry.
+    authorizerClient: new AuthorizerServiceClient(toAuthorizers.target, as(phoneTls, 'authorizer'), toAuthorizers.options),
   };
   return {
     dir,
@@ -188,7 +190,7 @@ export async function startSystem(
     phone,
     tls: ops && phoneTls ? { ops, phone: phoneTls } : undefined,
     async close() {
-      for (const c of [authorizerClient, issuerClient, ...terminalClients, phone.issuerClient, ...phone.terminalClients]) c.close();
+      for (const c of [authorizerClient, issuerClient, ...terminalClients, phone.issuerClient, ...phone.terminalClients, phone.authorizerClient]) c.close();
       for (const t of terminals) await t.close();
       for (const i of issuers) await i.close();
       for (const a of authorizers) await a.close();

@@ -36,6 +36,13 @@ async function startFakeAuthorizer(fake: FakeAuthorizer): Promise<RunningServer>
     setAccountState: unimplemented,
     getAccount: unimplemented,
     listLedgerEntries: unimplemented,
+    setRiderPassword: unimplemented,
+    signIn: unimplemented,
+    refreshToken: unimplemented,
+    signOut: unimplemented,
+    getJwks: unimplemented,
+    rotateSigningKey: unimplemented,
+    listAuditEntries: unimplemented,
   };
   return startServer({
     services: [

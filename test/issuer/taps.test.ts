@@ -78,6 +78,26 @@ describe('issuer: TapReport', () => {
     expect(held.map((h) => h.state)).to.deep.equal([TapState.TAP_STATE_REJECTED]);
   });
 
+  it('rejects CARD_EXPIRED a tap taken after the expiry the issuer recorded, whatever the card told the gate', async () => {
+    // The issuer's record says the card expired on 2030-06-30; the tap says it was taken the day after.
+    await t.db('cards').where({ card_id: 'C1' }).update({ expires_on: '2030-06-30' });
+    const late = tapOf(card, agreementId, 'T1', 1).tap;
+    const onTheDay = tapOf(card, agreementId, 'T1', 2).tap;
+    const response = await reportTaps(t.ctx, {
+      terminalId: 'T1',
+      taps: [
+        { ...late, tappedAt: new Date('2030-07-01T00:00:01Z') },
+        { ...onTheDay, tappedAt: new Date('2030-06-30T23:59:59Z') },
+      ],
+    });
+    expect(response.results.map((r) => [r.status, r.reason])).to.deep.equal([
+      [REJECTED, 'CARD_EXPIRED'],
+      [STORED, ''],
+    ]);
+    const { taps: held } = await listCardTaps(t.ctx, { cardId: 'C1', pageSize: 0, pageToken: '' });
+    expect(held.find((h) => h.tap!.tapId === 'T1:1')).to.deep.include({ state: TapState.TAP_STATE_REJECTED, declineReason: 'CARD_EXPIRED' });
+  });
+
   it('refuses a batch with bad taps, naming each field, and stores none of it', async () => {
     const good = tapOf(card, agreementId, 'T1', 1).tap;
     const t2 = tapOf(card, agreementId, 'T1', 2).tap;

@@ -19,6 +19,7 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import { Timestamp } from "../../../google/protobuf/timestamp.js";
+import { AuditEntry } from "../../type/v1/audit.js";
 import { Money } from "../../type/v1/money.js";
 import { Rider } from "../../type/v1/rider.js";
 
@@ -271,6 +272,105 @@ export function deductDeclineReasonToJSON(object: DeductDeclineReason): string {
     default:
       return "UNRECOGNIZED";
   }
+}
+
+/** Request of AuthorizerService.SetRiderPassword. */
+export interface SetRiderPasswordRequest {
+  /** The account whose rider signs in with the password. */
+  accountId: string;
+  /** The new password: 10 to 200 characters. */
+  newPassword: string;
+  /** The current password; required from the phone app, ignored from ops. */
+  currentPassword: string;
+}
+
+/** Response of AuthorizerService.SetRiderPassword. */
+export interface SetRiderPasswordResponse {
+  /** When the password was set. */
+  setAt: Date | undefined;
+}
+
+/** Request of AuthorizerService.SignIn. */
+export interface SignInRequest {
+  /** The rider's account id. */
+  accountId: string;
+  /** The rider's password. */
+  password: string;
+  /** The issuer the access token is for (its aud claim). */
+  audience: string;
+}
+
+/** Tokens of a sign-in (SignIn, RefreshToken). */
+export interface RiderTokens {
+  /**
+   * The access token: a compact JWS (EdDSA), sent to the issuer as
+   * "authorization: Bearer <token>" call metadata.
+   */
+  accessToken: string;
+  /** When the access token expires (its exp claim). */
+  accessTokenExpiresAt:
+    | Date
+    | undefined;
+  /** Opaque refresh token, usable once (RefreshToken). Keep it secret. */
+  refreshToken: string;
+  /** When the refresh token expires. */
+  refreshTokenExpiresAt: Date | undefined;
+}
+
+/** Response of AuthorizerService.SignIn. */
+export interface SignInResponse {
+  /** The tokens. */
+  tokens: RiderTokens | undefined;
+}
+
+/** Request of AuthorizerService.RefreshToken. */
+export interface RefreshTokenRequest {
+  /** The refresh token of the last SignIn or RefreshToken. */
+  refreshToken: string;
+  /** The issuer the new access token is for. */
+  audience: string;
+}
+
+/** Response of AuthorizerService.RefreshToken. */
+export interface RefreshTokenResponse {
+  /** The new tokens; the refresh token presented is used up. */
+  tokens: RiderTokens | undefined;
+}
+
+/** Request of AuthorizerService.SignOut. */
+export interface SignOutRequest {
+  /** A refresh token of the sign-in to end. */
+  refreshToken: string;
+}
+
+/** Response of AuthorizerService.SignOut. */
+export interface SignOutResponse {
+}
+
+/** Request of AuthorizerService.GetJwks. */
+export interface GetJwksRequest {
+}
+
+/** Response of AuthorizerService.GetJwks. */
+export interface GetJwksResponse {
+  /** The key set as JSON (RFC 7517): {"keys":[{"kty":"OKP","crv":"Ed25519","x":...,"kid":...,"alg":"EdDSA","use":"sig"}]}. */
+  jwksJson: string;
+  /** The issuer claim (iss) of the tokens these keys sign: the authorizer id. */
+  tokenIssuer: string;
+}
+
+/** Request of AuthorizerService.RotateSigningKey. */
+export interface RotateSigningKeyRequest {
+  /** Remove every older key from the key set. */
+  retirePrevious: boolean;
+}
+
+/** Response of AuthorizerService.RotateSigningKey. */
+export interface RotateSigningKeyResponse {
+  /** Key id (kid) of the new current key. */
+  keyId: string;
+  /** Key ids still published, the new one first. */
+  publishedKeyIds: string[];
 }
 
 /** A rider's payment account. */
@@ -545,6 +645,1109 @@ export interface RevokeAgreementResponse {
   /** The agreement, now REVOKED. */
   agreement: Agreement | undefined;
 }
+
+/** Request of AuthorizerService.ListAuditEntries. */
+export interface ListAuditEntriesRequest {
+  /** Entries per page (default 50, at most 500). */
+  pageSize: number;
+  /** next_page_token of the previous page; empty for the first. */
+  pageToken: string;
+}
+
+/** Response of AuthorizerService.ListAuditEntries. */
+export interface ListAuditEntriesResponse {
+  /** Entries, newest first. */
+  entries: AuditEntry[];
+  /** Token of the next page; empty on the last. */
+  nextPageToken: string;
+}
+
+function createBaseSetRiderPasswordRequest(): SetRiderPasswordRequest {
+  return { accountId: "", newPassword: "", currentPassword: "" };
+}
+
+export const SetRiderPasswordRequest: MessageFns<SetRiderPasswordRequest> = {
+  encode(message: SetRiderPasswordRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.accountId !== "") {
+      writer.uint32(10).string(message.accountId);
+    }
+    if (message.newPassword !== "") {
+      writer.uint32(18).string(message.newPassword);
+    }
+    if (message.currentPassword !== "") {
+      writer.uint32(26).string(message.currentPassword);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SetRiderPasswordRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSetRiderPasswordRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.accountId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.newPassword = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.currentPassword = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SetRiderPasswordRequest {
+    return {
+      accountId: isSet(object.accountId)
+        ? globalThis.String(object.accountId)
+        : isSet(object.account_id)
+        ? globalThis.String(object.account_id)
+        : "",
+      newPassword: isSet(object.newPassword)
+        ? globalThis.String(object.newPassword)
+        : isSet(object.new_password)
+        ? globalThis.String(object.new_password)
+        : "",
+      currentPassword: isSet(object.currentPassword)
+        ? globalThis.String(object.currentPassword)
+        : isSet(object.current_password)
+        ? globalThis.String(object.current_password)
+        : "",
+    };
+  },
+
+  toJSON(message: SetRiderPasswordRequest): unknown {
+    const obj: any = {};
+    if (message.accountId !== "") {
+      obj.accountId = message.accountId;
+    }
+    if (message.newPassword !== "") {
+      obj.newPassword = message.newPassword;
+    }
+    if (message.currentPassword !== "") {
+      obj.currentPassword = message.currentPassword;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<SetRiderPasswordRequest>): SetRiderPasswordRequest {
+    return SetRiderPasswordRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SetRiderPasswordRequest>): SetRiderPasswordRequest {
+    const message = createBaseSetRiderPasswordRequest();
+    message.accountId = object.accountId ?? "";
+    message.newPassword = object.newPassword ?? "";
+    message.currentPassword = object.currentPassword ?? "";
+    return message;
+  },
+};
+
+function createBaseSetRiderPasswordResponse(): SetRiderPasswordResponse {
+  return { setAt: undefined };
+}
+
+export const SetRiderPasswordResponse: MessageFns<SetRiderPasswordResponse> = {
+  encode(message: SetRiderPasswordResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.setAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.setAt), writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SetRiderPasswordResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSetRiderPasswordResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.setAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SetRiderPasswordResponse {
+    return {
+      setAt: isSet(object.setAt)
+        ? fromJsonTimestamp(object.setAt)
+        : isSet(object.set_at)
+        ? fromJsonTimestamp(object.set_at)
+        : undefined,
+    };
+  },
+
+  toJSON(message: SetRiderPasswordResponse): unknown {
+    const obj: any = {};
+    if (message.setAt !== undefined) {
+      obj.setAt = message.setAt.toISOString();
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<SetRiderPasswordResponse>): SetRiderPasswordResponse {
+    return SetRiderPasswordResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SetRiderPasswordResponse>): SetRiderPasswordResponse {
+    const message = createBaseSetRiderPasswordResponse();
+    message.setAt = object.setAt ?? undefined;
+    return message;
+  },
+};
+
+function createBaseSignInRequest(): SignInRequest {
+  return { accountId: "", password: "", audience: "" };
+}
+
+export const SignInRequest: MessageFns<SignInRequest> = {
+  encode(message: SignInRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.accountId !== "") {
+      writer.uint32(10).string(message.accountId);
+    }
+    if (message.password !== "") {
+      writer.uint32(18).string(message.password);
+    }
+    if (message.audience !== "") {
+      writer.uint32(26).string(message.audience);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SignInRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSignInRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.accountId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.password = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.audience = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SignInRequest {
+    return {
+      accountId: isSet(object.accountId)
+        ? globalThis.String(object.accountId)
+        : isSet(object.account_id)
+        ? globalThis.String(object.account_id)
+        : "",
+      password: isSet(object.password) ? globalThis.String(object.password) : "",
+      audience: isSet(object.audience) ? globalThis.String(object.audience) : "",
+    };
+  },
+
+  toJSON(message: SignInRequest): unknown {
+    const obj: any = {};
+    if (message.accountId !== "") {
+      obj.accountId = message.accountId;
+    }
+    if (message.password !== "") {
+      obj.password = message.password;
+    }
+    if (message.audience !== "") {
+      obj.audience = message.audience;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<SignInRequest>): SignInRequest {
+    return SignInRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SignInRequest>): SignInRequest {
+    const message = createBaseSignInRequest();
+    message.accountId = object.accountId ?? "";
+    message.password = object.password ?? "";
+    message.audience = object.audience ?? "";
+    return message;
+  },
+};
+
+function createBaseRiderTokens(): RiderTokens {
+  return { accessToken: "", accessTokenExpiresAt: undefined, refreshToken: "", refreshTokenExpiresAt: undefined };
+}
+
+export const RiderTokens: MessageFns<RiderTokens> = {
+  encode(message: RiderTokens, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.accessToken !== "") {
+      writer.uint32(10).string(message.accessToken);
+    }
+    if (message.accessTokenExpiresAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.accessTokenExpiresAt), writer.uint32(18).fork()).join();
+    }
+    if (message.refreshToken !== "") {
+      writer.uint32(26).string(message.refreshToken);
+    }
+    if (message.refreshTokenExpiresAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.refreshTokenExpiresAt), writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RiderTokens {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRiderTokens();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.accessToken = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.accessTokenExpiresAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.refreshToken = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.refreshTokenExpiresAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RiderTokens {
+    return {
+      accessToken: isSet(object.accessToken)
+        ? globalThis.String(object.accessToken)
+        : isSet(object.access_token)
+        ? globalThis.String(object.access_token)
+        : "",
+      accessTokenExpiresAt: isSet(object.accessTokenExpiresAt)
+        ? fromJsonTimestamp(object.accessTokenExpiresAt)
+        : isSet(object.access_token_expires_at)
+        ? fromJsonTimestamp(object.access_token_expires_at)
+        : undefined,
+      refreshToken: isSet(object.refreshToken)
+        ? globalThis.String(object.refreshToken)
+        : isSet(object.refresh_token)
+        ? globalThis.String(object.refresh_token)
+        : "",
+      refreshTokenExpiresAt: isSet(object.refreshTokenExpiresAt)
+        ? fromJsonTimestamp(object.refreshTokenExpiresAt)
+        : isSet(object.refresh_token_expires_at)
+        ? fromJsonTimestamp(object.refresh_token_expires_at)
+        : undefined,
+    };
+  },
+
+  toJSON(message: RiderTokens): unknown {
+    const obj: any = {};
+    if (message.accessToken !== "") {
+      obj.accessToken = message.accessToken;
+    }
+    if (message.accessTokenExpiresAt !== undefined) {
+      obj.accessTokenExpiresAt = message.accessTokenExpiresAt.toISOString();
+    }
+    if (message.refreshToken !== "") {
+      obj.refreshToken = message.refreshToken;
+    }
+    if (message.refreshTokenExpiresAt !== undefined) {
+      obj.refreshTokenExpiresAt = message.refreshTokenExpiresAt.toISOString();
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RiderTokens>): RiderTokens {
+    return RiderTokens.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RiderTokens>): RiderTokens {
+    const message = createBaseRiderTokens();
+    message.accessToken = object.accessToken ?? "";
+    message.accessTokenExpiresAt = object.accessTokenExpiresAt ?? undefined;
+    message.refreshToken = object.refreshToken ?? "";
+    message.refreshTokenExpiresAt = object.refreshTokenExpiresAt ?? undefined;
+    return message;
+  },
+};
+
+function createBaseSignInResponse(): SignInResponse {
+  return { tokens: undefined };
+}
+
+export const SignInResponse: MessageFns<SignInResponse> = {
+  encode(message: SignInResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.tokens !== undefined) {
+      RiderTokens.encode(message.tokens, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SignInResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSignInResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.tokens = RiderTokens.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SignInResponse {
+    return { tokens: isSet(object.tokens) ? RiderTokens.fromJSON(object.tokens) : undefined };
+  },
+
+  toJSON(message: SignInResponse): unknown {
+    const obj: any = {};
+    if (message.tokens !== undefined) {
+      obj.tokens = RiderTokens.toJSON(message.tokens);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<SignInResponse>): SignInResponse {
+    return SignInResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SignInResponse>): SignInResponse {
+    const message = createBaseSignInResponse();
+    message.tokens = (object.tokens !== undefined && object.tokens !== null)
+      ? RiderTokens.fromPartial(object.tokens)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseRefreshTokenRequest(): RefreshTokenRequest {
+  return { refreshToken: "", audience: "" };
+}
+
+export const RefreshTokenRequest: MessageFns<RefreshTokenRequest> = {
+  encode(message: RefreshTokenRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.refreshToken !== "") {
+      writer.uint32(10).string(message.refreshToken);
+    }
+    if (message.audience !== "") {
+      writer.uint32(18).string(message.audience);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RefreshTokenRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRefreshTokenRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.refreshToken = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.audience = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RefreshTokenRequest {
+    return {
+      refreshToken: isSet(object.refreshToken)
+        ? globalThis.String(object.refreshToken)
+        : isSet(object.refresh_token)
+        ? globalThis.String(object.refresh_token)
+        : "",
+      audience: isSet(object.audience) ? globalThis.String(object.audience) : "",
+    };
+  },
+
+  toJSON(message: RefreshTokenRequest): unknown {
+    const obj: any = {};
+    if (message.refreshToken !== "") {
+      obj.refreshToken = message.refreshToken;
+    }
+    if (message.audience !== "") {
+      obj.audience = message.audience;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RefreshTokenRequest>): RefreshTokenRequest {
+    return RefreshTokenRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RefreshTokenRequest>): RefreshTokenRequest {
+    const message = createBaseRefreshTokenRequest();
+    message.refreshToken = object.refreshToken ?? "";
+    message.audience = object.audience ?? "";
+    return message;
+  },
+};
+
+function createBaseRefreshTokenResponse(): RefreshTokenResponse {
+  return { tokens: undefined };
+}
+
+export const RefreshTokenResponse: MessageFns<RefreshTokenResponse> = {
+  encode(message: RefreshTokenResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.tokens !== undefined) {
+      RiderTokens.encode(message.tokens, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RefreshTokenResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRefreshTokenResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.tokens = RiderTokens.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RefreshTokenResponse {
+    return { tokens: isSet(object.tokens) ? RiderTokens.fromJSON(object.tokens) : undefined };
+  },
+
+  toJSON(message: RefreshTokenResponse): unknown {
+    const obj: any = {};
+    if (message.tokens !== undefined) {
+      obj.tokens = RiderTokens.toJSON(message.tokens);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RefreshTokenResponse>): RefreshTokenResponse {
+    return RefreshTokenResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RefreshTokenResponse>): RefreshTokenResponse {
+    const message = createBaseRefreshTokenResponse();
+    message.tokens = (object.tokens !== undefined && object.tokens !== null)
+      ? RiderTokens.fromPartial(object.tokens)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseSignOutRequest(): SignOutRequest {
+  return { refreshToken: "" };
+}
+
+export const SignOutRequest: MessageFns<SignOutRequest> = {
+  encode(message: SignOutRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.refreshToken !== "") {
+      writer.uint32(10).string(message.refreshToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SignOutRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSignOutRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.refreshToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SignOutRequest {
+    return {
+      refreshToken: isSet(object.refreshToken)
+        ? globalThis.String(object.refreshToken)
+        : isSet(object.refresh_token)
+        ? globalThis.String(object.refresh_token)
+        : "",
+    };
+  },
+
+  toJSON(message: SignOutRequest): unknown {
+    const obj: any = {};
+    if (message.refreshToken !== "") {
+      obj.refreshToken = message.refreshToken;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<SignOutRequest>): SignOutRequest {
+    return SignOutRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SignOutRequest>): SignOutRequest {
+    const message = createBaseSignOutRequest();
+    message.refreshToken = object.refreshToken ?? "";
+    return message;
+  },
+};
+
+function createBaseSignOutResponse(): SignOutResponse {
+  return {};
+}
+
+export const SignOutResponse: MessageFns<SignOutResponse> = {
+  encode(_: SignOutResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SignOutResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSignOutResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): SignOutResponse {
+    return {};
+  },
+
+  toJSON(_: SignOutResponse): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<SignOutResponse>): SignOutResponse {
+    return SignOutResponse.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<SignOutResponse>): SignOutResponse {
+    const message = createBaseSignOutResponse();
+    return message;
+  },
+};
+
+function createBaseGetJwksRequest(): GetJwksRequest {
+  return {};
+}
+
+export const GetJwksRequest: MessageFns<GetJwksRequest> = {
+  encode(_: GetJwksRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetJwksRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetJwksRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): GetJwksRequest {
+    return {};
+  },
+
+  toJSON(_: GetJwksRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetJwksRequest>): GetJwksRequest {
+    return GetJwksRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<GetJwksRequest>): GetJwksRequest {
+    const message = createBaseGetJwksRequest();
+    return message;
+  },
+};
+
+function createBaseGetJwksResponse(): GetJwksResponse {
+  return { jwksJson: "", tokenIssuer: "" };
+}
+
+export const GetJwksResponse: MessageFns<GetJwksResponse> = {
+  encode(message: GetJwksResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.jwksJson !== "") {
+      writer.uint32(10).string(message.jwksJson);
+    }
+    if (message.tokenIssuer !== "") {
+      writer.uint32(18).string(message.tokenIssuer);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetJwksResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetJwksResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.jwksJson = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.tokenIssuer = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetJwksResponse {
+    return {
+      jwksJson: isSet(object.jwksJson)
+        ? globalThis.String(object.jwksJson)
+        : isSet(object.jwks_json)
+        ? globalThis.String(object.jwks_json)
+        : "",
+      tokenIssuer: isSet(object.tokenIssuer)
+        ? globalThis.String(object.tokenIssuer)
+        : isSet(object.token_issuer)
+        ? globalThis.String(object.token_issuer)
+        : "",
+    };
+  },
+
+  toJSON(message: GetJwksResponse): unknown {
+    const obj: any = {};
+    if (message.jwksJson !== "") {
+      obj.jwksJson = message.jwksJson;
+    }
+    if (message.tokenIssuer !== "") {
+      obj.tokenIssuer = message.tokenIssuer;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetJwksResponse>): GetJwksResponse {
+    return GetJwksResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetJwksResponse>): GetJwksResponse {
+    const message = createBaseGetJwksResponse();
+    message.jwksJson = object.jwksJson ?? "";
+    message.tokenIssuer = object.tokenIssuer ?? "";
+    return message;
+  },
+};
+
+function createBaseRotateSigningKeyRequest(): RotateSigningKeyRequest {
+  return { retirePrevious: false };
+}
+
+export const RotateSigningKeyRequest: MessageFns<RotateSigningKeyRequest> = {
+  encode(message: RotateSigningKeyRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.retirePrevious !== false) {
+      writer.uint32(8).bool(message.retirePrevious);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RotateSigningKeyRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRotateSigningKeyRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.retirePrevious = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RotateSigningKeyRequest {
+    return {
+      retirePrevious: isSet(object.retirePrevious)
+        ? globalThis.Boolean(object.retirePrevious)
+        : isSet(object.retire_previous)
+        ? globalThis.Boolean(object.retire_previous)
+        : false,
+    };
+  },
+
+  toJSON(message: RotateSigningKeyRequest): unknown {
+    const obj: any = {};
+    if (message.retirePrevious !== false) {
+      obj.retirePrevious = message.retirePrevious;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RotateSigningKeyRequest>): RotateSigningKeyRequest {
+    return RotateSigningKeyRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RotateSigningKeyRequest>): RotateSigningKeyRequest {
+    const message = createBaseRotateSigningKeyRequest();
+    message.retirePrevious = object.retirePrevious ?? false;
+    return message;
+  },
+};
+
+function createBaseRotateSigningKeyResponse(): RotateSigningKeyResponse {
+  return { keyId: "", publishedKeyIds: [] };
+}
+
+export const RotateSigningKeyResponse: MessageFns<RotateSigningKeyResponse> = {
+  encode(message: RotateSigningKeyResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.keyId !== "") {
+      writer.uint32(10).string(message.keyId);
+    }
+    for (const v of message.publishedKeyIds) {
+      writer.uint32(18).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RotateSigningKeyResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRotateSigningKeyResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.keyId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.publishedKeyIds.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RotateSigningKeyResponse {
+    return {
+      keyId: isSet(object.keyId)
+        ? globalThis.String(object.keyId)
+        : isSet(object.key_id)
+        ? globalThis.String(object.key_id)
+        : "",
+      publishedKeyIds: globalThis.Array.isArray(object?.publishedKeyIds)
+        ? object.publishedKeyIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.published_key_ids)
+        ? object.published_key_ids.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: RotateSigningKeyResponse): unknown {
+    const obj: any = {};
+    if (message.keyId !== "") {
+      obj.keyId = message.keyId;
+    }
+    if (message.publishedKeyIds?.length) {
+      obj.publishedKeyIds = message.publishedKeyIds;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RotateSigningKeyResponse>): RotateSigningKeyResponse {
+    return RotateSigningKeyResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RotateSigningKeyResponse>): RotateSigningKeyResponse {
+    const message = createBaseRotateSigningKeyResponse();
+    message.keyId = object.keyId ?? "";
+    message.publishedKeyIds = object.publishedKeyIds?.map((e) => e) || [];
+    return message;
+  },
+};
 
 function createBaseAccount(): Account {
   return {
@@ -2914,6 +4117,188 @@ export const RevokeAgreementResponse: MessageFns<RevokeAgreementResponse> = {
   },
 };
 
+function createBaseListAuditEntriesRequest(): ListAuditEntriesRequest {
+  return { pageSize: 0, pageToken: "" };
+}
+
+export const ListAuditEntriesRequest: MessageFns<ListAuditEntriesRequest> = {
+  encode(message: ListAuditEntriesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.pageSize !== 0) {
+      writer.uint32(8).int32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(18).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListAuditEntriesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListAuditEntriesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.pageSize = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListAuditEntriesRequest {
+    return {
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListAuditEntriesRequest): unknown {
+    const obj: any = {};
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListAuditEntriesRequest>): ListAuditEntriesRequest {
+    return ListAuditEntriesRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListAuditEntriesRequest>): ListAuditEntriesRequest {
+    const message = createBaseListAuditEntriesRequest();
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseListAuditEntriesResponse(): ListAuditEntriesResponse {
+  return { entries: [], nextPageToken: "" };
+}
+
+export const ListAuditEntriesResponse: MessageFns<ListAuditEntriesResponse> = {
+  encode(message: ListAuditEntriesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.entries) {
+      AuditEntry.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListAuditEntriesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListAuditEntriesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.entries.push(AuditEntry.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListAuditEntriesResponse {
+    return {
+      entries: globalThis.Array.isArray(object?.entries) ? object.entries.map((e: any) => AuditEntry.fromJSON(e)) : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListAuditEntriesResponse): unknown {
+    const obj: any = {};
+    if (message.entries?.length) {
+      obj.entries = message.entries.map((e) => AuditEntry.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListAuditEntriesResponse>): ListAuditEntriesResponse {
+    return ListAuditEntriesResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListAuditEntriesResponse>): ListAuditEntriesResponse {
+    const message = createBaseListAuditEntriesResponse();
+    message.entries = object.entries?.map((e) => AuditEntry.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    return message;
+  },
+};
+
 /**
  * AuthorizerService holds riders' payment accounts in a double-entry ledger,
  * authorizes accounts for card enrollment (agreements), debits fares on the
@@ -3026,6 +4411,106 @@ export const AuthorizerServiceService = {
       Buffer.from(ListLedgerEntriesResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListLedgerEntriesResponse => ListLedgerEntriesResponse.decode(value),
   },
+  /**
+   * Sets the rider's sign-in password of an account. Ops sets it for any
+   * account (at a service desk); the phone app changes it only with the
+   * current password.
+   */
+  setRiderPassword: {
+    path: "/tapcredit.authorizer.v1.AuthorizerService/SetRiderPassword" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SetRiderPasswordRequest): Buffer =>
+      Buffer.from(SetRiderPasswordRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SetRiderPasswordRequest => SetRiderPasswordRequest.decode(value),
+    responseSerialize: (value: SetRiderPasswordResponse): Buffer =>
+      Buffer.from(SetRiderPasswordResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SetRiderPasswordResponse => SetRiderPasswordResponse.decode(value),
+  },
+  /**
+   * Signs a rider in with their account id and password: returns a
+   * short-lived access token (a JWT signed with EdDSA, sub = account id,
+   * aud = the issuer it is for) and a refresh token. A wrong password and an
+   * unknown account answer the same UNAUTHENTICATED SIGN_IN_FAILED.
+   */
+  signIn: {
+    path: "/tapcredit.authorizer.v1.AuthorizerService/SignIn" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SignInRequest): Buffer => Buffer.from(SignInRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SignInRequest => SignInRequest.decode(value),
+    responseSerialize: (value: SignInResponse): Buffer => Buffer.from(SignInResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SignInResponse => SignInResponse.decode(value),
+  },
+  /**
+   * Trades a refresh token for a new access token and a new refresh token;
+   * the old refresh token is used up. Presenting a used refresh token again
+   * revokes every token of its sign-in (a stolen copy is worth nothing).
+   */
+  refreshToken: {
+    path: "/tapcredit.authorizer.v1.AuthorizerService/RefreshToken" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RefreshTokenRequest): Buffer => Buffer.from(RefreshTokenRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RefreshTokenRequest => RefreshTokenRequest.decode(value),
+    responseSerialize: (value: RefreshTokenResponse): Buffer =>
+      Buffer.from(RefreshTokenResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RefreshTokenResponse => RefreshTokenResponse.decode(value),
+  },
+  /** Revokes the sign-in a refresh token belongs to. Idempotent. */
+  signOut: {
+    path: "/tapcredit.authorizer.v1.AuthorizerService/SignOut" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SignOutRequest): Buffer => Buffer.from(SignOutRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SignOutRequest => SignOutRequest.decode(value),
+    responseSerialize: (value: SignOutResponse): Buffer => Buffer.from(SignOutResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SignOutResponse => SignOutResponse.decode(value),
+  },
+  /**
+   * The public keys that verify access tokens (a JSON Web Key Set). Keys of
+   * a rotation stay in the set until they are retired.
+   */
+  getJwks: {
+    path: "/tapcredit.authorizer.v1.AuthorizerService/GetJwks" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetJwksRequest): Buffer => Buffer.from(GetJwksRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetJwksRequest => GetJwksRequest.decode(value),
+    responseSerialize: (value: GetJwksResponse): Buffer => Buffer.from(GetJwksResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetJwksResponse => GetJwksResponse.decode(value),
+  },
+  /**
+   * Makes a new token signing key the current one (administration). With
+   * retire_previous, older keys leave the key set at once and the tokens they
+   * signed stop verifying once verifiers refresh their cached set.
+   */
+  rotateSigningKey: {
+    path: "/tapcredit.authorizer.v1.AuthorizerService/RotateSigningKey" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RotateSigningKeyRequest): Buffer =>
+      Buffer.from(RotateSigningKeyRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RotateSigningKeyRequest => RotateSigningKeyRequest.decode(value),
+    responseSerialize: (value: RotateSigningKeyResponse): Buffer =>
+      Buffer.from(RotateSigningKeyResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RotateSigningKeyResponse => RotateSigningKeyResponse.decode(value),
+  },
+  /**
+   * The audit trail of ops calls (who, what, when, why, outcome), newest
+   * first. Ops only.
+   */
+  listAuditEntries: {
+    path: "/tapcredit.authorizer.v1.AuthorizerService/ListAuditEntries" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListAuditEntriesRequest): Buffer =>
+      Buffer.from(ListAuditEntriesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListAuditEntriesRequest => ListAuditEntriesRequest.decode(value),
+    responseSerialize: (value: ListAuditEntriesResponse): Buffer =>
+      Buffer.from(ListAuditEntriesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListAuditEntriesResponse => ListAuditEntriesResponse.decode(value),
+  },
 } as const;
 
 export interface AuthorizerServiceServer extends UntypedServiceImplementation {
@@ -3062,6 +4547,43 @@ export interface AuthorizerServiceServer extends UntypedServiceImplementation {
   getAccount: handleUnaryCall<GetAccountRequest, GetAccountResponse>;
   /** Lists an account's ledger entries, newest first. */
   listLedgerEntries: handleUnaryCall<ListLedgerEntriesRequest, ListLedgerEntriesResponse>;
+  /**
+   * Sets the rider's sign-in password of an account. Ops sets it for any
+   * account (at a service desk); the phone app changes it only with the
+   * current password.
+   */
+  setRiderPassword: handleUnaryCall<SetRiderPasswordRequest, SetRiderPasswordResponse>;
+  /**
+   * Signs a rider in with their account id and password: returns a
+   * short-lived access token (a JWT signed with EdDSA, sub = account id,
+   * aud = the issuer it is for) and a refresh token. A wrong password and an
+   * unknown account answer the same UNAUTHENTICATED SIGN_IN_FAILED.
+   */
+  signIn: handleUnaryCall<SignInRequest, SignInResponse>;
+  /**
+   * Trades a refresh token for a new access token and a new refresh token;
+   * the old refresh token is used up. Presenting a used refresh token again
+   * revokes every token of its sign-in (a stolen copy is worth nothing).
+   */
+  refreshToken: handleUnaryCall<RefreshTokenRequest, RefreshTokenResponse>;
+  /** Revokes the sign-in a refresh token belongs to. Idempotent. */
+  signOut: handleUnaryCall<SignOutRequest, SignOutResponse>;
+  /**
+   * The public keys that verify access tokens (a JSON Web Key Set). Keys of
+   * a rotation stay in the set until they are retired.
+   */
+  getJwks: handleUnaryCall<GetJwksRequest, GetJwksResponse>;
+  /**
+   * Makes a new token signing key the current one (administration). With
+   * retire_previous, older keys leave the key set at once and the tokens they
+   * signed stop verifying once verifiers refresh their cached set.
+   */
+  rotateSigningKey: handleUnaryCall<RotateSigningKeyRequest, RotateSigningKeyResponse>;
+  /**
+   * The audit trail of ops calls (who, what, when, why, outcome), newest
+   * first. Ops only.
+   */
+  listAuditEntries: handleUnaryCall<ListAuditEntriesRequest, ListAuditEntriesResponse>;
 }
 
 export interface AuthorizerServiceClient extends Client {
@@ -3209,6 +4731,141 @@ export interface AuthorizerServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListLedgerEntriesResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Sets the rider's sign-in password of an account. Ops sets it for any
+   * account (at a service desk); the phone app changes it only with the
+   * current password.
+   */
+  setRiderPassword(
+    request: SetRiderPasswordRequest,
+    callback: (error: ServiceError | null, response: SetRiderPasswordResponse) => void,
+  ): ClientUnaryCall;
+  setRiderPassword(
+    request: SetRiderPasswordRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: SetRiderPasswordResponse) => void,
+  ): ClientUnaryCall;
+  setRiderPassword(
+    request: SetRiderPasswordRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SetRiderPasswordResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Signs a rider in with their account id and password: returns a
+   * short-lived access token (a JWT signed with EdDSA, sub = account id,
+   * aud = the issuer it is for) and a refresh token. A wrong password and an
+   * unknown account answer the same UNAUTHENTICATED SIGN_IN_FAILED.
+   */
+  signIn(
+    request: SignInRequest,
+    callback: (error: ServiceError | null, response: SignInResponse) => void,
+  ): ClientUnaryCall;
+  signIn(
+    request: SignInRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: SignInResponse) => void,
+  ): ClientUnaryCall;
+  signIn(
+    request: SignInRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SignInResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Trades a refresh token for a new access token and a new refresh token;
+   * the old refresh token is used up. Presenting a used refresh token again
+   * revokes every token of its sign-in (a stolen copy is worth nothing).
+   */
+  refreshToken(
+    request: RefreshTokenRequest,
+    callback: (error: ServiceError | null, response: RefreshTokenResponse) => void,
+  ): ClientUnaryCall;
+  refreshToken(
+    request: RefreshTokenRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RefreshTokenResponse) => void,
+  ): ClientUnaryCall;
+  refreshToken(
+    request: RefreshTokenRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RefreshTokenResponse) => void,
+  ): ClientUnaryCall;
+  /** Revokes the sign-in a refresh token belongs to. Idempotent. */
+  signOut(
+    request: SignOutRequest,
+    callback: (error: ServiceError | null, response: SignOutResponse) => void,
+  ): ClientUnaryCall;
+  signOut(
+    request: SignOutRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: SignOutResponse) => void,
+  ): ClientUnaryCall;
+  signOut(
+    request: SignOutRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SignOutResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * The public keys that verify access tokens (a JSON Web Key Set). Keys of
+   * a rotation stay in the set until they are retired.
+   */
+  getJwks(
+    request: GetJwksRequest,
+    callback: (error: ServiceError | null, response: GetJwksResponse) => void,
+  ): ClientUnaryCall;
+  getJwks(
+    request: GetJwksRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetJwksResponse) => void,
+  ): ClientUnaryCall;
+  getJwks(
+    request: GetJwksRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetJwksResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Makes a new token signing key the current one (administration). With
+   * retire_previous, older keys leave the key set at once and the tokens they
+   * signed stop verifying once verifiers refresh their cached set.
+   */
+  rotateSigningKey(
+    request: RotateSigningKeyRequest,
+    callback: (error: ServiceError | null, response: RotateSigningKeyResponse) => void,
+  ): ClientUnaryCall;
+  rotateSigningKey(
+    request: RotateSigningKeyRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RotateSigningKeyResponse) => void,
+  ): ClientUnaryCall;
+  rotateSigningKey(
+    request: RotateSigningKeyRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RotateSigningKeyResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * The audit trail of ops calls (who, what, when, why, outcome), newest
+   * first. Ops only.
+   */
+  listAuditEntries(
+    request: ListAuditEntriesRequest,
+    callback: (error: ServiceError | null, response: ListAuditEntriesResponse) => void,
+  ): ClientUnaryCall;
+  listAuditEntries(
+    request: ListAuditEntriesRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListAuditEntriesResponse) => void,
+  ): ClientUnaryCall;
+  listAuditEntries(
+    request: ListAuditEntriesRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListAuditEntriesResponse) => void,
   ): ClientUnaryCall;
 }
 
