@@ -4,6 +4,7 @@
 // retired key stops verifying within maxAgeMs; a token naming a key not in the
 // cache makes it fetch at once (at most once per cooldownMs), so a rotated key
 // is picked up without a restart.
+import { setTimeout as sleep } from 'node:timers/promises';
 import { createLocalJWKSet, errors, jwtVerify, type JSONWebKeySet } from 'jose';
 import { ApiError, apiError } from '../common/errors.js';
 
@@ -85,9 +86,14 @@ export class RiderTokenVerifier {
       try {
         result = await attempt(keys);
       } catch (err) {
-        // A key newer than the cache: fetch the set again, at most once per cooldown.
-        if (!(err instanceof errors.JWKSNoMatchingKey) || this.now() - keys.fetchedAt < (this.opts.cooldownMs ?? DEFAULT_COOLDOWN_MS)) throw err;
-        keys = await this.fetch();
+        // A key newer than the cache (a rotation): fetch the set again, at most once per
+        // cooldown. A token that comes within the cooldown of the last fetch waits for the
+        // next one rather than fail, so a rider signed in just after a rotation is served;
+        // however many such tokens come, they share that one fetch.
+        if (!(err instanceof errors.JWKSNoMatchingKey)) throw err;
+        const wait = keys.fetchedAt + (this.opts.cooldownMs ?? DEFAULT_COOLDOWN_MS) - this.now();
+        if (wait > 0) await sleep(wait);
+        keys = this.cached && this.cached.fetchedAt > keys.fetchedAt ? this.cached : await this.fetch();
         result = await attempt(keys);
       }
       return { accountId: result.payload.sub! };
