@@ -139,7 +139,7 @@ async function withAdvisoryLock<T>(db: Knex, key: string, fn: () => Promise<T>):
  * two of the queries; a SQLite read transaction in WAL mode is a snapshot already.
  */
 export function snapshot<T>(db: Knex, read: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
-  const config = db.client.config.client === 'pg' ? { isolationLevel: 'repeatable read' as const, readOnly: true } : undefined;
+  const config = isPostgres(db) ? { isolationLevel: 'repeatable read' as const, readOnly: true } : undefined;
   return db.transaction(read, config);
 }
 

@@ -8,6 +8,8 @@ const CURRENCY_PATTERN = /^[A-Z]{3}$/;
 const INT64_MAX = 2n ** 63n - 1n;
 export const MAX_BATCH = 5000;
 
+const UINT63_MAX = 2n ** 63n - 1n;
+
 export class Violations {
   readonly list: FieldViolation[] = [];
 
@@ -65,6 +67,22 @@ export class Violations {
       return false;
     }
     return true;
+  }
+
+  /** A uint64 carried as a decimal string, within what a bigInteger column holds (0 .. 2^63-1); undefined when it is not. */
+  uint63(field: string, value: string): bigint | undefined {
+    let n: bigint;
+    try {
+      n = BigInt(value);
+    } catch {
+      this.add(field, 'must be an integer');
+      return undefined;
+    }
+    if (n < 0n || n > UINT63_MAX) {
+      this.add(field, 'must be between 0 and 2^63-1');
+      return undefined;
+    }
+    return n;
   }
 
   batch(field: string, items: readonly unknown[]): boolean {

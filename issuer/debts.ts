@@ -223,8 +223,9 @@ async function sendAttempts(ctx: IssuerContext, attempts: Attempt[], batchSize: 
       } else if (outcome.state === 'REJECTED') {
         // Refused for good (the agreement is gone, say): retrying on the schedule cannot help, so the debt waits for an operator or the rider.
         ctx.log.error({ tapId: a.tap_id, requestId: a.request_id, reason: outcome.reason }, 'debt retry refused by the authorizer; the debt is uncollectable');
-        await moveTaps(trx, { from: 'DECLINED', to: 'UNCOLLECTABLE', tapIds: [a.tap_id], now, set: { decline_reason: outcome.reason, next_retry_at: null } });
-        await trx('taps').where({ tap_id: a.tap_id, state: 'UNCOLLECTABLE' }).update({ decline_reason: outcome.reason, updated_at: String(now) });
+        const moved = await moveTaps(trx, { from: 'DECLINED', to: 'UNCOLLECTABLE', tapIds: [a.tap_id], now, set: { decline_reason: outcome.reason, next_retry_at: null } });
+        // Refused again while already uncollectable: only the reason changes.
+        if (moved.length === 0) await trx('taps').where({ tap_id: a.tap_id, state: 'UNCOLLECTABLE' }).update({ decline_reason: outcome.reason, updated_at: String(now) });
       } else {
         // Declined, not refused: an uncollectable debt is collectable again (the card was bound to a new account, say).
         await moveTaps(trx, { from: 'UNCOLLECTABLE', to: 'DECLINED', tapIds: [a.tap_id], now });

@@ -6,11 +6,11 @@
 // sharing the database claim their batches with leases (common/leases.ts),
 // so a tap is sent by one replica at a time, and a dead replica's taps are
 // taken over once its claims expire.
-import { asText, chunks } from '../common/db.js';
+import { asText, chunks, type Db } from '../common/db.js';
 import { Leases } from '../common/leases.js';
 import { trailLogger } from '../common/log.js';
 import { itemTraceFields, runForBatch } from '../common/trace.js';
-import { DeductStatus, type DeductItem } from '../gen/tapcredit/authorizer/v1/authorizer.js';
+import { DeductStatus, type DeductItem, type DeductResult } from '../gen/tapcredit/authorizer/v1/authorizer.js';
 import { checkResults, declineReasonName } from './authorizer-client.js';
 import { leasesOf, type IssuerContext } from './context.js';
 import { DEFAULT_DEBT_RETRY, debtRetryDelay } from './debts.js';
@@ -93,62 +93,61 @@ async function sendAndStore(ctx: IssuerContext, pending: PendingTap[]): Promise<
   const now = ctx.now().getTime();
   const byId = new Map(pending.map((t) => [t.tap_id, t]));
   const trail = trailLogger(ctx.log);
-  const debited: string[] = [];
-  const declined: string[] = [];
-  const rejected: string[] = [];
+  const of = (status: DeductStatus) => results.filter((r) => r.status === status);
+  // Each outcome, the state it moves its taps to and what it stores with them.
+  const outcomes = [
+    {
+      to: 'DEDUCTED' as const,
+      results: of(DeductStatus.DEDUCT_STATUS_DEBITED),
+      reason: (): string | undefined => undefined,
+      // What was debited is the amount due, in the fare's currency (the columns of the same row).
+      set: (trx: Db) => ({ charged_currency: trx.ref('fare_currency'), charged_minor: trx.ref('due_minor') }),
+    },
+    {
+      // A debt: retried on the schedule, and the card is declined at the gates until it is recovered.
+      to: 'DECLINED' as const,
+      results: of(DeductStatus.DEDUCT_STATUS_DECLINED),
+      reason: (r: DeductResult) => declineReasonName(r.declineReason),
+      set: () => ({ next_retry_at: String(now + debtRetryDelay(ctx.debtRetry ?? DEFAULT_DEBT_RETRY, 0)) }),
+    },
+    {
+      to: 'REJECTED' as const,
+      results: of(DeductStatus.DEDUCT_STATUS_REJECTED),
+      reason: (r: DeductResult) => r.errorReason || 'REJECTED_BY_AUTHORIZER',
+      set: () => ({}),
+    },
+  ];
+  const moved = new Map<string, string[]>();
   let listed = false;
   await db.transaction(async (trx) => {
     // Each outcome moves only taps still DEDUCTING: an answer another sender
     // (a replica, an earlier attempt) already stored is neither stored nor counted again.
-    const of = (status: DeductStatus) => results.filter((r) => r.status === status);
-    const debits = of(DeductStatus.DEDUCT_STATUS_DEBITED);
-    debited.push(
-      ...(await moveTaps(trx, {
-        from: 'DEDUCTING',
-        to: 'DEDUCTED',
-        tapIds: debits.map((r) => r.requestId),
-        now,
-        // What was debited is the amount due, in the fare's currency (the columns of the same row).
-        set: { charged_currency: trx.ref('fare_currency'), charged_minor: trx.ref('due_minor'), ...Leases.free },
-        perTap: new Map(debits.map((r) => [r.requestId, { deduction_id: r.deductionId }])),
-      })),
-    );
-    // A debt: retried on the schedule, and the card is declined at the gates until it is recovered.
-    const debts = of(DeductStatus.DEDUCT_STATUS_DECLINED);
-    declined.push(
-      ...(await moveTaps(trx, {
-        from: 'DEDUCTING',
-        to: 'DECLINED',
-        tapIds: debts.map((r) => r.requestId),
-        now,
-        set: { next_retry_at: String(now + debtRetryDelay(ctx.debtRetry ?? DEFAULT_DEBT_RETRY, 0)), ...Leases.free },
-        perTap: new Map(debts.map((r) => [r.requestId, { decline_reason: declineReasonName(r.declineReason) }])),
-      })),
-    );
-    const refusals = of(DeductStatus.DEDUCT_STATUS_REJECTED);
-    rejected.push(
-      ...(await moveTaps(trx, {
-        from: 'DEDUCTING',
-        to: 'REJECTED',
-        tapIds: refusals.map((r) => r.requestId),
-        now,
-        set: Leases.free,
-        perTap: new Map(refusals.map((r) => [r.requestId, { decline_reason: r.errorReason || 'REJECTED_BY_AUTHORIZER' }])),
-      })),
-    );
-    for (const cardId of new Set(declined.map((tapId) => byId.get(tapId)!.card_id))) {
+    for (const o of outcomes) {
+      moved.set(
+        o.to,
+        await moveTaps(trx, {
+          from: 'DEDUCTING',
+          to: o.to,
+          tapIds: o.results.map((r) => r.requestId),
+          now,
+          set: { ...o.set(trx), ...Leases.free },
+          // A debit stores its deduction id; a decline or a refusal its reason.
+          perTap: new Map(o.results.map((r): [string, Record<string, string>] => [r.requestId, o.to === 'DEDUCTED' ? { deduction_id: r.deductionId } : { decline_reason: o.reason(r)! }])),
+        }),
+      );
+    }
+    for (const cardId of new Set(moved.get('DECLINED')!.map((tapId) => byId.get(tapId)!.card_id))) {
       if (await addReason(trx, cardId, 'DEBT', now)) listed = true;
     }
   });
   if (listed) ctx.denyListFeed?.notify();
-  const reasons = new Map(results.map((r) => [r.requestId, r]));
-  for (const [state, ids] of [['DEDUCTED', debited], ['DECLINED', declined], ['REJECTED', rejected]] as const) {
-    for (const tapId of ids) {
-      const r = reasons.get(tapId)!;
-      const reason = state === 'DECLINED' ? declineReasonName(r.declineReason) : state === 'REJECTED' ? r.errorReason || 'REJECTED_BY_AUTHORIZER' : undefined;
-      trail.info({ ...itemTraceFields(byId.get(tapId)!.traceparent ?? undefined), tapId, state, reason }, 'tap debit answered');
+  const answers = new Map(results.map((r) => [r.requestId, r]));
+  for (const o of outcomes) {
+    for (const tapId of moved.get(o.to)!) {
+      trail.info({ ...itemTraceFields(byId.get(tapId)!.traceparent ?? undefined), tapId, state: o.to, reason: o.reason(answers.get(tapId)!) }, 'tap debit answered');
     }
   }
-  ctx.log.debug({ sent: items.length, debited: debited.length, declined: declined.length, rejected: rejected.length }, 'deduct batch stored');
+  const count = (state: string) => moved.get(state)!.length;
+  ctx.log.debug({ sent: items.length, debited: count('DEDUCTED'), declined: count('DECLINED'), rejected: count('REJECTED') }, 'deduct batch stored');
 }
 

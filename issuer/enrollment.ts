@@ -24,29 +24,12 @@ import { removeReason } from './deny-list.js';
 
 const E164 = /^\+[1-9]\d{6,14}$/;
 const DATE = /^\d{4}-\d{2}-\d{2}$/;
-const UINT63_MAX = 2n ** 63n - 1n;
 
 /** "YYYY-MM-DD" naming a real calendar day. */
 export function isCalendarDate(value: string): boolean {
   if (!DATE.test(value)) return false;
   const d = new Date(`${value}T00:00:00Z`);
   return !Number.isNaN(d.getTime()) && d.toISOString().slice(0, 10) === value;
-}
-
-/** A uint64 carried as a decimal string, within what a bigInteger column holds. */
-export function parseUint63(v: Violations, field: string, value: string): bigint | undefined {
-  let n: bigint;
-  try {
-    n = BigInt(value);
-  } catch {
-    v.add(field, 'must be an integer');
-    return undefined;
-  }
-  if (n < 0n || n > UINT63_MAX) {
-    v.add(field, 'must be between 0 and 2^63-1');
-    return undefined;
-  }
-  return n;
 }
 
 function validate(req: EnrollCardRequest): void {
@@ -67,8 +50,8 @@ function validate(req: EnrollCardRequest): void {
     if (!p) v.add('card.proof', 'is required');
     else {
       v.id('card.proof.card_id', p.cardId);
-      parseUint63(v, 'card.proof.counter', p.counter);
-      parseUint63(v, 'card.proof.terminal_sequence', p.terminalSequence);
+      v.uint63('card.proof.counter', p.counter);
+      v.uint63('card.proof.terminal_sequence', p.terminalSequence);
       if (p.terminalId !== PHONE_READER_ID) v.add('card.proof.terminal_id', `must be "${PHONE_READER_ID}" (the phone app's reader id)`);
       if (p.terminalRandom.length !== TERMINAL_RANDOM_BYTES) v.add('card.proof.terminal_random', `must be ${TERMINAL_RANDOM_BYTES} bytes`);
       if (p.mac.length !== MAC_BYTES) v.add('card.proof.mac', `must be ${MAC_BYTES} bytes`);

@@ -8,7 +8,7 @@
 // the issuer out of order (each terminal forwards on its own), so a counter
 // lower than the highest seen is not evidence by itself; only the order of
 // tapped_at is, beyond a clock tolerance between terminals.
-import { asText, chunks, raiseColumn, sumAsText, type Db } from '../common/db.js';
+import { asText, chunks, isPostgres, raiseColumn, sumAsText, type Db } from '../common/db.js';
 import type { Tap } from '../gen/tapcredit/type/v1/tap.js';
 import { DEFAULT_CLONE_CLOCK_SKEW_MS, DEFAULT_REPEAT_WINDOW_MS, TAP_CLOCK_AHEAD_TOLERANCE_MS, type IssuerContext } from './context.js';
 import { addReason } from './deny-list.js';
@@ -191,7 +191,7 @@ export async function assessTaps(trx: Db, ctx: IssuerContext, taps: Tap[], now: 
   for (const ids of chunks(cardIds)) {
     // On PostgreSQL, concurrent reports of one card queue here, so the day's
     // total and the counter history each sees include the other's taps.
-    if (trx.client.config.client === 'pg') await trx('cards').whereIn('card_id', ids).orderBy('card_id').forUpdate().select('card_id');
+    if (isPostgres(trx)) await trx('cards').whereIn('card_id', ids).orderBy('card_id').forUpdate().select('card_id');
     const rows = await trx('cards').whereIn('card_id', ids).select('card_id', asText(trx, 'last_counter'), asText(trx, 'last_tapped_at'));
     for (const r of rows) {
       cards.set(r.card_id, { lastCounter: BigInt(r.last_counter), lastTappedAt: r.last_tapped_at == null ? undefined : Number(r.last_tapped_at), batch: [] });

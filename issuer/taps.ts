@@ -19,7 +19,6 @@ import {
 import { Tap } from '../gen/tapcredit/type/v1/tap.js';
 import type { IssuerContext } from './context.js';
 import { recordArrivals, TAP_STATES, type TapStateName } from './tap-states.js';
-import { parseUint63 } from './enrollment.js';
 import { assessTaps, type TapAssessment } from './tap-risk.js';
 
 export function validateTapReport(req: TapReportRequest, currencyCode: string): void {
@@ -29,7 +28,7 @@ export function validateTapReport(req: TapReportRequest, currencyCode: string): 
   const firstIndex = new Map<string, number>();
   req.taps.forEach((tap, i) => {
     const f = `taps[${i}]`;
-    const sequence = parseUint63(v, `${f}.terminal_sequence`, tap.terminalSequence);
+    const sequence = v.uint63(`${f}.terminal_sequence`, tap.terminalSequence);
     if (v.id(`${f}.tap_id`, tap.tapId)) {
       const earlier = firstIndex.get(tap.tapId);
       if (earlier !== undefined) v.add(`${f}.tap_id`, `duplicates taps[${earlier}].tap_id`);
@@ -48,7 +47,7 @@ export function validateTapReport(req: TapReportRequest, currencyCode: string): 
     }
     if (tap.cardLastCompleted) {
       // A card that holds no record is reported as the empty record: no tap id, counter 0.
-      const completed = parseUint63(v, `${f}.card_last_completed.counter`, tap.cardLastCompleted.counter);
+      const completed = v.uint63(`${f}.card_last_completed.counter`, tap.cardLastCompleted.counter);
       if (completed !== 0n || tap.cardLastCompleted.tapId !== '') v.id(`${f}.card_last_completed.tap_id`, tap.cardLastCompleted.tapId);
     }
     if (v.money(`${f}.fare`, tap.fare, { positive: true }) !== undefined && tap.fare!.currencyCode !== currencyCode) {
@@ -63,7 +62,7 @@ export function validateTapReport(req: TapReportRequest, currencyCode: string): 
     if (p.cardId !== tap.cardId) v.add(`${f}.proof.card_id`, "must equal the tap's card_id");
     if (p.terminalId !== tap.terminalId) v.add(`${f}.proof.terminal_id`, "must equal the tap's terminal_id");
     if (p.terminalSequence !== tap.terminalSequence) v.add(`${f}.proof.terminal_sequence`, "must equal the tap's terminal_sequence");
-    parseUint63(v, `${f}.proof.counter`, p.counter);
+    v.uint63(`${f}.proof.counter`, p.counter);
     if (p.mac.length !== MAC_BYTES) v.add(`${f}.proof.mac`, `must be ${MAC_BYTES} bytes`);
     if (p.terminalRandom.length !== TERMINAL_RANDOM_BYTES) v.add(`${f}.proof.terminal_random`, `must be ${TERMINAL_RANDOM_BYTES} bytes`);
   });

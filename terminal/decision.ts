@@ -90,21 +90,6 @@ export function checkCard(
   return undefined;
 }
 
-function parseCounter(v: Violations, field: string, value: string): bigint | undefined {
-  let counter: bigint;
-  try {
-    counter = BigInt(value);
-  } catch {
-    v.add(field, 'must be an unsigned integer');
-    return undefined;
-  }
-  if (counter < 0n || counter > COUNTER_MAX) {
-    v.add(field, 'is out of range');
-    return undefined;
-  }
-  return counter;
-}
-
 /** Refuses (INVALID_ARGUMENT) an answer that is not an answer to the command sent. */
 function validateAnswer(answer: CardAnswer | undefined, expected: 'read' | 'debit'): CardAnswer {
   const v = new Violations();
@@ -178,12 +163,12 @@ export class TapSession {
     v.id('answer.read.card_id', read.cardId);
     v.id('answer.read.issuer_code', read.issuerCode);
     if (!DATE_PATTERN.test(read.expiresOn) || Number.isNaN(Date.parse(read.expiresOn))) v.add('answer.read.expires_on', 'must be a date "YYYY-MM-DD"');
-    const counter = parseCounter(v, 'answer.read.counter', read.counter);
+    const counter = v.uint63('answer.read.counter', read.counter);
     // The card adds one before it answers the debit: that one must still fit.
     if (counter === COUNTER_MAX) v.add('answer.read.counter', 'is out of range');
     if (read.lastCompleted) {
       v.id('answer.read.last_completed.tap_id', read.lastCompleted.tapId);
-      const completed = parseCounter(v, 'answer.read.last_completed.counter', read.lastCompleted.counter);
+      const completed = v.uint63('answer.read.last_completed.counter', read.lastCompleted.counter);
       // A card completes only debits it made.
       if (completed !== undefined && counter !== undefined && completed > counter) v.add('answer.read.last_completed.counter', 'must not exceed the card counter');
     }
@@ -205,7 +190,7 @@ export class TapSession {
     if (answer.status !== CardStatus.CARD_STATUS_OK) return this.decline(DeclineReason.DECLINE_REASON_CARD_AUTHENTICATION_FAILED);
     const debit = answer.debit!;
     const v = new Violations();
-    const counter = parseCounter(v, 'answer.debit.counter', debit.counter);
+    const counter = v.uint63('answer.debit.counter', debit.counter);
     if (debit.mac.length !== MAC_BYTES) v.add('answer.debit.mac', `must be ${MAC_BYTES} bytes`);
     v.throwIfAny();
 
