@@ -41,9 +41,10 @@ const UNLIMITED_PAGES = 1073741823;
 
 /** Fills a SQLite database as a full disk would: no page beyond those it has, and filler rows in every free one. */
 async function fillDatabase(db: Db): Promise<void> {
+  // The filler table first: its root page may need a page the cap would refuse.
+  await db.raw('CREATE TABLE IF NOT EXISTS test_filler (pad TEXT)');
   const [{ page_count: pages }] = await db.raw('PRAGMA page_count');
   await db.raw(`PRAGMA max_page_count = ${Number(pages)}`);
-  await db.raw('CREATE TABLE IF NOT EXISTS test_filler (pad TEXT)');
   // Big rows first, then small ones, until not even a small row fits.
   for (const size of [4000, 500, 50]) {
     for (;;) {
