@@ -21,7 +21,8 @@ import {
 } from '@bufbuild/protobuf/wkt';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
-export const DESCRIPTOR_SET = `${root}gen/descriptor.binpb`;
+import { DESCRIPTOR_SET, FieldBehavior, fieldBehaviorReader } from './descriptors.js';
+export { DESCRIPTOR_SET };
 export const API_DOC = `${root}docs/api.md`;
 
 // Field numbers of descriptor.proto, for source-info paths.
@@ -118,6 +119,21 @@ interface Context {
   out: string[];
   mapEntries: Map<string, DescriptorProto>;
   documented: Set<string>;
+  behaviors: (field: FieldDescriptorProto) => FieldBehavior[];
+}
+
+const BEHAVIOR_LABELS: Record<FieldBehavior, string> = {
+  [FieldBehavior.OPTIONAL]: 'Optional.',
+  [FieldBehavior.REQUIRED]: 'Required.',
+  [FieldBehavior.OUTPUT_ONLY]: 'Output only.',
+  [FieldBehavior.INPUT_ONLY]: 'Input only.',
+  [FieldBehavior.IMMUTABLE]: 'Immutable.',
+};
+
+/** A field's description: its behaviors (google.api.field_behavior) in bold, then its comment. */
+function fieldDescription(ctx: Context, field: FieldDescriptorProto, path: number[]): string {
+  const labels = ctx.behaviors(field).map((b) => `**${BEHAVIOR_LABELS[b]}**`);
+  return [...labels, cell(ctx.comments.get(path))].filter(Boolean).join(' ');
 }
 
 function renderEnum(ctx: Context, e: EnumDescriptorProto, fullName: string, path: number[]): void {
@@ -138,7 +154,7 @@ function renderMessage(ctx: Context, m: DescriptorProto, fullName: string, path:
   else {
     ctx.out.push('| Field | Number | Type | Description |', '| --- | --- | --- | --- |');
     m.field.forEach((f, i) =>
-      ctx.out.push(`| \`${f.name}\` | ${f.number} | ${fieldType(f, ctx.mapEntries, ctx.documented)} | ${cell(ctx.comments.get([...path, MESSAGE_FIELD, i]))} |`),
+      ctx.out.push(`| \`${f.name}\` | ${f.number} | ${fieldType(f, ctx.mapEntries, ctx.documented)} | ${fieldDescription(ctx, f, [...path, MESSAGE_FIELD, i])} |`),
     );
     ctx.out.push('');
   }
@@ -194,6 +210,7 @@ export function renderApiDoc(descriptorSet: Uint8Array): string {
     .filter((f) => PACKAGE_ORDER.includes(f.package))
     .sort((a, b) => PACKAGE_ORDER.indexOf(a.package) - PACKAGE_ORDER.indexOf(b.package) || a.name.localeCompare(b.name));
   const { documented, mapEntries } = index(files);
+  const behaviors = fieldBehaviorReader(set);
   const out: string[] = [
     '# tapcredit API reference',
     '',
@@ -201,6 +218,7 @@ export function renderApiDoc(descriptorSet: Uint8Array): string {
     '',
     'Every server also serves `grpc.health.v1.Health` and server reflection (`grpc.reflection.v1` and `v1alpha`), so grpcurl and `buf curl` work without proto files.',
     'Errors are `google.rpc.Status` values in the `grpc-status-details-bin` trailer, carrying an [ErrorInfo](#google.rpc.ErrorInfo) with a stable reason and, for bad input, a [BadRequest](#google.rpc.BadRequest) with field violations.',
+    'A field marked **Required.** (`google.api.field_behavior` in the proto) must be set: a request without it is refused `INVALID_ARGUMENT` with a field violation naming it, and every such field missing is named in the one answer.',
     '',
     '## Services',
     '',
@@ -212,7 +230,7 @@ export function renderApiDoc(descriptorSet: Uint8Array): string {
 
   for (const file of files) {
     const comments = new Comments(file);
-    const ctx: Context = { pkg: file.package, comments, out, mapEntries, documented };
+    const ctx: Context = { pkg: file.package, comments, out, mapEntries, documented, behaviors };
     out.push(`## ${file.package} — \`${file.name}\``, '');
     const packageComment = comments.get([FILE_PACKAGE]);
     if (packageComment) out.push(packageComment, '');
